@@ -1,0 +1,2 @@
+"""Storage backends shipped with pywharf, each registered through the ``pywharf.backends``
+entry-point group (see ``pywharf_core.registry``)."""

@@ -1,0 +1,220 @@
+"""The ``file_system`` backend: package files in a local folder.
+
+Layout of the storage folder (default ``ROOT/cache/<repo>/storage``)::
+
+    index.toml                      the remote index (written by ``update_index``)
+    <filename>                      each package file, immutable once stored
+    .pywharf/<filename>.toml        the upload's metadata (incl. description), so the index
+                                    can be rebuilt from storage alone
+    .upload-*.part                  uploads being received (same folder: atomic link/rename)
+
+Storing is create-only: the staged file is hard-linked to its final name, which fails if the
+name exists, so two concurrent uploads (even from two servers sharing the folder) cannot both
+win and nobody ever sees a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import hmac
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from pywharf_core.atomic_write import fsync_dir, write_atomically
+from pywharf_core.backend import (
+    Backend,
+    DownloadTarget,
+    LocalFile,
+    Permission,
+    RemoteIndex,
+    StagedFile,
+    StoreOutcome,
+)
+from pywharf_core.config import PkgRepoConfig
+from pywharf_core.errors import FileConflict, InvalidName
+from pywharf_core.index import FileRecord, freeze_meta
+from pywharf_core.names import parse_dist_filename
+from pywharf_core.registry import BackendSpec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+INDEX_FILENAME = "index.toml"
+SIDECAR_DIR = ".pywharf"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileSystemConfig(PkgRepoConfig):
+    read_secret: str = field(repr=False)
+    write_secret: str = field(repr=False)
+    max_file_bytes: int = 5368709119
+    storage_path: str | None = None
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = super().check()
+        if not self.read_secret:
+            problems.append(("read_secret", "must not be empty"))
+        if not self.write_secret:
+            problems.append(("write_secret", "must not be empty"))
+        return problems
+
+
+class FileSystemBackend(Backend):
+    config: FileSystemConfig
+
+    def __init__(self, config: FileSystemConfig, context: Any) -> None:  # type: ignore[override]
+        super().__init__(config, context)
+        if config.storage_path:
+            self.storage = Path(config.storage_path).resolve()
+        else:
+            self.storage = (Path(context.root) / "cache" / config.name / "storage").resolve()
+        self.storage.mkdir(parents=True, exist_ok=True)
+        (self.storage / SIDECAR_DIR).mkdir(exist_ok=True)
+
+    # -- auth --------------------------------------------------------------------------------
+
+    def authenticate(self, secret: str) -> Permission:
+        given = secret.encode("utf-8", "surrogatepass")
+        # Both comparisons always run: timing does not reveal which secret matched.
+        is_write = hmac.compare_digest(given, self.config.write_secret.encode())
+        is_read = hmac.compare_digest(given, self.config.read_secret.encode())
+        if is_write:
+            return Permission.WRITE
+        if is_read:
+            return Permission.READ
+        return Permission.NONE
+
+    # -- files -------------------------------------------------------------------------------
+
+    def _path(self, filename: str) -> Path:
+        """The storage path of a validated filename (defence in depth against traversal)."""
+        parse_dist_filename(filename)
+        path = self.storage / filename
+        if path.parent != self.storage:
+            raise InvalidName(f"invalid distribution filename {filename!r}")
+        return path
+
+    def _sidecar(self, filename: str) -> Path:
+        return self.storage / SIDECAR_DIR / f"{filename}.toml"
+
+    def staging_dir(self) -> Path:
+        return self.storage
+
+    def store(self, record: FileRecord, staged: StagedFile, metadata: Mapping[str, Any]) -> StoreOutcome:
+        final = self._path(record.filename)
+        sidecar = self._sidecar(record.filename)
+        fd, sidecar_tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(tomli_w.dumps(dict(metadata)).encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                _link_exclusive(staged.path, final)
+            except FileExistsError:
+                if self._stored_sha256(record.filename) == staged.sha256:
+                    return StoreOutcome.IDENTICAL
+                raise FileConflict(
+                    f"File already exists: {record.filename!r} is stored with different content."
+                ) from None
+            os.replace(sidecar_tmp, sidecar)
+            fsync_dir(self.storage)
+            return StoreOutcome.CREATED
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sidecar_tmp)
+
+    def _stored_sha256(self, filename: str) -> str:
+        meta = self._read_sidecar(filename)
+        if meta and isinstance(meta.get("sha256"), str):
+            return meta["sha256"]
+        return _sha256_of(self._path(filename))
+
+    def _read_sidecar(self, filename: str) -> dict[str, Any] | None:
+        try:
+            return tomllib.loads(self._sidecar(filename).read_text("utf-8"))
+        except (FileNotFoundError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+            return None
+
+    def locate(self, filename: str) -> DownloadTarget | None:
+        try:
+            path = self._path(filename)
+        except InvalidName:
+            return None
+        return LocalFile(path) if path.is_file() else None
+
+    # -- index -------------------------------------------------------------------------------
+
+    def fetch_remote_index(self, known_token: str | None) -> RemoteIndex | None:
+        path = self.storage / INDEX_FILENAME
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None if known_token == "absent" else RemoteIndex("absent", None)
+        token = f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+        if token == known_token:
+            return None
+        return RemoteIndex(token, path.read_bytes())
+
+    def list_files(self) -> Iterator[FileRecord]:
+        for entry in os.scandir(self.storage):
+            if entry.name.startswith(".") or not entry.is_file() or entry.name == INDEX_FILENAME:
+                continue
+            try:
+                dist = parse_dist_filename(entry.name)
+            except InvalidName:
+                continue
+            meta = self._read_sidecar(entry.name) or {}
+            size = entry.stat().st_size
+            sha256 = meta.get("sha256") if meta.get("size") == size else None
+            yield FileRecord(
+                filename=entry.name,
+                distrib=dist.project,
+                version=str(meta.get("version") or dist.version),
+                sha256=sha256 or _sha256_of(Path(entry.path)),
+                size=size,
+                upload_time=str(meta.get("upload_time", "")),
+                requires_python=str(meta.get("requires_python", "")),
+                meta=freeze_meta({k: v for k, v in meta.items()
+                                  if k not in ("sha256", "size", "upload_time")}),
+            )
+
+    def publish_remote_index(self, data: bytes) -> None:
+        write_atomically(self.storage / INDEX_FILENAME, data)
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _link_exclusive(source: Path, target: Path) -> None:
+    """Create ``target`` from ``source`` only if ``target`` does not exist (atomic)."""
+    try:
+        os.link(source, target)
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            # No hard links here (some network/FUSE file systems): O_EXCL placeholder + rename.
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.close(fd)
+            os.replace(source, target)
+            return
+        raise
+    os.chmod(target, 0o644)
+
+
+BACKEND = BackendSpec(type="file_system", config_class=FileSystemConfig, backend_class=FileSystemBackend)

@@ -1,0 +1,188 @@
+"""The Starlette application: PEP 503 pages, downloads, legacy upload, health.
+
+Every endpoint except ``/healthz`` authenticates with HTTP basic auth (username = package
+repository name, password = its secret), whatever the User-Agent. Error bodies are one line of
+plain text a client can print: never a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import logging
+import os
+from urllib.parse import quote
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from pywharf_core.backend import LocalFile, Permission, Redirect, StoreOutcome
+from pywharf_core.errors import FileConflict, InvalidName, UploadRejected
+from pywharf_core.names import normalize_project, parse_dist_filename
+from pywharf_core.pkg_repo import PkgRepo
+from pywharf_core.server_state import ServerState
+from pywharf_core.upload import receive_upload, validate_upload
+
+log = logging.getLogger(__name__)
+
+HTML = "text/html; charset=utf-8"
+# Files are immutable: a filename never changes content once stored.
+FILE_CACHE_CONTROL = "max-age=31536000, immutable"
+PAGE_CACHE_CONTROL = "max-age=0, must-revalidate"  # pages change on upload; keep clients fresh
+
+
+class Unauthorized(HTTPException):
+    def __init__(self, detail: str = "Authentication required: use the repo name and its secret.") -> None:
+        super().__init__(401, detail, headers={"WWW-Authenticate": 'Basic realm="pywharf"'})
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
+async def authorize(request: Request, needed: Permission) -> PkgRepo:
+    """The repository the request's credentials grant ``needed`` on, or 401/403."""
+    credentials = _basic_credentials(request)
+    if credentials is None:
+        raise Unauthorized()
+    name, secret = credentials
+    state: ServerState = request.app.state.pywharf
+    repo = state.repos.get(name)
+    if repo is None or not secret:
+        raise Unauthorized("Invalid repository name or secret.")
+    permission = await anyio.to_thread.run_sync(repo.authenticate, secret)
+    if permission is Permission.NONE:
+        raise Unauthorized("Invalid repository name or secret.")
+    if permission < needed:
+        raise HTTPException(403, "This secret may read but not upload: use the write secret.")
+    return repo
+
+
+def _page_response(body: bytes) -> Response:
+    return Response(body, media_type=HTML, headers={"Cache-Control": PAGE_CACHE_CONTROL})
+
+
+async def simple_root(request: Request) -> Response:
+    repo = await authorize(request, Permission.READ)
+    snapshot = repo.snapshot
+    return _page_response(repo.root_page(snapshot))
+
+
+async def simple_project(request: Request) -> Response:
+    repo = await authorize(request, Permission.READ)
+    project = request.path_params["project"]
+    try:
+        normalized = normalize_project(project)
+    except InvalidName:
+        raise HTTPException(404, "Not Found") from None
+    if normalized != project:
+        return RedirectResponse(f"/simple/{quote(normalized)}/", status_code=301)
+    snapshot = repo.snapshot
+    page = repo.project_page(snapshot, normalized)
+    if page is not None:
+        return _page_response(page)
+    # Only names this repository does not own fall back to the public index.
+    extra = request.app.state.pywharf.settings.extra_index_url
+    if not extra:
+        raise HTTPException(404, f"Project {normalized!r} is not in this repository.")
+    return RedirectResponse(f"{extra.rstrip('/')}/{quote(normalized)}/", status_code=302)
+
+
+async def download(request: Request) -> Response:
+    repo = await authorize(request, Permission.READ)
+    project, filename = request.path_params["project"], request.path_params["filename"]
+    try:
+        dist = parse_dist_filename(filename)
+        normalized = normalize_project(project)
+    except InvalidName:
+        raise HTTPException(404, "Not Found") from None
+    if dist.project != normalized:
+        raise HTTPException(404, "Not Found")
+    record = repo.snapshot.files.get(filename)
+    target = await anyio.to_thread.run_sync(repo.backend.locate, filename)
+    if target is None:
+        raise HTTPException(404, "Not Found")
+    if isinstance(target, Redirect):
+        return RedirectResponse(target.url, status_code=302)
+    assert isinstance(target, LocalFile)
+    headers = {"Cache-Control": FILE_CACHE_CONTROL}
+    if record is not None:
+        etag = f'"{record.sha256}"'
+        headers["ETag"] = etag
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+    return FileResponse(target.path, media_type="application/octet-stream", headers=headers)
+
+
+async def upload(request: Request) -> Response:
+    repo = await authorize(request, Permission.WRITE)
+    received = await receive_upload(request, repo.backend.staging_dir(), repo.config.max_file_bytes)
+    try:
+        record, metadata = validate_upload(received)
+        outcome = await anyio.to_thread.run_sync(repo.backend.store, record, received.staged, metadata)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(received.staged.path)
+    if outcome is StoreOutcome.CREATED or record.filename not in repo.snapshot.files:
+        await anyio.to_thread.run_sync(repo.record_upload, record)
+    log.info("repo %r: %s %s (%d bytes)", repo.name, outcome.value, record.filename, record.size)
+    return PlainTextResponse("OK")
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _upload_rejected(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, UploadRejected)
+    return PlainTextResponse(exc.reason, status_code=exc.status)
+
+
+async def _file_conflict(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse(str(exc), status_code=409)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return PlainTextResponse("Internal Server Error", status_code=500)
+
+
+def create_app(state: ServerState) -> Starlette:
+    routes = [
+        Route("/simple/", simple_root, methods=["GET", "HEAD"]),
+        Route("/simple/", upload, methods=["POST"]),
+        Route("/", upload, methods=["POST"]),
+        Route("/simple/{project}/", simple_project, methods=["GET", "HEAD"]),
+        Route("/simple/{project}/{filename}", download, methods=["GET", "HEAD"]),
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            HTTPException: _http_error,
+            UploadRejected: _upload_rejected,
+            FileConflict: _file_conflict,
+            Exception: _internal_error,
+        },
+    )
+    app.state.pywharf = state
+    return app

@@ -1,0 +1,270 @@
+"""The index model: one record per stored file, immutable snapshots, and the TOML format.
+
+Requests never parse TOML: an :class:`IndexSnapshot` is built off the request path (at start,
+after a sync, after an upload) and swapped in atomically; a request only does dictionary
+lookups on the snapshot it started with.
+
+Index file format (``format = 2``)::
+
+    format = 2
+    [files."demo-1.0-py3-none-any.whl"]
+    distrib = "demo"            # normalised project name
+    version = "1.0"
+    sha256 = "..."
+    size = 1234
+    upload_time = "2026-11-23T12:00:00.000000Z"
+    requires_python = ">=3.10"
+    [files."demo-1.0-py3-none-any.whl".meta]   # core-metadata fields as uploaded
+    classifiers = ["...", "..."]                # multi-valued fields stay lists
+
+Large fields (``description``) are kept beside the file, not in the index. The original 0.2.3
+layout (``mtime`` + ``[[pkgs]]`` with ``[pkgs.meta]``) is still read.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any
+
+import tomli_w
+
+from pywharf_core.errors import InvalidName
+from pywharf_core.names import normalize_project, parse_dist_filename
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+INDEX_FORMAT = 2
+
+# Form fields of the legacy upload API that may repeat (PEP 345/566 multiple-use fields).
+MULTI_VALUED_FIELDS = frozenset(
+    {
+        "classifiers",
+        "requires_dist",
+        "provides_dist",
+        "obsoletes_dist",
+        "requires_external",
+        "project_urls",
+        "platform",
+        "supported_platform",
+        "provides_extra",
+        "dynamic",
+        "license_files",
+    }
+)
+# Fields that describe the transfer, not the distribution: never stored.
+TRANSPORT_FIELDS = frozenset({":action", "protocol_version", "content", "gpg_signature", "attestations"})
+# Fields kept beside the file instead of in the index, because of their size.
+SIDECAR_ONLY_FIELDS = frozenset({"description"})
+
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """ISO 8601 UTC with microseconds and a ``Z``, the form PEP 700 ``upload-time`` uses."""
+    moment = moment or datetime.now(timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """Everything the index knows about one stored distribution file."""
+
+    filename: str
+    distrib: str
+    version: str
+    sha256: str
+    size: int
+    upload_time: str
+    requires_python: str = ""
+    meta: Mapping[str, str | tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def to_toml_table(self) -> dict[str, Any]:
+        table: dict[str, Any] = {
+            "distrib": self.distrib,
+            "version": self.version,
+            "sha256": self.sha256,
+            "size": self.size,
+            "upload_time": self.upload_time,
+            "requires_python": self.requires_python,
+        }
+        meta = {k: list(v) if isinstance(v, tuple) else v for k, v in self.meta.items()}
+        if meta:
+            table["meta"] = meta
+        return table
+
+    @classmethod
+    def from_toml_table(cls, filename: str, table: Mapping[str, Any]) -> FileRecord:
+        parsed = parse_dist_filename(filename)
+        meta = freeze_meta(table.get("meta", {}))
+        return cls(
+            filename=filename,
+            distrib=str(table.get("distrib") or parsed.project),
+            version=str(table.get("version") or parsed.version),
+            sha256=str(table["sha256"]).lower(),
+            size=int(table.get("size", 0)),
+            upload_time=str(table.get("upload_time", "")),
+            requires_python=str(table.get("requires_python", "")),
+            meta=meta,
+        )
+
+
+def freeze_meta(fields: Mapping[str, Any]) -> Mapping[str, str | tuple[str, ...]]:
+    """Metadata as an immutable mapping: multi-valued fields become tuples, others strings."""
+    frozen: dict[str, str | tuple[str, ...]] = {}
+    for key, value in fields.items():
+        if key in TRANSPORT_FIELDS or key in SIDECAR_ONLY_FIELDS:
+            continue
+        if isinstance(value, (list, tuple)):
+            values = tuple(str(v) for v in value)
+            frozen[key] = values if key in MULTI_VALUED_FIELDS or len(values) != 1 else values[0]
+        elif key in MULTI_VALUED_FIELDS:
+            frozen[key] = (str(value),) if value != "" else ()
+        else:
+            frozen[key] = str(value)
+    return MappingProxyType(frozen)
+
+
+class IndexSnapshot:
+    """An immutable view of a repository's files, indexed for O(1) lookups.
+
+    ``projects[name]`` is a tuple sorted by filename; unchanged projects keep the *same* tuple
+    object across snapshots, which lets page caches detect staleness by identity.
+    """
+
+    __slots__ = ("files", "projects", "project_names")
+
+    def __init__(
+        self,
+        files: Mapping[str, FileRecord],
+        projects: Mapping[str, tuple[FileRecord, ...]],
+    ) -> None:
+        self.files = files
+        self.projects = projects
+        self.project_names: tuple[str, ...] = tuple(sorted(projects))
+
+    @classmethod
+    def build(cls, records: Iterable[FileRecord]) -> IndexSnapshot:
+        files = {r.filename: r for r in records}
+        grouped: dict[str, list[FileRecord]] = {}
+        for record in files.values():
+            grouped.setdefault(record.distrib, []).append(record)
+        projects = {name: tuple(sorted(rs, key=lambda r: r.filename)) for name, rs in grouped.items()}
+        return cls(files, projects)
+
+    @classmethod
+    def empty(cls) -> IndexSnapshot:
+        return cls({}, {})
+
+    def with_records(self, records: Iterable[FileRecord]) -> IndexSnapshot:
+        """A new snapshot with ``records`` added (replacing same-named files).
+
+        Costs a shallow copy of two dicts; only the touched projects get new tuples.
+        """
+        new = [r for r in records if self.files.get(r.filename) != r]
+        if not new:
+            return self
+        files = dict(self.files)
+        projects = dict(self.projects)
+        touched: dict[str, dict[str, FileRecord]] = {}
+        for record in new:
+            old = files.get(record.filename)
+            files[record.filename] = record
+            for name in {record.distrib, old.distrib if old else record.distrib}:
+                if name not in touched:
+                    touched[name] = {r.filename: r for r in projects.get(name, ())}
+            if old is not None:
+                touched[old.distrib].pop(record.filename, None)
+            touched[record.distrib][record.filename] = record
+        for name, members in touched.items():
+            if members:
+                projects[name] = tuple(sorted(members.values(), key=lambda r: r.filename))
+            else:
+                projects.pop(name, None)
+        return IndexSnapshot(files, projects)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+# -- TOML (de)serialisation ---------------------------------------------------------------------
+
+
+class IndexFormatError(ValueError):
+    """The index document is not a pywharf index."""
+
+
+def parse_index(data: bytes | str) -> list[FileRecord]:
+    """Parse an index document (current or 0.2.3 format) into records.
+
+    Raises IndexFormatError on malformed TOML or structure, so a caller can keep the last good
+    index. Entries whose filename is unusable are skipped rather than failing the whole index.
+    """
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    try:
+        document = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise IndexFormatError(f"index is not valid TOML: {exc}") from exc
+    if "pkgs" in document and "files" not in document:
+        return _parse_legacy_index(document)
+    files = document.get("files", {})
+    if not isinstance(files, dict):
+        raise IndexFormatError("index 'files' must be a table")
+    records = []
+    for filename, table in files.items():
+        if not isinstance(table, dict):
+            raise IndexFormatError(f"index entry {filename!r} must be a table")
+        try:
+            records.append(FileRecord.from_toml_table(filename, table))
+        except InvalidName:
+            continue
+        except (KeyError, ValueError, TypeError) as exc:
+            raise IndexFormatError(f"index entry {filename!r} is malformed: {exc}") from exc
+    return records
+
+
+def _parse_legacy_index(document: Mapping[str, Any]) -> list[FileRecord]:
+    """The original pywharf 0.2.3 layout: ``[[pkgs]]`` with ``package`` + ``ext``."""
+    pkgs = document.get("pkgs", [])
+    if not isinstance(pkgs, list):
+        raise IndexFormatError("legacy index 'pkgs' must be an array of tables")
+    records = []
+    for entry in pkgs:
+        if not isinstance(entry, dict):
+            raise IndexFormatError("legacy index entries must be tables")
+        package, ext = str(entry.get("package", "")), str(entry.get("ext", ""))
+        filename = package + ext if ext.startswith(".") or not ext else f"{package}.{ext}"
+        try:
+            parsed = parse_dist_filename(filename)
+        except InvalidName:
+            continue
+        meta = dict(entry.get("meta", {}))
+        # 0.2.3 joined multi-valued fields into one string; we cannot split them reliably.
+        records.append(
+            FileRecord(
+                filename=filename,
+                distrib=str(normalize_project(str(entry.get("distrib") or parsed.project))),
+                version=str(meta.get("version") or parsed.version),
+                sha256=str(entry.get("sha256", "")).lower(),
+                size=int(entry.get("size", 0) or 0),
+                upload_time="",
+                requires_python=str(meta.get("requires_python", "")),
+                meta=freeze_meta(meta),
+            )
+        )
+    return records
+
+
+def dump_index(records: Iterable[FileRecord]) -> bytes:
+    """Serialise records to the current index format (sorted, so output is reproducible)."""
+    files = {r.filename: r.to_toml_table() for r in sorted(records, key=lambda r: r.filename)}
+    return tomli_w.dumps({"format": INDEX_FORMAT, "files": files}).encode("utf-8")
+
+
+def dump_record_entry(record: FileRecord) -> bytes:
+    """One ``[files."<filename>"]`` table, appendable to an index or journal document."""
+    return tomli_w.dumps({"files": {record.filename: record.to_toml_table()}}).encode("utf-8")

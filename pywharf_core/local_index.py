@@ -1,0 +1,85 @@
+"""The local index a server keeps under ``ROOT/cache/<repo>/``.
+
+Two files, both rebuildable from the backend:
+
+- ``index.toml`` + ``index.token``: the last good copy of the remote index and its version
+  token, replaced atomically by a sync.
+- ``uploads.toml``: an append-only journal of uploads this server (or another sharing ROOT)
+  accepted that the remote index does not list yet. An upload appends one small entry instead
+  of rewriting the index; a sync drops the entries the remote index has caught up with.
+
+A ``filelock`` lock serialises writers, so several server processes may share one ROOT.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from filelock import FileLock
+
+from pywharf_core.atomic_write import write_atomically
+from pywharf_core.index import FileRecord, IndexFormatError, dump_record_entry, parse_index
+
+log = logging.getLogger(__name__)
+
+_ENTRY_MARK = b"# -- pywharf journal entry --\n"
+LOCK_TIMEOUT_SECONDS = 60
+
+
+class LocalIndexStore:
+    def __init__(self, root: Path, repo_name: str) -> None:
+        self.folder = root / "cache" / repo_name
+        self.index_path = self.folder / "index.toml"
+        self.token_path = self.folder / "index.token"
+        self.journal_path = self.folder / "uploads.toml"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.lock = FileLock(str(self.folder / ".index.lock"), timeout=LOCK_TIMEOUT_SECONDS)
+
+    def load_synced(self) -> tuple[list[FileRecord], str | None]:
+        """The last synced remote index and its token; empty when never synced or unreadable."""
+        try:
+            data = self.index_path.read_bytes()
+            token = self.token_path.read_text().strip() or None
+        except FileNotFoundError:
+            return [], None
+        try:
+            return parse_index(data), token
+        except IndexFormatError as exc:
+            log.error("local index %s is unreadable (%s); it will be re-synced", self.index_path, exc)
+            return [], None
+
+    def load_journal(self) -> list[FileRecord]:
+        """Uploads not yet in the remote index. A torn last entry (crash) is skipped."""
+        try:
+            data = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        records: list[FileRecord] = []
+        for chunk in data.split(_ENTRY_MARK):
+            if not chunk.strip():
+                continue
+            try:
+                records.extend(parse_index(chunk))
+            except IndexFormatError:
+                log.warning("skipping a torn entry in %s", self.journal_path)
+        return records
+
+    def append_journal(self, record: FileRecord) -> None:
+        entry = _ENTRY_MARK + dump_record_entry(record)
+        with self.lock:
+            fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, entry)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def save_synced(self, data: bytes, token: str, remote_filenames: set[str]) -> None:
+        """Replace the synced copy and drop journal entries the remote index now lists."""
+        with self.lock:
+            write_atomically(self.index_path, data)
+            write_atomically(self.token_path, token.encode())
+            pending = [r for r in self.load_journal() if r.filename not in remote_filenames]
+            write_atomically(self.journal_path, b"".join(_ENTRY_MARK + dump_record_entry(r) for r in pending))

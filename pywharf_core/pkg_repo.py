@@ -1,0 +1,134 @@
+"""One configured package repository at run time.
+
+Holds the backend, the current :class:`IndexSnapshot`, the auth-verdict cache and the page
+cache. Readers take ``self.snapshot`` once per request (a plain attribute read, atomic in
+CPython) and never lock; writers (upload, sync) build a new snapshot and swap it in under
+``self._write_lock``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from pywharf_core.backend import Backend, Permission
+from pywharf_core.config import PkgRepoConfig
+from pywharf_core.index import FileRecord, IndexFormatError, IndexSnapshot, parse_index
+from pywharf_core.local_index import LocalIndexStore
+from pywharf_core.pages import render_project, render_root
+
+log = logging.getLogger(__name__)
+
+_AUTH_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class AuthExpiry:
+    """How long a positive auth verdict is trusted, per permission (seconds)."""
+
+    read: int = 3600
+    write: int = 300
+
+
+class PkgRepo:
+    def __init__(
+        self,
+        config: PkgRepoConfig,
+        backend: Backend,
+        local_index: LocalIndexStore,
+        auth_expiry: AuthExpiry,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.backend = backend
+        self.local_index = local_index
+        self.auth_expiry = auth_expiry
+        self.snapshot = IndexSnapshot.empty()
+        self.last_sync: float | None = None  # time of the last successful sync
+        self.last_sync_error: str | None = None
+        self._remote_token: str | None = None
+        self._remote_records: list[FileRecord] = []
+        self._write_lock = threading.Lock()
+        self._auth_cache: dict[bytes, tuple[Permission, float]] = {}
+        self._root_page: tuple[IndexSnapshot, bytes] | None = None
+        self._project_pages: dict[str, tuple[tuple[FileRecord, ...], bytes]] = {}
+
+    # -- index -------------------------------------------------------------------------------
+
+    def load_local_index(self) -> None:
+        """Serve what ROOT already holds, before the first sync completes."""
+        with self._write_lock:
+            self._remote_records, self._remote_token = self.local_index.load_synced()
+            journal = self.local_index.load_journal()
+            self.snapshot = IndexSnapshot.build(self._remote_records).with_records(journal)
+
+    def record_upload(self, record: FileRecord) -> None:
+        """Make an accepted upload visible at once and durable in the journal."""
+        with self._write_lock:
+            self.local_index.append_journal(record)
+            self.snapshot = self.snapshot.with_records([record])
+
+    def sync_once(self) -> bool:
+        """Pull the remote index if it changed. Returns True when a new index was applied.
+
+        Raises on failure; the caller logs it and the current snapshot keeps being served.
+        """
+        remote = self.backend.fetch_remote_index(self._remote_token)
+        if remote is not None:
+            data = remote.data or b""
+            try:
+                records = parse_index(data) if data else []
+            except IndexFormatError as exc:
+                raise IndexFormatError(f"remote index of {self.name!r} is corrupt: {exc}") from exc
+        with self._write_lock:
+            if remote is not None:
+                self.local_index.save_synced(data, remote.token, {r.filename for r in records})
+                self._remote_records, self._remote_token = records, remote.token
+            journal = self.local_index.load_journal()
+            self.snapshot = IndexSnapshot.build(self._remote_records).with_records(journal)
+        self.last_sync = time.time()
+        self.last_sync_error = None
+        return remote is not None
+
+    # -- auth --------------------------------------------------------------------------------
+
+    def authenticate(self, secret: str) -> Permission:
+        """The permission ``secret`` grants, cached by the secret's hash for the auth expiry."""
+        key = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+        now = time.monotonic()
+        cached = self._auth_cache.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        permission = self.backend.authenticate(secret)
+        if permission is not Permission.NONE:
+            ttl = self.auth_expiry.write if permission is Permission.WRITE else self.auth_expiry.read
+            if len(self._auth_cache) >= _AUTH_CACHE_MAX:
+                self._auth_cache = {k: v for k, v in self._auth_cache.items() if v[1] > now}
+            self._auth_cache[key] = (permission, now + ttl)
+        else:
+            self._auth_cache.pop(key, None)
+        return permission
+
+    # -- pages -------------------------------------------------------------------------------
+
+    def root_page(self, snapshot: IndexSnapshot) -> bytes:
+        cached = self._root_page
+        if cached is not None and cached[0] is snapshot:
+            return cached[1]
+        page = render_root(snapshot.project_names)
+        self._root_page = (snapshot, page)
+        return page
+
+    def project_page(self, snapshot: IndexSnapshot, project: str) -> bytes | None:
+        records = snapshot.projects.get(project)
+        if records is None:
+            return None
+        cached = self._project_pages.get(project)
+        if cached is not None and cached[0] is records:
+            return cached[1]
+        page = render_project(project, records)
+        self._project_pages[project] = (records, page)
+        return page
