@@ -161,7 +161,8 @@ class FileSystemBackend(Backend):
         try:
             st = path.stat()
         except FileNotFoundError:
-            return None if known_token == "absent" else RemoteIndex("absent", None)
+            absent = "absent"
+            return None if known_token == absent else RemoteIndex(absent, None)
         token = f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
         if token == known_token:
             return None

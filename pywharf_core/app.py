@@ -64,7 +64,9 @@ async def authorize(request: Request, needed: Permission) -> PkgRepo:
     repo = state.repos.get(name)
     if repo is None or not secret:
         raise Unauthorized("Invalid repository name or secret.")
-    permission = await anyio.to_thread.run_sync(repo.authenticate, secret)
+    permission = repo.cached_permission(secret)
+    if permission is None:
+        permission = await anyio.to_thread.run_sync(repo.authenticate, secret)
     if permission is Permission.NONE:
         raise Unauthorized("Invalid repository name or secret.")
     if permission < needed:

@@ -93,7 +93,7 @@ def server(
 
 
 def update_index(
-    type: str,  # noqa: A002 - the flag name users know from pywharf 0.2.3
+    type: str,  # the flag name users know from pywharf 0.2.3
     name: str,
     secret: str | None = None,
     secret_env: str | None = None,

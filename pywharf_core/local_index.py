@@ -2,8 +2,9 @@
 
 Two files, both rebuildable from the backend:
 
-- ``index.toml`` + ``index.token``: the last good copy of the remote index and its version
-  token, replaced atomically by a sync.
+- ``index.json`` + ``index.token``: the last good copy of the remote index (as JSON: parsing
+  it at start-up is ~30x faster than TOML, see benchmarks/) and its version token, replaced
+  atomically by a sync.
 - ``uploads.toml``: an append-only journal of uploads this server (or another sharing ROOT)
   accepted that the remote index does not list yet. An upload appends one small entry instead
   of rewriting the index; a sync drops the entries the remote index has caught up with.
@@ -20,7 +21,14 @@ from pathlib import Path
 from filelock import FileLock
 
 from pywharf_core.atomic_write import write_atomically
-from pywharf_core.index import FileRecord, IndexFormatError, dump_record_entry, parse_index
+from pywharf_core.index import (
+    FileRecord,
+    IndexFormatError,
+    dump_index_json,
+    dump_record_entry,
+    parse_index,
+    parse_index_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +39,7 @@ LOCK_TIMEOUT_SECONDS = 60
 class LocalIndexStore:
     def __init__(self, root: Path, repo_name: str) -> None:
         self.folder = root / "cache" / repo_name
-        self.index_path = self.folder / "index.toml"
+        self.index_path = self.folder / "index.json"
         self.token_path = self.folder / "index.token"
         self.journal_path = self.folder / "uploads.toml"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -45,7 +53,7 @@ class LocalIndexStore:
         except FileNotFoundError:
             return [], None
         try:
-            return parse_index(data), token
+            return parse_index_json(data), token
         except IndexFormatError as exc:
             log.error("local index %s is unreadable (%s); it will be re-synced", self.index_path, exc)
             return [], None
@@ -76,10 +84,11 @@ class LocalIndexStore:
             finally:
                 os.close(fd)
 
-    def save_synced(self, data: bytes, token: str, remote_filenames: set[str]) -> None:
+    def save_synced(self, records: list[FileRecord], token: str) -> None:
         """Replace the synced copy and drop journal entries the remote index now lists."""
+        remote_filenames = {r.filename for r in records}
         with self.lock:
-            write_atomically(self.index_path, data)
+            write_atomically(self.index_path, dump_index_json(records))
             write_atomically(self.token_path, token.encode())
             pending = [r for r in self.load_journal() if r.filename not in remote_filenames]
             write_atomically(self.journal_path, b"".join(_ENTRY_MARK + dump_record_entry(r) for r in pending))

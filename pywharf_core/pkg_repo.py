@@ -85,7 +85,7 @@ class PkgRepo:
                 raise IndexFormatError(f"remote index of {self.name!r} is corrupt: {exc}") from exc
         with self._write_lock:
             if remote is not None:
-                self.local_index.save_synced(data, remote.token, {r.filename for r in records})
+                self.local_index.save_synced(records, remote.token)
                 self._remote_records, self._remote_token = records, remote.token
             journal = self.local_index.load_journal()
             self.snapshot = IndexSnapshot.build(self._remote_records).with_records(journal)
@@ -95,9 +95,23 @@ class PkgRepo:
 
     # -- auth --------------------------------------------------------------------------------
 
+    @staticmethod
+    def _auth_key(secret: str) -> bytes:
+        return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+    def cached_permission(self, secret: str) -> Permission | None:
+        """A still-valid cached verdict for ``secret``, or None (cheap: safe on the event loop)."""
+        cached = self._auth_cache.get(self._auth_key(secret))
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        return None
+
     def authenticate(self, secret: str) -> Permission:
-        """The permission ``secret`` grants, cached by the secret's hash for the auth expiry."""
-        key = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+        """The permission ``secret`` grants, cached by the secret's hash for the auth expiry.
+
+        May call the backend (network for some): run it off the event loop.
+        """
+        key = self._auth_key(secret)
         now = time.monotonic()
         cached = self._auth_cache.get(key)
         if cached is not None and cached[1] > now:
