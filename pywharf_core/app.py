@@ -12,6 +12,7 @@ import binascii
 import contextlib
 import logging
 import os
+from collections.abc import Mapping
 from urllib.parse import quote
 
 import anyio.to_thread
@@ -25,6 +26,7 @@ from pywharf_core.backend import LocalFile, Permission, Redirect, StoreOutcome
 from pywharf_core.errors import FileConflict, InvalidName, UploadRejected
 from pywharf_core.names import normalize_project, parse_dist_filename
 from pywharf_core.pkg_repo import PkgRepo
+from pywharf_core.reason_phrase import set_reason_phrase
 from pywharf_core.server_state import ServerState
 from pywharf_core.upload import receive_upload, validate_upload
 
@@ -149,18 +151,24 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+def _error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    """A one-line plain-text error, its message also used as the reason phrase (for twine)."""
+    set_reason_phrase(status, message)
+    return PlainTextResponse(message, status_code=status, headers=headers)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+    return _error_response(exc.status_code, exc.detail, exc.headers)
 
 
 async def _upload_rejected(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, UploadRejected)
-    return PlainTextResponse(exc.reason, status_code=exc.status)
+    return _error_response(exc.status, exc.reason)
 
 
 async def _file_conflict(request: Request, exc: Exception) -> Response:
-    return PlainTextResponse(str(exc), status_code=409)
+    return _error_response(409, str(exc))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

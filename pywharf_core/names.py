@@ -33,7 +33,7 @@ def validate_repo_name(name: str) -> str:
     """Return ``name`` if it is a valid package repository name, else raise InvalidName."""
     if not isinstance(name, str) or not _REPO_NAME.match(name) or ".." in name:
         raise InvalidName(
-            f"invalid repo name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            f"Invalid repo name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"
         )
     return name
@@ -42,7 +42,7 @@ def validate_repo_name(name: str) -> str:
 def normalize_project(name: str) -> NormalizedName:
     """PEP 503 normalised form of a project name; raises InvalidName for non-PEP 508 names."""
     if not _PROJECT_NAME.match(name):
-        raise InvalidName(f"invalid project name {name!r}")
+        raise InvalidName(f"Invalid project name {name!r}")
     return canonicalize_name(name)
 
 
@@ -70,7 +70,7 @@ def parse_dist_filename(filename: str) -> DistFilename:
         or any(ord(c) < 32 for c in filename)
         or ".." in filename
     ):
-        raise InvalidName(f"invalid distribution filename {filename!r}")
+        raise InvalidName(f"Invalid distribution filename {filename!r}")
     try:
         if filename.endswith(".whl"):
             project, version, _build, _tags = parse_wheel_filename(filename)
@@ -79,5 +79,5 @@ def parse_dist_filename(filename: str) -> DistFilename:
             project, version = parse_sdist_filename(filename)
             return DistFilename(filename, project, version, "sdist")
     except (InvalidWheelFilename, InvalidSdistFilename) as exc:
-        raise InvalidName(f"invalid distribution filename {filename!r}: {exc}") from exc
-    raise InvalidName(f"invalid distribution filename {filename!r}: expected .whl, .tar.gz or .zip")
+        raise InvalidName(f"Invalid distribution filename {filename!r}: {exc}") from exc
+    raise InvalidName(f"Invalid distribution filename {filename!r}: expected .whl, .tar.gz or .zip")

@@ -54,6 +54,9 @@ def run(
         if server == "uvicorn":
             import uvicorn
 
+            from pywharf_core.reason_phrase import install_for_uvicorn
+
+            install_for_uvicorn()
             config = uvicorn.Config(
                 app,
                 host=host,

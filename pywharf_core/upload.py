@@ -184,7 +184,7 @@ async def receive_upload(request: Request, staging_dir: Path, max_file_bytes: in
         try:
             dist_box.append(parse_dist_filename(filename))
         except InvalidName as exc:
-            raise UploadRejected(400, f"Invalid distribution file name {filename!r}: {exc}") from exc
+            raise UploadRejected(400, str(exc)) from exc
         return _StagingWriter(staging_dir, max_file_bytes)
 
     collector = _FormCollector(open_file, charset)
