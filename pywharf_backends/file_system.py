@@ -40,6 +40,7 @@ from pywharf_core.backend import (
     StoreOutcome,
 )
 from pywharf_core.config import PkgRepoConfig
+from pywharf_core.core_metadata import read_core_metadata
 from pywharf_core.errors import FileConflict, InvalidName
 from pywharf_core.index import FileRecord, freeze_meta
 from pywharf_core.names import parse_dist_filename
@@ -176,7 +177,7 @@ class FileSystemBackend(Backend):
                 dist = parse_dist_filename(entry.name)
             except InvalidName:
                 continue
-            meta = self._read_sidecar(entry.name) or {}
+            meta = self._read_sidecar(entry.name) or read_core_metadata(Path(entry.path))
             size = entry.stat().st_size
             sha256 = meta.get("sha256") if meta.get("size") == size else None
             yield FileRecord(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hmac
 import logging
 import os
 from collections.abc import Mapping
@@ -17,17 +18,18 @@ from urllib.parse import quote
 
 import anyio.to_thread
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from pywharf_core.backend import LocalFile, Permission, Redirect, StoreOutcome
-from pywharf_core.errors import FileConflict, InvalidName, UploadRejected
+from pywharf_core.errors import ConfigError, FileConflict, InvalidName, UploadRejected
 from pywharf_core.names import normalize_project, parse_dist_filename
 from pywharf_core.pkg_repo import PkgRepo
 from pywharf_core.reason_phrase import set_reason_phrase
-from pywharf_core.server_state import ServerState
+from pywharf_core.server_state import ServerState, build_repos, load_setup
 from pywharf_core.upload import receive_upload, validate_upload
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,62 @@ async def upload(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """Liveness: the process answers. No auth, no I/O."""
     return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: configured, and every repository has synced its index at least once."""
+    state: ServerState = request.app.state.pywharf
+    if not state.configured:
+        return PlainTextResponse("not configured: waiting for POST /initialize/", status_code=503)
+    waiting = [name for name, repo in state.repos.items() if repo.last_sync is None]
+    if waiting:
+        return PlainTextResponse(f"index not synced yet: {', '.join(waiting)}", status_code=503)
+    return PlainTextResponse("ready")
+
+
+async def index_mtime(request: Request) -> Response:
+    """The last successful index sync of the authenticated repo, as a Unix timestamp."""
+    repo = await authorize(request, Permission.READ)
+    return PlainTextResponse(str(int(repo.last_sync or 0)))
+
+
+async def initialize(request: Request) -> Response:
+    """(Re)configure the server from ``config`` / ``admin_secret`` form fields or files.
+
+    The first call to a server started without --config is open (CI service containers);
+    any later call needs ``Authorization: Bearer <--initialize_token>``.
+    """
+    state: ServerState = request.app.state.pywharf
+    if state.configured:
+        token = state.settings.initialize_token
+        if not token:
+            raise HTTPException(403, "Re-initialisation is disabled: start the server with --initialize_token.")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(403, "A valid 'Authorization: Bearer <initialize token>' header is required.")
+    async with request.form(max_files=2, max_fields=10) as form:
+        texts = {}
+        for key in ("config", "admin_secret"):
+            value = form.get(key)
+            if isinstance(value, UploadFile):
+                value = (await value.read()).decode("utf-8", "replace")
+            texts[key] = value or None
+    if texts["config"] is None:
+        raise HTTPException(400, "The 'config' field is required.")
+
+    def apply() -> int:
+        with state.install_lock:
+            setup = load_setup(texts["config"], texts["admin_secret"], is_text=True)
+            state.install(build_repos(setup, state.settings))
+            return len(setup.configs)
+
+    try:
+        count = await anyio.to_thread.run_sync(apply)
+    except ConfigError as exc:
+        raise HTTPException(400, str(exc)) from None
+    return PlainTextResponse(f"initialized {count} package repositories")
 
 
 def _error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
@@ -184,6 +241,9 @@ def create_app(state: ServerState) -> Starlette:
         Route("/simple/{project}/", simple_project, methods=["GET", "HEAD"]),
         Route("/simple/{project}/{filename}", download, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/index_mtime/", index_mtime, methods=["GET"]),
+        Route("/initialize/", initialize, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

@@ -40,6 +40,7 @@ def server(
     port: int = 8888,
     server: str = "uvicorn",
     access_log: bool = False,
+    initialize_token: str | None = None,
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -60,6 +61,9 @@ def server(
         port: The port to bind to.
         server: "uvicorn" (default, fastest measured) or "waitress".
         access_log: Log every request.
+        initialize_token: Bearer token that POST /initialize/ requires once the server is
+            configured. Without it, only the first /initialize/ of a server started without
+            --config is accepted.
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.app import create_app
@@ -74,12 +78,13 @@ def server(
         root=root_path,
         extra_index_url=_opt_str(extra_index_url) or "",
         auth_expiry=AuthExpiry(read=int(auth_read_expires), write=int(auth_write_expires)),
+        initialize_token=_opt_str(initialize_token) or None,
     )
     if waitress_options and server != "waitress":
         raise PywharfError(f"unknown flags for --server {server}: {', '.join(sorted(waitress_options))}")
     configure_logging(root_path, bool(debug))
     state = ServerState(settings)
-    state.install(build_repos(setup, settings))
+    state.install(build_repos(setup, settings), configured=config is not None)
     run(
         create_app(state),
         state,

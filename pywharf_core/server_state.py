@@ -7,6 +7,7 @@ picked up the old set finish with it, new ones see the new set.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ class ServerSettings:
     root: Path
     extra_index_url: str = "https://pypi.org/simple/"
     auth_expiry: AuthExpiry = field(default_factory=AuthExpiry)
+    # Bearer token for POST /initialize/ once the server is configured (None: re-init disabled).
+    initialize_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,20 @@ class ServerState:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.repos: Mapping[str, PkgRepo] = {}
+        # False until a config is installed: the first POST /initialize/ is then open to anyone
+        # (the CI service-container flow); afterwards it needs the initialize token.
+        self.configured = False
+        self.install_lock = threading.Lock()
         self._sync = IndexSyncService()
 
-    def install(self, repos: Mapping[str, PkgRepo]) -> None:
-        """Swap in a new repository set and restart index sync for it."""
+    def install(self, repos: Mapping[str, PkgRepo], *, configured: bool = True) -> None:
+        """Swap in a new repository set and restart index sync for it.
+
+        In-flight requests keep the repo object they already resolved and finish with it.
+        """
         self._sync.stop()
         self.repos = dict(repos)
+        self.configured = self.configured or configured
         self._sync.start(self.repos.values())
         log.info("serving %d package repositories: %s", len(self.repos), ", ".join(self.repos) or "-")
 
