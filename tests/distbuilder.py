@@ -81,17 +81,46 @@ def build_wheel(spec: DistSpec, out_dir: Path, extra_bytes: bytes = b"") -> Path
     return path
 
 
+_INLINE_BACKEND = '''\
+import os
+import shutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    dist_info = "{stem}.dist-info"
+    os.makedirs(os.path.join(metadata_directory, dist_info))
+    shutil.copyfile(os.path.join(HERE, "PKG-INFO"), os.path.join(metadata_directory, dist_info, "METADATA"))
+    return dist_info
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    raise NotImplementedError("download-only test sdist")
+'''
+
+
 def build_sdist(spec: DistSpec, out_dir: Path) -> Path:
-    """An sdist with PKG-INFO and a setuptools-free pyproject (flit_core is not needed to
-    download it; installing from it is not exercised)."""
+    """An sdist with PKG-INFO that pip can download offline.
+
+    pip prepares an sdist's metadata even for ``pip download``; without a ``[build-system]``
+    it would fetch setuptools from the index (impossible offline), so the sdist names a tiny
+    in-tree backend with ``requires = []`` that copies PKG-INFO as the metadata.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     base = spec.dist_stem
     pkg_info = metadata_text(spec).replace("Metadata-Version: 2.1", "Metadata-Version: 2.2", 1)
     files = {
         f"{base}/PKG-INFO": pkg_info.encode(),
         f"{base}/pyproject.toml": (
-            f'[project]\nname = "{spec.name}"\nversion = "{spec.version}"\n'
+            f'[project]\nname = "{spec.name}"\nversion = "{spec.version}"\n\n'
+            '[build-system]\nrequires = []\nbuild-backend = "inline_backend"\nbackend-path = ["."]\n'
         ).encode(),
+        f"{base}/inline_backend.py": _INLINE_BACKEND.replace("{stem}", base).encode(),
         f"{base}/{spec.module}/__init__.py": spec.module_body.encode(),
     }
     path = out_dir / f"{base}.tar.gz"
