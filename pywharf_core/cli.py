@@ -240,3 +240,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     except PywharfError as exc:
         print(f"pywharf {name}: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

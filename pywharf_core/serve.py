@@ -50,6 +50,14 @@ def run(
     waitress_options: dict[str, Any] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop index sync and return (exit code 0)."""
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    # uvicorn captures SIGTERM while serving, then restores the previous handler and raises the
+    # signal again: with the default handler that kills the process (exit -15) before index
+    # sync is stopped. Our handler turns it into a clean SystemExit(0) that runs `finally`.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         if server == "uvicorn":
             import uvicorn
@@ -73,13 +81,9 @@ def run(
             import waitress
             from a2wsgi import ASGIMiddleware
 
-            def _terminate(signum: int, frame: object) -> None:
-                raise KeyboardInterrupt
-
-            signal.signal(signal.SIGTERM, _terminate)
             try:
                 waitress.serve(ASGIMiddleware(app), host=host, port=port, **(waitress_options or {}))
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, SystemExit):
                 log.info("shutting down")
         else:
             raise ValueError(f"unknown --server {server!r} (choose from {', '.join(SERVERS)})")
