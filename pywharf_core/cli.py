@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import fire
+import fire.helptext
+import fire.trace
 
 from pywharf_core.backend import BackendContext
 from pywharf_core.config import ConfigSource, build_config
@@ -235,6 +237,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if name not in commands:
         print(f"pywharf: unknown command {name!r}\n\n{usage(commands)}", file=sys.stderr)
         raise SystemExit(2)
+    if "--help" in rest:
+        # fire would treat --help as one of **waitress_options (and complain ROOT is missing).
+        function = commands[name]
+        print(fire.helptext.HelpText(function, trace=fire.trace.FireTrace(function, name=f"pywharf {name}")))
+        return
     try:
         fire.Fire(commands[name], command=rest, name=f"pywharf {name}")
     except PywharfError as exc:

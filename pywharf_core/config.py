@@ -9,7 +9,9 @@ half-configured is ever returned.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import sys
 import types
 import typing
@@ -62,7 +64,9 @@ class ConfigSource:
     def error(self, message: str, table: str | None = None, key: str | None = None) -> ConfigError:
         where = self.label
         if table is not None:
-            where += f": [{table}]"
+            # Quote names that are not bare TOML keys, so the message stays one readable line.
+            bare = re.fullmatch(r"[A-Za-z0-9_-]+", table) is not None
+            where += f": [{table}]" if bare else f": [{json.dumps(table)}]"
         if key is not None:
             where += f" key {key!r}"
         return ConfigError(f"{where}: {message}")
@@ -118,6 +122,10 @@ def build_config(
     config_class: type[PkgRepoConfig], name: str, table: Mapping[str, Any], source: ConfigSource
 ) -> PkgRepoConfig:
     """Validate one ``[name]`` table against ``config_class`` and build it."""
+    try:
+        validate_repo_name(name)
+    except InvalidName as exc:
+        raise source.error(str(exc), name) from exc
     hints = typing.get_type_hints(config_class)
     fields = {f.name: f for f in dataclasses.fields(config_class) if f.name not in _IMPLICIT_KEYS}
     for key in table:
@@ -160,6 +168,8 @@ def load_repo_configs(
         backend_type = table.get("type")
         if backend_type is None:
             raise source.error("missing required key", name, "type")
+        if not isinstance(backend_type, str):
+            raise source.error(f"must be a string, got {type(backend_type).__name__}", name, "type")
         if backend_type not in backends:
             known = ", ".join(sorted(backends)) or "none installed"
             raise source.error(f"unknown backend type {backend_type!r} (known: {known})", name, "type")
@@ -185,7 +195,7 @@ def load_admin_secrets(
                 raise source.error("unknown key (allowed: env, raw, type)", name, key)
         if "type" not in table:
             raise source.error("missing required key", name, "type")
-        if table["type"] != configs[name].type:
+        if not isinstance(table["type"], str) or table["type"] != configs[name].type:
             raise source.error(
                 f"type {table['type']!r} does not match the config's {configs[name].type!r}", name, "type"
             )

@@ -34,7 +34,7 @@ from typing import Any
 import tomli_w
 
 from pywharf_core.errors import InvalidName
-from pywharf_core.names import normalize_project, parse_dist_filename
+from pywharf_core.names import DIST_SUFFIXES, check_safe_filename, normalize_project, parse_dist_filename
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,11 +100,17 @@ class FileRecord:
 
     @classmethod
     def from_toml_table(cls, filename: str, table: Mapping[str, Any]) -> FileRecord:
+        check_safe_filename(filename)
+        if not filename.endswith(DIST_SUFFIXES):
+            raise InvalidName(f"Invalid distribution filename {filename!r}")
         distrib, version = table.get("distrib"), table.get("version")
         if not distrib or not version:  # parse only when needed: it dominates load time
             parsed = parse_dist_filename(filename)
             distrib, version = distrib or parsed.project, version or str(parsed.version)
-        meta = freeze_meta(table.get("meta", {}))
+        meta = table.get("meta", {})
+        if not isinstance(meta, dict):
+            raise TypeError("'meta' must be a table")
+        meta = freeze_meta(meta)
         return cls(
             filename=filename,
             distrib=str(distrib),
@@ -242,7 +248,7 @@ def records_from_document(document: Mapping[str, Any]) -> list[FileRecord]:
             records.append(FileRecord.from_toml_table(filename, table))
         except InvalidName:
             continue
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise IndexFormatError(f"index entry {filename!r} is malformed: {exc}") from exc
     return records
 
@@ -256,27 +262,33 @@ def _parse_legacy_index(document: Mapping[str, Any]) -> list[FileRecord]:
     for entry in pkgs:
         if not isinstance(entry, dict):
             raise IndexFormatError("legacy index entries must be tables")
-        package, ext = str(entry.get("package", "")), str(entry.get("ext", ""))
-        filename = package + ext if ext.startswith(".") or not ext else f"{package}.{ext}"
         try:
-            parsed = parse_dist_filename(filename)
+            records.append(_legacy_record(entry))
         except InvalidName:
-            continue
-        meta = dict(entry.get("meta", {}))
-        # 0.2.3 joined multi-valued fields into one string; we cannot split them reliably.
-        records.append(
-            FileRecord(
-                filename=filename,
-                distrib=str(normalize_project(str(entry.get("distrib") or parsed.project))),
-                version=str(meta.get("version") or parsed.version),
-                sha256=str(entry.get("sha256", "")).lower(),
-                size=int(entry.get("size", 0) or 0),
-                upload_time="",
-                requires_python=str(meta.get("requires_python", "")),
-                meta=freeze_meta(meta),
-            )
-        )
+            continue  # an unusable name is skipped, not fatal
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise IndexFormatError(f"legacy index entry {entry.get('package')!r} is malformed: {exc}") from exc
     return records
+
+
+def _legacy_record(entry: Mapping[str, Any]) -> FileRecord:
+    package, ext = str(entry.get("package", "")), str(entry.get("ext", ""))
+    filename = package + ext if ext.startswith(".") or not ext else f"{package}.{ext}"
+    parsed = parse_dist_filename(filename)
+    meta = entry.get("meta", {})
+    if not isinstance(meta, dict):
+        raise TypeError("'meta' must be a table")
+    # 0.2.3 joined multi-valued fields into one string; we cannot split them reliably.
+    return FileRecord(
+        filename=filename,
+        distrib=str(normalize_project(str(entry.get("distrib") or parsed.project))),
+        version=str(meta.get("version") or parsed.version),
+        sha256=str(entry.get("sha256", "")).lower(),
+        size=int(entry.get("size", 0) or 0),
+        upload_time="",
+        requires_python=str(meta.get("requires_python", "")),
+        meta=freeze_meta(meta),
+    )
 
 
 def dump_index(records: Iterable[FileRecord]) -> bytes:

@@ -33,6 +33,7 @@ from pywharf_core.index import (
 log = logging.getLogger(__name__)
 
 _ENTRY_MARK = b"# -- pywharf journal entry --\n"
+_ENTRY_END = b"# -- end of entry --\n"
 LOCK_TIMEOUT_SECONDS = 60
 
 
@@ -68,14 +69,24 @@ class LocalIndexStore:
         for chunk in data.split(_ENTRY_MARK):
             if not chunk.strip():
                 continue
-            try:
-                records.extend(parse_index(chunk))
-            except IndexFormatError:
+            # An entry counts only if complete (a torn write can still be valid TOML); bytes
+            # after its end marker are the start of a torn next mark.
+            end = chunk.find(_ENTRY_END)
+            if end < 0:
                 log.warning("skipping a torn entry in %s", self.journal_path)
+                continue
+            try:
+                records.extend(parse_index(chunk[:end]))
+            except IndexFormatError:
+                log.warning("skipping an unreadable entry in %s", self.journal_path)
         return records
 
+    @staticmethod
+    def _entry(record: FileRecord) -> bytes:
+        return _ENTRY_MARK + dump_record_entry(record) + _ENTRY_END
+
     def append_journal(self, record: FileRecord) -> None:
-        entry = _ENTRY_MARK + dump_record_entry(record)
+        entry = self._entry(record)
         with self.lock:
             fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
@@ -91,4 +102,4 @@ class LocalIndexStore:
             write_atomically(self.index_path, dump_index_json(records))
             write_atomically(self.token_path, token.encode())
             pending = [r for r in self.load_journal() if r.filename not in remote_filenames]
-            write_atomically(self.journal_path, b"".join(_ENTRY_MARK + dump_record_entry(r) for r in pending))
+            write_atomically(self.journal_path, b"".join(self._entry(r) for r in pending))
