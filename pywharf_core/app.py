@@ -236,7 +236,9 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def create_app(state: ServerState) -> Starlette:
     routes = [
         Route("/simple/", simple_root, methods=["GET", "HEAD"]),
+        # Uploads are never redirected (twine aborts on a redirect): accept every spelling.
         Route("/simple/", upload, methods=["POST"]),
+        Route("/simple", upload, methods=["POST"]),
         Route("/", upload, methods=["POST"]),
         Route("/simple/{project}/", simple_project, methods=["GET", "HEAD"]),
         Route("/simple/{project}/{filename}", download, methods=["GET", "HEAD"]),

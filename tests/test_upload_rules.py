@@ -465,3 +465,14 @@ def test_project_page_lists_upload_at_once(fs_server: Server, tmp_path: Path) ->
     again = upload(fs_server, dist, with_digests=False)
     assert again.status_code == 200
     assert requests.get(f"{fs_server.base}/simple/demo/", auth=READ, timeout=10).text == page.text
+
+
+@pytest.mark.parametrize("path", ["/simple/", "/simple", "/"])
+def test_upload_is_accepted_at_every_spelling_and_never_redirected(fs_server: Server, tmp_path: Path,
+                                                                    path: str) -> None:
+    """twine aborts on a redirected upload: POST /simple, /simple/ and / all store directly."""
+    dist = make_wheel(tmp_path, name=f"spelling{len(path)}")
+    response = post_upload(fs_server, upload_fields(dist), dist.filename, dist.data, path=path)
+    assert response.status_code == 200, response.text
+    assert response.history == [], "the upload was redirected"
+    assert (storage_of(fs_server) / dist.filename).read_bytes() == dist.data
