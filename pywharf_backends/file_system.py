@@ -40,7 +40,7 @@ from pywharf_core.backend import (
     StoreOutcome,
 )
 from pywharf_core.config import PkgRepoConfig
-from pywharf_core.core_metadata import read_core_metadata
+from pywharf_core.core_metadata import extract_core_metadata, read_core_metadata
 from pywharf_core.errors import FileConflict, InvalidName
 from pywharf_core.index import FileRecord, freeze_meta
 from pywharf_core.names import parse_dist_filename
@@ -109,18 +109,29 @@ class FileSystemBackend(Backend):
     def _sidecar(self, filename: str) -> Path:
         return self.storage / SIDECAR_DIR / f"{filename}.toml"
 
+    def _metadata_path(self, filename: str) -> Path:
+        return self.storage / SIDECAR_DIR / f"{filename}.metadata"
+
     def staging_dir(self) -> Path:
         return self.storage
 
-    def store(self, record: FileRecord, staged: StagedFile, metadata: Mapping[str, Any]) -> StoreOutcome:
+    def store(
+        self,
+        record: FileRecord,
+        staged: StagedFile,
+        metadata: Mapping[str, Any],
+        core_metadata: bytes | None,
+    ) -> StoreOutcome:
         final = self._path(record.filename)
-        sidecar = self._sidecar(record.filename)
-        fd, sidecar_tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=".", suffix=".tmp")
+        # Sidecars are written to temp files first and only renamed into place once the file
+        # itself is stored, so a losing racer never overwrites the winner's sidecars.
+        pending = [(self._sidecar(record.filename), tomli_w.dumps(dict(metadata)).encode())]
+        if core_metadata is not None:
+            pending.append((self._metadata_path(record.filename), core_metadata))
+        temps: list[tuple[str, Path]] = []
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(tomli_w.dumps(dict(metadata)).encode())
-                handle.flush()
-                os.fsync(handle.fileno())
+            for target, data in pending:
+                temps.append((_write_temp(target.parent, data), target))
             try:
                 _link_exclusive(staged.path, final)
             except FileExistsError:
@@ -129,12 +140,15 @@ class FileSystemBackend(Backend):
                 raise FileConflict(
                     f"File already exists: {record.filename!r} is stored with different content."
                 ) from None
-            os.replace(sidecar_tmp, sidecar)
+            for temp, target in temps:
+                os.replace(temp, target)
+            fsync_dir(self.storage / SIDECAR_DIR)
             fsync_dir(self.storage)
             return StoreOutcome.CREATED
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(sidecar_tmp)
+            for temp, _ in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
 
     def _stored_sha256(self, filename: str) -> str:
         meta = self._read_sidecar(filename)
@@ -154,6 +168,22 @@ class FileSystemBackend(Backend):
         except InvalidName:
             return None
         return LocalFile(path) if path.is_file() else None
+
+    def locate_metadata(self, filename: str) -> DownloadTarget | None:
+        try:
+            self._path(filename)
+        except InvalidName:
+            return None
+        path = self._metadata_path(filename)
+        return LocalFile(path) if path.is_file() else None
+
+    def set_yanked(self, filename: str, yanked: bool, reason: str) -> None:
+        path = self._path(filename)
+        if not path.is_file():
+            raise FileNotFoundError(filename)
+        meta = self._read_sidecar(filename) or read_core_metadata(path)
+        meta.update(yanked=yanked, yanked_reason=reason if yanked else "")
+        write_atomically(self._sidecar(filename), tomli_w.dumps(meta).encode())
 
     # -- index -------------------------------------------------------------------------------
 
@@ -177,23 +207,51 @@ class FileSystemBackend(Backend):
                 dist = parse_dist_filename(entry.name)
             except InvalidName:
                 continue
-            meta = self._read_sidecar(entry.name) or read_core_metadata(Path(entry.path))
+            path = Path(entry.path)
+            meta = self._read_sidecar(entry.name) or read_core_metadata(path)
             size = entry.stat().st_size
             sha256 = meta.get("sha256") if meta.get("size") == size else None
             yield FileRecord(
                 filename=entry.name,
                 distrib=dist.project,
                 version=str(meta.get("version") or dist.version),
-                sha256=sha256 or _sha256_of(Path(entry.path)),
+                sha256=sha256 or _sha256_of(path),
                 size=size,
                 upload_time=str(meta.get("upload_time", "")),
                 requires_python=str(meta.get("requires_python", "")),
-                meta=freeze_meta({k: v for k, v in meta.items()
-                                  if k not in ("sha256", "size", "upload_time")}),
+                meta=freeze_meta({k: v for k, v in meta.items() if k not in _RECORD_KEYS}),
+                metadata_sha256=self._backfill_metadata(entry.name, path),
+                yanked=bool(meta.get("yanked", False)),
+                yanked_reason=str(meta.get("yanked_reason", "")),
             )
+
+    def _backfill_metadata(self, filename: str, path: Path) -> str:
+        """sha256 of the stored PEP 658 file, extracting it from the distribution if missing."""
+        target = self._metadata_path(filename)
+        try:
+            return hashlib.sha256(target.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            pass
+        data = extract_core_metadata(path, filename)
+        if data is None:
+            return ""
+        write_atomically(target, data)
+        return hashlib.sha256(data).hexdigest()
 
     def publish_remote_index(self, data: bytes) -> None:
         write_atomically(self.storage / INDEX_FILENAME, data)
+
+
+_RECORD_KEYS = frozenset({"sha256", "size", "upload_time", "metadata_sha256", "yanked", "yanked_reason"})
+
+
+def _write_temp(folder: Path, data: bytes) -> str:
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return name
 
 
 def _sha256_of(path: Path) -> str:

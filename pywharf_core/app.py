@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
+import hashlib
 import hmac
 import logging
 import os
@@ -25,19 +27,21 @@ from starlette.responses import FileResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from pywharf_core.backend import LocalFile, Permission, Redirect, StoreOutcome
+from pywharf_core.core_metadata import extract_core_metadata
 from pywharf_core.errors import ConfigError, FileConflict, InvalidName, UploadRejected
 from pywharf_core.names import normalize_project, parse_dist_filename
+from pywharf_core.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_content_type
+from pywharf_core.pages import GZIP_MIN_BYTES, RenderedPage
 from pywharf_core.pkg_repo import PkgRepo
+from pywharf_core.project_json import render_project_json_api
 from pywharf_core.reason_phrase import set_reason_phrase
 from pywharf_core.server_state import ServerState, build_repos, load_setup
 from pywharf_core.upload import receive_upload, validate_upload
 
 log = logging.getLogger(__name__)
 
-HTML = "text/html; charset=utf-8"
 # Files are immutable: a filename never changes content once stored.
-FILE_CACHE_CONTROL = "max-age=31536000, immutable"
-PAGE_CACHE_CONTROL = "max-age=0, must-revalidate"  # pages change on upload; keep clients fresh
+FILE_CACHE_CONTROL = "private, max-age=31536000, immutable"
 
 
 class Unauthorized(HTTPException):
@@ -78,14 +82,38 @@ async def authorize(request: Request, needed: Permission) -> PkgRepo:
     return repo
 
 
-def _page_response(body: bytes) -> Response:
-    return Response(body, media_type=HTML, headers={"Cache-Control": PAGE_CACHE_CONTROL})
+def _negotiate(request: Request) -> str:
+    content_type = choose_content_type(request.headers.get("accept"), request.query_params.get("format"))
+    if content_type is None:
+        raise HTTPException(406, f"Not Acceptable: this index serves {JSON_V1}, {HTML_V1} and text/html.")
+    return content_type
+
+
+def _page_response(request: Request, page: RenderedPage, content_type: str) -> Response:
+    """A cached page with a strong ETag (304 on match), gzip when accepted and worth it."""
+    settings = request.app.state.pywharf.settings
+    use_gzip = len(page.body) >= GZIP_MIN_BYTES and "gzip" in request.headers.get("accept-encoding", "")
+    etag = page.gzip_etag if use_gzip else page.etag
+    headers = {
+        "ETag": etag,
+        "Vary": "Accept, Accept-Encoding",
+        "Cache-Control": f"private, max-age={settings.page_max_age}",
+    }
+    if content_type == TEXT_HTML:
+        content_type = "text/html; charset=utf-8"
+    if_none_match = request.headers.get("if-none-match", "")
+    if if_none_match and (etag in if_none_match or if_none_match.strip() == "*"):
+        return Response(status_code=304, headers=headers)
+    if use_gzip:
+        headers["Content-Encoding"] = "gzip"
+        return Response(page.gzipped(), media_type=content_type, headers=headers)
+    return Response(page.body, media_type=content_type, headers=headers)
 
 
 async def simple_root(request: Request) -> Response:
     repo = await authorize(request, Permission.READ)
-    snapshot = repo.snapshot
-    return _page_response(repo.root_page(snapshot))
+    content_type = _negotiate(request)
+    return _page_response(request, repo.root_page(repo.snapshot, content_type), content_type)
 
 
 async def simple_project(request: Request) -> Response:
@@ -96,11 +124,12 @@ async def simple_project(request: Request) -> Response:
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
     if normalized != project:
-        return RedirectResponse(f"/simple/{quote(normalized)}/", status_code=301)
-    snapshot = repo.snapshot
-    page = repo.project_page(snapshot, normalized)
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"/simple/{quote(normalized)}/{query}", status_code=301)
+    content_type = _negotiate(request)
+    page = repo.project_page(repo.snapshot, normalized, content_type)
     if page is not None:
-        return _page_response(page)
+        return _page_response(request, page, content_type)
     # Only names this repository does not own fall back to the public index.
     extra = request.app.state.pywharf.settings.extra_index_url
     if not extra:
@@ -109,8 +138,12 @@ async def simple_project(request: Request) -> Response:
 
 
 async def download(request: Request) -> Response:
+    """A distribution file, or its PEP 658 metadata at ``<filename>.metadata``."""
     repo = await authorize(request, Permission.READ)
     project, filename = request.path_params["project"], request.path_params["filename"]
+    want_metadata = filename.endswith(".metadata")
+    if want_metadata:
+        filename = filename[: -len(".metadata")]
     try:
         dist = parse_dist_filename(filename)
         normalized = normalize_project(project)
@@ -119,19 +152,61 @@ async def download(request: Request) -> Response:
     if dist.project != normalized:
         raise HTTPException(404, "Not Found")
     record = repo.snapshot.files.get(filename)
-    target = await anyio.to_thread.run_sync(repo.backend.locate, filename)
+    locate = repo.backend.locate_metadata if want_metadata else repo.backend.locate
+    target = await anyio.to_thread.run_sync(locate, filename)
     if target is None:
         raise HTTPException(404, "Not Found")
     if isinstance(target, Redirect):
         return RedirectResponse(target.url, status_code=302)
     assert isinstance(target, LocalFile)
     headers = {"Cache-Control": FILE_CACHE_CONTROL}
-    if record is not None:
-        etag = f'"{record.sha256}"'
+    digest = (record.metadata_sha256 if want_metadata else record.sha256) if record is not None else ""
+    if digest:
+        etag = f'"{digest}"'
         headers["ETag"] = etag
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers=headers)
-    return FileResponse(target.path, media_type="application/octet-stream", headers=headers)
+    media_type = "text/plain; charset=utf-8" if want_metadata else "application/octet-stream"
+    return FileResponse(target.path, media_type=media_type, headers=headers)
+
+
+async def _yank(request: Request, yanked: bool) -> Response:
+    repo = await authorize(request, Permission.WRITE)
+    try:
+        project = normalize_project(request.path_params["project"])
+    except InvalidName:
+        raise HTTPException(404, "Not Found") from None
+    target = request.path_params["target"]
+    async with request.form(max_files=0, max_fields=5) as form:
+        reason = str(form.get("reason") or "")
+    changed = await anyio.to_thread.run_sync(repo.set_yanked, project, target, yanked, reason)
+    if not changed:
+        raise HTTPException(404, f"No file or version {target!r} of project {project!r}.")
+    return PlainTextResponse("\n".join(changed) + "\n")
+
+
+async def project_json(request: Request) -> Response:
+    """pypi.org's JSON API for one project (or one version of it)."""
+    repo = await authorize(request, Permission.READ)
+    try:
+        project = normalize_project(request.path_params["project"])
+    except InvalidName:
+        raise HTTPException(404, "Not Found") from None
+    records = repo.snapshot.projects.get(project, ())
+    base = str(request.base_url) + "simple/"
+    body = render_project_json_api(project, records, request.path_params.get("version"), base)
+    if body is None:
+        raise HTTPException(404, "Not Found")
+    return Response(body, media_type="application/json", headers={"Cache-Control": "private, max-age=60"})
+
+
+async def yank(request: Request) -> Response:
+    """PEP 592: ``POST /yank/<project>/<filename or version>`` (write secret; form ``reason``)."""
+    return await _yank(request, True)
+
+
+async def unyank(request: Request) -> Response:
+    return await _yank(request, False)
 
 
 async def upload(request: Request) -> Response:
@@ -139,7 +214,16 @@ async def upload(request: Request) -> Response:
     received = await receive_upload(request, repo.backend.staging_dir(), repo.config.max_file_bytes)
     try:
         record, metadata = validate_upload(received)
-        outcome = await anyio.to_thread.run_sync(repo.backend.store, record, received.staged, metadata)
+        core_metadata = await anyio.to_thread.run_sync(
+            extract_core_metadata, received.staged.path, received.dist.filename
+        )
+        if core_metadata is not None:
+            digest = hashlib.sha256(core_metadata).hexdigest()
+            record = dataclasses.replace(record, metadata_sha256=digest)
+            metadata["metadata_sha256"] = digest
+        outcome = await anyio.to_thread.run_sync(
+            repo.backend.store, record, received.staged, metadata, core_metadata
+        )
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(received.staged.path)
@@ -242,6 +326,10 @@ def create_app(state: ServerState) -> Starlette:
         Route("/", upload, methods=["POST"]),
         Route("/simple/{project}/", simple_project, methods=["GET", "HEAD"]),
         Route("/simple/{project}/{filename}", download, methods=["GET", "HEAD"]),
+        Route("/yank/{project}/{target}", yank, methods=["POST"]),
+        Route("/unyank/{project}/{target}", unyank, methods=["POST"]),
+        Route("/pypi/{project}/json", project_json, methods=["GET", "HEAD"]),
+        Route("/pypi/{project}/{version}/json", project_json, methods=["GET", "HEAD"]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/index_mtime/", index_mtime, methods=["GET"]),

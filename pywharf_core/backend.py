@@ -100,18 +100,34 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def store(self, record: FileRecord, staged: StagedFile, metadata: Mapping[str, Any]) -> StoreOutcome:
+    def store(
+        self,
+        record: FileRecord,
+        staged: StagedFile,
+        metadata: Mapping[str, Any],
+        core_metadata: bytes | None,
+    ) -> StoreOutcome:
         """Keep the staged file under ``record.filename``, create-only.
 
         ``metadata`` is every core-metadata field of the upload (including ``description``), to
-        be kept beside the file so the index can be rebuilt from storage alone. Returns IDENTICAL
-        when the same bytes are already stored; raises FileConflict when different bytes are.
-        The staged file may be consumed (renamed); the core deletes it if it is still there.
+        be kept beside the file so the index can be rebuilt from storage alone.
+        ``core_metadata`` is the distribution's METADATA file (PEP 658), to be served at
+        ``<file>.metadata``; None when the file has none. Returns IDENTICAL when the same bytes
+        are already stored; raises FileConflict when different bytes are. The staged file may
+        be consumed (renamed); the core deletes it if it is still there.
         """
 
     @abstractmethod
     def locate(self, filename: str) -> DownloadTarget | None:
         """Where to get ``filename``'s bytes, or None when the backend does not hold it."""
+
+    @abstractmethod
+    def locate_metadata(self, filename: str) -> DownloadTarget | None:
+        """Where to get ``filename``'s PEP 658 metadata file, or None when there is none."""
+
+    @abstractmethod
+    def set_yanked(self, filename: str, yanked: bool, reason: str) -> None:
+        """Persist the PEP 592 yank state of a stored file (``update_index`` must see it)."""
 
     @abstractmethod
     def fetch_remote_index(self, known_token: str | None) -> RemoteIndex | None:

@@ -43,6 +43,7 @@ def server(
     server: str = "uvicorn",
     access_log: bool = False,
     initialize_token: str | None = None,
+    page_max_age: int = 10,
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -66,6 +67,7 @@ def server(
         initialize_token: Bearer token that POST /initialize/ requires once the server is
             configured. Without it, only the first /initialize/ of a server started without
             --config is accepted.
+        page_max_age: Cache-Control max-age (seconds) of simple pages; files are immutable.
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.app import create_app
@@ -81,6 +83,7 @@ def server(
         extra_index_url=_opt_str(extra_index_url) or "",
         auth_expiry=AuthExpiry(read=int(auth_read_expires), write=int(auth_write_expires)),
         initialize_token=_opt_str(initialize_token) or None,
+        page_max_age=int(page_max_age),
     )
     if waitress_options and server != "waitress":
         raise PywharfError(f"unknown flags for --server {server}: {', '.join(sorted(waitress_options))}")

@@ -49,9 +49,12 @@ _FIELD_NAMES = {
 MAX_METADATA_BYTES = 16 * 1024 * 1024
 
 
-def read_metadata_bytes(path: Path) -> bytes | None:
-    """The raw METADATA / PKG-INFO of a wheel or sdist, or None if it has none (or is broken)."""
-    name = path.name
+def read_metadata_bytes(path: Path, filename: str | None = None) -> bytes | None:
+    """The raw METADATA / PKG-INFO of a wheel or sdist, or None if it has none (or is broken).
+
+    ``filename`` is the distribution's name when ``path`` is not (e.g. a staged upload).
+    """
+    name = filename or path.name
     try:
         if name.endswith((".whl", ".zip")):
             with zipfile.ZipFile(path) as archive:
@@ -99,5 +102,22 @@ def parse_metadata(data: bytes) -> dict[str, Any]:
 
 def read_core_metadata(path: Path) -> dict[str, Any]:
     """Core metadata of the distribution at ``path``; empty when it cannot be read."""
-    data = read_metadata_bytes(path)
+    data = read_metadata_bytes(path, path.name)
     return parse_metadata(data) if data is not None else {}
+
+
+def extract_core_metadata(path: Path, filename: str) -> bytes | None:
+    """The file to serve as ``<file>.metadata`` (PEP 658), or None when there is none.
+
+    Wheels: their ``*.dist-info/METADATA``. Sdists: ``PKG-INFO`` only for Metadata-Version 2.2
+    or later, the first version where an sdist's metadata is reliable (PEP 643).
+    """
+    data = read_metadata_bytes(path, filename)
+    if data is None or filename.endswith(".whl"):
+        return data
+    version = HeaderParser().parsestr(data.decode("utf-8", "replace")).get("Metadata-Version", "0")
+    try:
+        major, minor = (int(part) for part in str(version).strip().split(".")[:2])
+    except ValueError:
+        return None
+    return data if (major, minor) >= (2, 2) else None

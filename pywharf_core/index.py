@@ -83,6 +83,15 @@ class FileRecord:
     upload_time: str
     requires_python: str = ""
     meta: Mapping[str, str | tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # sha256 of the PEP 658 metadata file stored beside the distribution; "" when there is none.
+    metadata_sha256: str = ""
+    # PEP 592: yanked files stay installable by exact pin but are skipped by resolvers.
+    yanked: bool = False
+    yanked_reason: str = ""
+
+    def state_key(self) -> tuple[str, str, bool, str]:
+        """What a remote index must agree on before a local journal entry can be dropped."""
+        return (self.sha256, self.metadata_sha256, self.yanked, self.yanked_reason)
 
     def to_toml_table(self) -> dict[str, Any]:
         table: dict[str, Any] = {
@@ -93,6 +102,11 @@ class FileRecord:
             "upload_time": self.upload_time,
             "requires_python": self.requires_python,
         }
+        if self.metadata_sha256:
+            table["metadata_sha256"] = self.metadata_sha256
+        if self.yanked:
+            table["yanked"] = True
+            table["yanked_reason"] = self.yanked_reason
         meta = {k: list(v) if isinstance(v, tuple) else v for k, v in self.meta.items()}
         if meta:
             table["meta"] = meta
@@ -120,6 +134,9 @@ class FileRecord:
             upload_time=str(table.get("upload_time", "")),
             requires_python=str(table.get("requires_python", "")),
             meta=meta,
+            metadata_sha256=str(table.get("metadata_sha256", "")),
+            yanked=bool(table.get("yanked", False)),
+            yanked_reason=str(table.get("yanked_reason", "")),
         )
 
 

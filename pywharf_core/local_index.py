@@ -86,8 +86,22 @@ class LocalIndexStore:
         return _ENTRY_MARK + dump_record_entry(record) + _ENTRY_END
 
     def append_journal(self, record: FileRecord) -> None:
+        """Journal one accepted upload or changed record.
+
+        The journal stays one valid TOML document with one entry per file: a byte-identical
+        retry (e.g. through another server sharing ROOT) adds nothing, and a changed record
+        (a yank) replaces the file's entry in an atomic rewrite. The journal only holds what the
+        remote index has not caught up with, so reading it here stays cheap.
+        """
         entry = self._entry(record)
         with self.lock:
+            pending = self.load_journal()
+            previous = {r.filename: r for r in pending}.get(record.filename)
+            if previous is not None:
+                if previous.state_key() != record.state_key():
+                    kept = [r for r in pending if r.filename != record.filename] + [record]
+                    write_atomically(self.journal_path, b"".join(self._entry(r) for r in kept))
+                return
             fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             try:
                 os.write(fd, entry)
@@ -97,9 +111,12 @@ class LocalIndexStore:
 
     def save_synced(self, records: list[FileRecord], token: str) -> None:
         """Replace the synced copy and drop journal entries the remote index now lists."""
-        remote_filenames = {r.filename for r in records}
+        remote = {r.filename: r.state_key() for r in records}
         with self.lock:
             write_atomically(self.index_path, dump_index_json(records))
             write_atomically(self.token_path, token.encode())
-            pending = [r for r in self.load_journal() if r.filename not in remote_filenames]
+            # Keep entries the remote index does not reflect yet (new files, and yank changes).
+            # Only the latest entry per file counts (an upload followed by a yank).
+            latest = {r.filename: r for r in self.load_journal()}
+            pending = [r for r in latest.values() if remote.get(r.filename) != r.state_key()]
             write_atomically(self.journal_path, b"".join(self._entry(r) for r in pending))

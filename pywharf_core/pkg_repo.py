@@ -8,21 +8,32 @@ CPython) and never lock; writers (upload, sync) build a new snapshot and swap it
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 
+from packaging.version import InvalidVersion, Version
+
 from pywharf_core.backend import Backend, Permission
 from pywharf_core.config import PkgRepoConfig
 from pywharf_core.index import FileRecord, IndexFormatError, IndexSnapshot, parse_index
 from pywharf_core.local_index import LocalIndexStore
-from pywharf_core.pages import render_project, render_root
+from pywharf_core.negotiation import JSON_V1
+from pywharf_core.pages import RenderedPage, render_project, render_root
 
 log = logging.getLogger(__name__)
 
 _AUTH_CACHE_MAX = 10_000
+
+
+def _same_version(a: str, b: str) -> bool:
+    try:
+        return Version(a) == Version(b)
+    except InvalidVersion:
+        return a == b
 
 
 @dataclass(frozen=True)
@@ -53,8 +64,8 @@ class PkgRepo:
         self._remote_records: list[FileRecord] = []
         self._write_lock = threading.Lock()
         self._auth_cache: dict[bytes, tuple[Permission, float]] = {}
-        self._root_page: tuple[IndexSnapshot, bytes] | None = None
-        self._project_pages: dict[str, tuple[tuple[FileRecord, ...], bytes]] = {}
+        self._root_pages: dict[bool, tuple[IndexSnapshot, RenderedPage]] = {}
+        self._project_pages: dict[tuple[str, bool], tuple[tuple[FileRecord, ...], RenderedPage]] = {}
 
     # -- index -------------------------------------------------------------------------------
 
@@ -66,10 +77,24 @@ class PkgRepo:
             self.snapshot = IndexSnapshot.build(self._remote_records).with_records(journal)
 
     def record_upload(self, record: FileRecord) -> None:
-        """Make an accepted upload visible at once and durable in the journal."""
+        """Make an accepted upload (or a changed record) visible at once and durable in the journal."""
         with self._write_lock:
             self.local_index.append_journal(record)
             self.snapshot = self.snapshot.with_records([record])
+
+    def set_yanked(self, project: str, target: str, yanked: bool, reason: str = "") -> list[str]:
+        """Yank (PEP 592) or un-yank one file, or every file of a version; returns the filenames.
+
+        Persisted by the backend (so ``update_index`` keeps it) and journalled for this server.
+        """
+        records = self.snapshot.projects.get(project, ())
+        chosen = [r for r in records if r.filename == target]
+        if not chosen:
+            chosen = [r for r in records if _same_version(r.version, target)]
+        for record in chosen:
+            self.backend.set_yanked(record.filename, yanked, reason)
+            self.record_upload(dataclasses.replace(record, yanked=yanked, yanked_reason=reason if yanked else ""))
+        return [r.filename for r in chosen]
 
     def sync_once(self) -> bool:
         """Pull the remote index if it changed. Returns True when a new index was applied.
@@ -128,21 +153,25 @@ class PkgRepo:
 
     # -- pages -------------------------------------------------------------------------------
 
-    def root_page(self, snapshot: IndexSnapshot) -> bytes:
-        cached = self._root_page
+    def root_page(self, snapshot: IndexSnapshot, content_type: str) -> RenderedPage:
+        """``/simple/`` for ``snapshot``, rendered once per snapshot and serialisation."""
+        kind = content_type == JSON_V1
+        cached = self._root_pages.get(kind)
         if cached is not None and cached[0] is snapshot:
             return cached[1]
-        page = render_root(snapshot.project_names)
-        self._root_page = (snapshot, page)
+        page = render_root(snapshot.project_names, content_type)
+        self._root_pages[kind] = (snapshot, page)
         return page
 
-    def project_page(self, snapshot: IndexSnapshot, project: str) -> bytes | None:
+    def project_page(self, snapshot: IndexSnapshot, project: str, content_type: str) -> RenderedPage | None:
+        """A project's page, re-rendered only when its records tuple changed (identity)."""
         records = snapshot.projects.get(project)
         if records is None:
             return None
-        cached = self._project_pages.get(project)
+        key = (project, content_type == JSON_V1)
+        cached = self._project_pages.get(key)
         if cached is not None and cached[0] is records:
             return cached[1]
-        page = render_project(project, records)
-        self._project_pages[project] = (records, page)
+        page = render_project(project, records, content_type)
+        self._project_pages[key] = (records, page)
         return page

@@ -33,6 +33,8 @@ class ServerSettings:
     root: Path
     extra_index_url: str = "https://pypi.org/simple/"
     auth_expiry: AuthExpiry = field(default_factory=AuthExpiry)
+    # Cache-Control max-age of simple pages: short, since uploads change them.
+    page_max_age: int = 10
     # Bearer token for POST /initialize/ once the server is configured (None: re-init disabled).
     initialize_token: str | None = field(default=None, repr=False)
 

@@ -235,7 +235,7 @@ def test_defect_7_every_request_reparsed_the_whole_index(tmp_path: Path, monkeyp
     renders: list[str] = []
     real_render = pywharf_core.pkg_repo.render_project
     monkeypatch.setattr(pywharf_core.pkg_repo, "render_project",
-                        lambda project, records: renders.append(project) or real_render(project, records))
+                        lambda project, *rest: renders.append(project) or real_render(project, *rest))
 
     auth = {"Authorization": basic_header(*READ)}
     for _ in range(50):

@@ -624,10 +624,16 @@ class CountingBackend(Backend):
     def staging_dir(self):
         raise NotImplementedError
 
-    def store(self, record, staged, metadata):
+    def store(self, record, staged, metadata, core_metadata):
         raise NotImplementedError
 
     def locate(self, filename):
+        raise NotImplementedError
+
+    def locate_metadata(self, filename):
+        raise NotImplementedError
+
+    def set_yanked(self, filename, yanked, reason):
         raise NotImplementedError
 
     def fetch_remote_index(self, known_token):
@@ -736,7 +742,7 @@ def store(backend: FileSystemBackend, filename: str, data: bytes, tag: str):
     meta = {"name": rec.distrib, "version": rec.version, "sha256": staged.sha256, "size": staged.size,
             "upload_time": rec.upload_time, "description": "long text"}
     try:
-        return backend.store(rec, staged, meta)
+        return backend.store(rec, staged, meta, None)
     finally:
         staged.path.unlink(missing_ok=True)  # what the core does after store()
 
@@ -783,7 +789,7 @@ def test_store_refuses_traversal_filename(fs_backend: FileSystemBackend, tmp_pat
     bad = FileRecord(filename="../evil-1.0.tar.gz", distrib="evil", version="1.0", sha256=staged.sha256,
                      size=1, upload_time="")
     with pytest.raises(InvalidName):
-        fs_backend.store(bad, staged, {})
+        fs_backend.store(bad, staged, {}, None)
     assert not (fs_backend.storage.parent / "evil-1.0.tar.gz").exists()
 
 
