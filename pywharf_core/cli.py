@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import fire
 import fire.helptext
@@ -63,7 +64,7 @@ def server(
         host: The interface to bind to.
         port: The port to bind to.
         server: "uvicorn" (default, fastest measured) or "waitress".
-        access_log: Log every request.
+        access_log: Log every request (method, path, status, content type, bytes, time).
         initialize_token: Bearer token that POST /initialize/ requires once the server is
             configured. Without it, only the first /initialize/ of a server started without
             --config is accepted.
@@ -90,13 +91,17 @@ def server(
     configure_logging(root_path, bool(debug))
     state = ServerState(settings)
     state.install(build_repos(setup, settings), configured=config is not None)
+    app = create_app(state)
+    if access_log:
+        from pywharf_core.access_log import AccessLogMiddleware
+
+        app = AccessLogMiddleware(app)
     run(
-        create_app(state),
+        app,
         state,
         host=str(host),
         port=int(port),
         server=str(server),
-        access_log=bool(access_log),
         debug=bool(debug),
         waitress_options=waitress_options,
     )
@@ -137,6 +142,81 @@ def update_index(
     records = list(backend.list_files())
     backend.publish_remote_index(dump_index(records))
     print(f"update_index: {name}: wrote an index of {len(records)} files")
+
+
+def _change_yank(
+    action: str,
+    project: str,
+    file_or_version: str,
+    reason: str,
+    url: str,
+    repo: str,
+    secret: str | None,
+    secret_env: str | None,
+) -> None:
+    """POST /yank/ or /unyank/ to a running server: it persists the change through its backend
+    (so ``update_index`` keeps it) and serves it at once; other servers see it after a sync."""
+    import requests
+
+    if secret_env:
+        secret = os.environ.get(str(secret_env))
+    if not secret:
+        raise PywharfError("a write secret is needed: pass --secret or --secret_env VAR")
+    target = f"{str(url).rstrip('/')}/{action}/{quote(str(project))}/{quote(str(file_or_version), safe='')}"
+    try:
+        response = requests.post(
+            target, data={"reason": _opt_str(reason) or ""}, auth=(str(repo), str(secret)), timeout=60
+        )
+    except requests.RequestException as exc:
+        raise PywharfError(f"{action}: cannot reach {url}: {exc}") from exc
+    if response.status_code != 200:
+        raise PywharfError(f"{action}: {response.status_code} {response.reason}: {response.text.strip()}")
+    for filename in response.text.split():
+        print(f"{action}: {filename}")
+
+
+def yank(
+    project: str,
+    file_or_version: str,
+    reason: str = "",
+    url: str = "http://127.0.0.1:8888",
+    repo: str = "local",
+    secret: str | None = None,
+    secret_env: str | None = None,
+) -> None:
+    """Yank (PEP 592) one file or every file of a version: pip skips it unless pinned exactly.
+
+    Args:
+        project: Project name.
+        file_or_version: A filename, or a version (all its files).
+        reason: Shown to users by pip (data-yanked / "yanked_reason").
+        url: The pywharf server's base URL.
+        repo: Package repository name.
+        secret: The repository's write secret.
+        secret_env: Name of an environment variable holding the secret, instead of --secret.
+    """
+    _change_yank("yank", project, file_or_version, reason, url, repo, secret, secret_env)
+
+
+def unyank(
+    project: str,
+    file_or_version: str,
+    url: str = "http://127.0.0.1:8888",
+    repo: str = "local",
+    secret: str | None = None,
+    secret_env: str | None = None,
+) -> None:
+    """Undo a yank of one file or of every file of a version.
+
+    Args:
+        project: Project name.
+        file_or_version: A filename, or a version (all its files).
+        url: The pywharf server's base URL.
+        repo: Package repository name.
+        secret: The repository's write secret.
+        secret_env: Name of an environment variable holding the secret, instead of --secret.
+    """
+    _change_yank("unyank", project, file_or_version, "", url, repo, secret, secret_env)
 
 
 def quickstart(root: str = "./pywharf-root", host: str = "127.0.0.1", port: int = 8888) -> None:
@@ -180,6 +260,8 @@ CORE_COMMANDS: Mapping[str, Callable[..., Any]] = {
     "server": server,
     "update_index": update_index,
     "quickstart": quickstart,
+    "yank": yank,
+    "unyank": unyank,
 }
 
 
@@ -228,6 +310,18 @@ def argv_from_environment(environ: Mapping[str, str]) -> list[str]:
     return argv
 
 
+# fire evaluates arguments as Python literals: the version "1.10" would become the float 1.1.
+# These commands take versions and free text, so their arguments are passed as string literals.
+VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank"})
+
+
+def _verbatim(arg: str) -> str:
+    if arg.startswith("--"):
+        flag, sep, value = arg.partition("=")
+        return f"{flag}={value!r}" if sep else arg
+    return repr(arg)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
@@ -245,6 +339,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         function = commands[name]
         print(fire.helptext.HelpText(function, trace=fire.trace.FireTrace(function, name=f"pywharf {name}")))
         return
+    if name in VERBATIM_ARGUMENT_COMMANDS:
+        rest = [_verbatim(arg) for arg in rest]
     try:
         fire.Fire(commands[name], command=rest, name=f"pywharf {name}")
     except PywharfError as exc:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from pywharf_core.server_state import ServerState
 
@@ -39,13 +39,12 @@ def configure_logging(root: Path, debug: bool) -> None:
 
 
 def run(
-    app: Starlette,
+    app: ASGIApp,
     state: ServerState,
     *,
     host: str,
     port: int,
     server: str = "uvicorn",
-    access_log: bool = False,
     debug: bool = False,
     waitress_options: dict[str, Any] | None = None,
 ) -> None:
@@ -70,7 +69,7 @@ def run(
                 host=host,
                 port=port,
                 lifespan="off",
-                access_log=access_log,
+                access_log=False,  # pywharf_core.access_log logs requests (--access_log)
                 log_config=None,
                 log_level="debug" if debug else "info",
                 server_header=False,
