@@ -16,7 +16,9 @@ from pywharf_core.pages import sorted_versions
 _INFO_FIELDS = (
     "author", "author_email", "maintainer", "maintainer_email", "license", "keywords", "summary",
     "home_page", "download_url", "description_content_type", "requires_python", "platform",
+    "license_expression",
 )
+_LIST_FIELDS = ("classifiers", "requires_dist", "provides_extra", "dynamic", "license_files")
 
 
 def _as_str(value: str | tuple[str, ...] | None) -> str:
@@ -81,6 +83,10 @@ def render_project_json_api(
     files = [r for r in records if r.version == chosen]
     meta = files[0].meta
     info: dict[str, Any] = {key: _as_str(meta.get(key)) or None for key in _INFO_FIELDS}
+    for key in _LIST_FIELDS:
+        value = meta.get(key)
+        info[key] = list(value) if isinstance(value, tuple) else ([value] if value else None)
+    info["classifiers"] = info["classifiers"] or []
     urls = {}
     for entry in meta.get("project_urls", ()) if isinstance(meta.get("project_urls"), tuple) else ():
         label, _, url = entry.partition(",")
@@ -88,8 +94,6 @@ def render_project_json_api(
     info.update(
         name=_as_str(meta.get("name")) or project,
         version=chosen,
-        classifiers=list(meta.get("classifiers", ()) or ()),
-        requires_dist=list(meta.get("requires_dist", ()) or ()) or None,
         project_urls=urls or None,
         yanked=all(r.yanked for r in files),
         yanked_reason=next((r.yanked_reason for r in files if r.yanked_reason), None),

@@ -30,6 +30,7 @@ class DistSpec:
     description: str = "Long description.\n"
     description_content_type: str = "text/markdown"
     module_body: str = "VALUE = 1\n"
+    extra_metadata: list[str] = field(default_factory=list)  # more "Header: value" lines
 
     @property
     def module(self) -> str:
@@ -52,6 +53,7 @@ def metadata_text(spec: DistSpec) -> str:
     lines += [f"Classifier: {c}" for c in spec.classifiers]
     lines += [f"Requires-Dist: {r}" for r in spec.requires_dist]
     lines += [f"Project-URL: {u}" for u in spec.project_urls]
+    lines += spec.extra_metadata
     lines.append(f"Description-Content-Type: {spec.description_content_type}")
     return "\n".join(lines) + "\n\n" + spec.description
 

@@ -213,6 +213,63 @@ def test_upload_reaches_other_server_after_update_index(shared_pair, env: dict[s
     assert mtime_after >= int(started), "B's last sync predates the update_index that it applied"
 
 
+def test_every_twine_field_survives_update_index_and_sync(shared_pair, env: dict[str, str],
+                                                         tmp_path: Path) -> None:
+    """Round trip: what twine uploads (read from the wheel's METADATA) survives upload ->
+    ``update_index`` -> another server's sync -> its simple JSON page and /pypi JSON, with
+    multi-valued fields kept as lists; the long description is kept beside the file (served as
+    the PEP 658 ``.metadata``), not in the index."""
+    a, b, storage = shared_pair
+    spec = DistSpec(
+        "Round.Trip", "3.1.4", summary="Every field, twice over", requires_python=">=3.9,!=3.9.1",
+        requires_dist=["requests>=2", "rich; extra == 'pretty'"],
+        classifiers=["Programming Language :: Python :: 3", "Intended Audience :: Developers"],
+        project_urls=["Homepage, https://example.invalid/home", "Issues, https://example.invalid/issues"],
+        description="# Round trip\n\nA *long* description with <html> & \"quotes\".\n",
+        extra_metadata=[
+            "Author: Ada Lovelace", "Author-email: Ada <ada@example.invalid>",
+            "Maintainer: Grace Hopper", "Maintainer-email: grace@example.invalid",
+            "License: MIT", "Keywords: alpha,beta", "Home-page: https://example.invalid",
+            "Download-URL: https://example.invalid/dl", "Platform: any", "Provides-Extra: pretty",
+        ],
+    )
+    wheel = build_wheel(spec, tmp_path / "dist")
+    twine_upload(a, wheel, env)
+    update_index(storage, env, tmp_path)
+    wait_for(lambda: project_files(b, "round-trip"), 3.0, lambda: f"B never synced:\n{b.log()}")
+
+    index = tomllib.loads((storage / "index.toml").read_text())
+    entry = index["files"][wheel.name]
+    assert "description" not in entry.get("meta", {}), "the long description belongs beside the file"
+    assert entry["meta"]["classifiers"] == spec.classifiers
+    assert entry["meta"]["requires_dist"] == spec.requires_dist
+
+    info = get(b, "/pypi/round-trip/json").json()["info"]
+    expected = {
+        "name": "Round.Trip", "version": "3.1.4", "summary": spec.summary,
+        "requires_python": spec.requires_python, "author": "Ada Lovelace",
+        "author_email": "Ada <ada@example.invalid>", "maintainer": "Grace Hopper",  # keywords: as twine sends them
+        "maintainer_email": "grace@example.invalid", "license": "MIT", "keywords": "alpha, beta",
+        "home_page": "https://example.invalid", "download_url": "https://example.invalid/dl",
+        "platform": "any", "description_content_type": "text/markdown",
+        "classifiers": spec.classifiers, "requires_dist": spec.requires_dist, "provides_extra": ["pretty"],
+        "project_urls": {"Homepage": "https://example.invalid/home", "Issues": "https://example.invalid/issues"},
+    }
+    assert {key: info.get(key) for key in expected} == expected
+
+    page = requests.get(f"{b.base}/simple/round-trip/", auth=(REPO, READ), timeout=10,
+                        headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
+    (file_entry,) = page["files"]
+    assert file_entry["requires-python"] == spec.requires_python
+    assert file_entry["size"] == wheel.stat().st_size
+    assert file_entry["hashes"] == {"sha256": sha256_of(wheel)}
+    assert file_entry["upload-time"].endswith("Z")
+    assert page["versions"] == ["3.1.4"]
+    metadata = get(b, f"/simple/round-trip/{wheel.name}.metadata")
+    assert hashlib.sha256(metadata.content).hexdigest() == file_entry["core-metadata"]["sha256"]
+    assert metadata.content.decode().endswith(spec.description)
+
+
 # -- 2. deletions and sidecar-less files through update_index ------------------------------------
 
 
