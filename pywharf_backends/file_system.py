@@ -57,10 +57,10 @@ SIDECAR_DIR = ".pywharf"
 
 @dataclass(frozen=True, kw_only=True)
 class FileSystemConfig(PkgRepoConfig):
-    read_secret: str = field(repr=False)
-    write_secret: str = field(repr=False)
+    read_secret: str = field(repr=False)  # clients with it may read (install)
+    write_secret: str = field(repr=False)  # clients with it may read and upload
     max_file_bytes: int = 5368709119
-    storage_path: str | None = None
+    storage_path: str | None = None  # where files are stored; None: ROOT/cache/<repo>/storage
 
     def check(self) -> list[tuple[str, str]]:
         problems = super().check()
@@ -184,6 +184,18 @@ class FileSystemBackend(Backend):
         meta = self._read_sidecar(filename) or read_core_metadata(path)
         meta.update(yanked=yanked, yanked_reason=reason if yanked else "")
         write_atomically(self._sidecar(filename), tomli_w.dumps(meta).encode())
+
+    def read_description(self, filename: str) -> tuple[str, str] | None:
+        """The upload's description, from the sidecar (the browser UI renders it)."""
+        try:
+            self._path(filename)
+        except InvalidName:
+            return None
+        meta = self._read_sidecar(filename) or {}
+        description = meta.get("description")
+        if not isinstance(description, str):
+            return None
+        return description, str(meta.get("description_content_type") or "")
 
     # -- index -------------------------------------------------------------------------------
 

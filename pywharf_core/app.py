@@ -1,7 +1,8 @@
 """The Starlette application: PEP 503 pages, downloads, legacy upload, health.
 
 Every endpoint except ``/healthz`` authenticates with HTTP basic auth (username = package
-repository name, password = its secret), whatever the User-Agent. Error bodies are one line of
+repository name, password = its secret), whatever the User-Agent; read endpoints also accept
+the browser UI's session cookie (``pywharf_core.web``) when no basic auth is sent. Error bodies are one line of
 plain text a client can print: never a traceback.
 """
 
@@ -23,12 +24,12 @@ from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from pywharf_core.backend import LocalFile, Permission, Redirect, StoreOutcome
+from pywharf_core.backend import LocalFile, Permission, Redirect, StoreOutcome, StreamedFile
 from pywharf_core.core_metadata import extract_core_metadata
-from pywharf_core.errors import ConfigError, FileConflict, InvalidName, UploadRejected
+from pywharf_core.errors import BackendUnavailable, ConfigError, FileConflict, InvalidName, UploadRejected
 from pywharf_core.names import normalize_project, parse_dist_filename
 from pywharf_core.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_content_type
 from pywharf_core.pages import GZIP_MIN_BYTES, RenderedPage
@@ -37,6 +38,7 @@ from pywharf_core.project_json import render_project_json_api
 from pywharf_core.reason_phrase import set_reason_phrase
 from pywharf_core.server_state import ServerState, build_repos, load_setup
 from pywharf_core.upload import receive_upload, validate_upload
+from pywharf_core.web import session_credentials, web_routes
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,9 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
 async def authorize(request: Request, needed: Permission) -> PkgRepo:
     """The repository the request's credentials grant ``needed`` on, or 401/403."""
     credentials = _basic_credentials(request)
+    if credentials is None and needed is Permission.READ:
+        # A browser session reads only: no upload or yank can ride on a cookie (no CSRF there).
+        credentials = session_credentials(request)
     if credentials is None:
         raise Unauthorized()
     name, secret = credentials
@@ -158,16 +163,39 @@ async def download(request: Request) -> Response:
         raise HTTPException(404, "Not Found")
     if isinstance(target, Redirect):
         return RedirectResponse(target.url, status_code=302)
-    assert isinstance(target, LocalFile)
+    assert isinstance(target, (LocalFile, StreamedFile))
     headers = {"Cache-Control": FILE_CACHE_CONTROL}
     digest = (record.metadata_sha256 if want_metadata else record.sha256) if record is not None else ""
     if digest:
         etag = f'"{digest}"'
         headers["ETag"] = etag
         if etag in request.headers.get("if-none-match", ""):
+            _close_stream(target)
             return Response(status_code=304, headers=headers)
     media_type = "text/plain; charset=utf-8" if want_metadata else "application/octet-stream"
-    return FileResponse(target.path, media_type=media_type, headers=headers)
+    if isinstance(target, StreamedFile):
+        if target.size is not None:
+            headers["Content-Length"] = str(target.size)
+        if request.method == "HEAD":
+            _close_stream(target)
+            return Response(status_code=200, media_type=media_type, headers=headers)
+        # A sync iterator: Starlette pulls each chunk in a worker thread, one at a time.
+        return StreamingResponse(target.chunks, media_type=media_type, headers=headers)
+    return LargeChunkFileResponse(target.path, media_type=media_type, headers=headers)
+
+
+class LargeChunkFileResponse(FileResponse):
+    """Starlette reads files 64 KiB at a time; 1 MiB chunks cut the per-chunk event-loop and
+    thread-hop cost that bounded download throughput (benchmarks/bench_protocol.py)."""
+
+    chunk_size = 1 << 20
+
+
+def _close_stream(target: object) -> None:
+    """Release a streamed download's source when its bytes will not be sent."""
+    close = getattr(getattr(target, "chunks", None), "close", None)
+    if callable(close):
+        close()
 
 
 async def _yank(request: Request, yanked: bool) -> Response:
@@ -312,6 +340,13 @@ async def _file_conflict(request: Request, exc: Exception) -> Response:
     return _error_response(409, str(exc))
 
 
+async def _backend_unavailable(request: Request, exc: Exception) -> Response:
+    """Storage (GitHub, S3...) failed after its own bounded retries: 503 with its one-line reason."""
+    reason = " ".join(str(exc).split())  # error bodies are one line
+    log.error("backend unavailable on %s %s: %s", request.method, request.url.path, reason)
+    return _error_response(503, f"Storage backend unavailable: {reason}")
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
     return PlainTextResponse("Internal Server Error", status_code=500)
@@ -334,6 +369,7 @@ def create_app(state: ServerState) -> Starlette:
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/index_mtime/", index_mtime, methods=["GET"]),
         Route("/initialize/", initialize, methods=["POST"]),
+        *web_routes(authorize),  # the browser UI: /, /login/, /logout/, /project/..., /static/
     ]
     app = Starlette(
         routes=routes,
@@ -341,6 +377,7 @@ def create_app(state: ServerState) -> Starlette:
             HTTPException: _http_error,
             UploadRejected: _upload_rejected,
             FileConflict: _file_conflict,
+            BackendUnavailable: _backend_unavailable,
             Exception: _internal_error,
         },
     )

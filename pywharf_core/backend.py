@@ -61,7 +61,20 @@ class Redirect:
     url: str
 
 
-DownloadTarget = LocalFile | Redirect
+@dataclass(frozen=True, slots=True)
+class StreamedFile:
+    """The server relays the bytes itself, chunk by chunk (e.g. from an object store).
+
+    ``chunks`` is a blocking iterator (the server pulls it from worker threads, so memory stays
+    flat whatever the size); its ``close()``, when it has one, releases the source and is called
+    when the bytes are not wanted after all (HEAD, 304). ``size`` is the byte count when known.
+    """
+
+    chunks: Iterator[bytes]
+    size: int | None = None
+
+
+DownloadTarget = LocalFile | Redirect | StreamedFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,3 +153,11 @@ class Backend(ABC):
     @abstractmethod
     def publish_remote_index(self, data: bytes) -> None:
         """Replace the remote index atomically with ``data``."""
+
+    def read_description(self, filename: str) -> tuple[str, str] | None:
+        """``(long description, its content type)`` kept beside ``filename``, or None.
+
+        Optional (only the browser UI asks; the description is too large for the index). When
+        None, the UI reads the PEP 658 metadata file or the distribution itself if they are local.
+        """
+        return None

@@ -45,6 +45,7 @@ def server(
     access_log: bool = False,
     initialize_token: str | None = None,
     page_max_age: int = 10,
+    session_secret: str | None = None,
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -69,6 +70,9 @@ def server(
             configured. Without it, only the first /initialize/ of a server started without
             --config is accepted.
         page_max_age: Cache-Control max-age (seconds) of simple pages; files are immutable.
+        session_secret: Key of the browser UI's session cookies (16+ characters; default: the
+            PYWHARF_SESSION_SECRET environment variable, else a random key kept in
+            ROOT/session.key). Give every server behind one load balancer the same key.
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.app import create_app
@@ -85,7 +89,10 @@ def server(
         auth_expiry=AuthExpiry(read=int(auth_read_expires), write=int(auth_write_expires)),
         initialize_token=_opt_str(initialize_token) or None,
         page_max_age=int(page_max_age),
+        session_secret=_opt_str(session_secret) or os.environ.get("PYWHARF_SESSION_SECRET") or None,
     )
+    if settings.session_secret is not None and len(settings.session_secret) < 16:
+        raise PywharfError("--session_secret (or PYWHARF_SESSION_SECRET) must be at least 16 characters")
     if waitress_options and server != "waitress":
         raise PywharfError(f"unknown flags for --server {server}: {', '.join(sorted(waitress_options))}")
     configure_logging(root_path, bool(debug))
@@ -223,6 +230,11 @@ def quickstart(root: str = "./pywharf-root", host: str = "127.0.0.1", port: int 
     """Start a server with one file_system repo named "local" under ROOT; print how to use it.
 
     The secrets are generated once and kept in ROOT/quickstart-config.toml (mode 0600).
+
+    Args:
+        root: Path to the root folder (created if missing); the files land in ROOT/cache/local/storage.
+        host: The interface to bind to (127.0.0.1: this machine only).
+        port: The port to bind to.
     """
     root_path = Path(str(root)).resolve()
     root_path.mkdir(parents=True, exist_ok=True)

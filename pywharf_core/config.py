@@ -37,9 +37,9 @@ class PkgRepoConfig:
     """Settings every package repository has, whatever its backend."""
 
     name: str
-    type: str
-    max_file_bytes: int
-    sync_index_interval: int = 60
+    type: str  # the backend, by the name it registers (e.g. "file_system")
+    max_file_bytes: int  # largest accepted upload, enforced while streaming (413)
+    sync_index_interval: int = 60  # seconds between syncs of the local index from the remote one
 
     def check(self) -> list[tuple[str, str]]:
         """Backend-specific semantic checks: a list of (key, problem); empty when valid."""
@@ -190,15 +190,26 @@ def load_admin_secrets(
             raise source.error("must be a table ([name] section)", name)
         if name not in configs:
             raise source.error("no package repository of this name in the config", name)
+        # A backend may take a several-part admin secret as named keys (s3: an access key pair).
+        own_keys: tuple[str, ...] = getattr(type(configs[name]), "admin_secret_keys", ())
+        allowed = sorted({"type", "raw", "env", *own_keys})
         for key in table:
-            if key not in ("type", "raw", "env"):
-                raise source.error("unknown key (allowed: env, raw, type)", name, key)
+            if key not in allowed:
+                raise source.error(f"unknown key (allowed: {', '.join(allowed)})", name, key)
         if "type" not in table:
             raise source.error("missing required key", name, "type")
         if not isinstance(table["type"], str) or table["type"] != configs[name].type:
             raise source.error(
                 f"type {table['type']!r} does not match the config's {configs[name].type!r}", name, "type"
             )
+        if own_keys and any(k in table for k in own_keys):
+            for k in own_keys:
+                if not isinstance(table.get(k), str) or not table[k]:
+                    raise source.error("must be a non-empty string", name, k)
+            if "raw" in table or "env" in table:
+                raise source.error(f"give either 'raw'/'env' or {', '.join(own_keys)}, not both", name, "raw")
+            secrets[name] = json.dumps({k: table[k] for k in own_keys})  # the backend decodes it
+            continue
         if ("raw" in table) == ("env" in table):
             raise source.error("exactly one of 'raw' or 'env' must be given", name, "raw")
         key = "raw" if "raw" in table else "env"

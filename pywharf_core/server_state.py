@@ -37,6 +37,8 @@ class ServerSettings:
     page_max_age: int = 10
     # Bearer token for POST /initialize/ once the server is configured (None: re-init disabled).
     initialize_token: str | None = field(default=None, repr=False)
+    # Master key of browser session cookies (None: a random key kept in ROOT/session.key).
+    session_secret: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

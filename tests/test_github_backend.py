@@ -1,0 +1,722 @@
+"""The ``github`` backend: GitHub releases as package storage, the index as a file on a branch.
+
+Why: users of pywharf 0.2.3 keep their packages in GitHub repositories (one release per file,
+metadata in the release body) and must be able to switch without migrating; and GitHub is a
+remote service that rate-limits, fails with 5xx, renames asset names and can apply a request
+it then reports as failed. These tests pin what the backend promises in those conditions.
+
+Unit tests first (no network). Then end-to-end tests: real ``pywharf server`` processes, real
+twine / pip / uv, and ``tests/github_standin`` (a GitHub REST stand-in whose every answer is
+checked against GitHub's OpenAPI description) in place of GitHub; PyGithub is the client, not
+patched. Nothing reaches the internet (``--extra_index_url=``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import tomli_w
+import yaml
+from conftest import Server, client_env, run, tool
+from distbuilder import DistSpec, build_wheel
+from github import Auth, Github, RateLimitExceededExceedsMaxWait
+from github_standin import GitHubStandIn
+from urllib3 import HTTPResponse
+
+from pywharf_backends.github.client import BoundedGithubRetry, ClientPolicy, GitHubClient, GitHubUnavailable
+from pywharf_backends.github.commands import render_workflow
+from pywharf_backends.github.config import GitHubConfig
+from pywharf_backends.github.remote_index import git_blob_sha
+from pywharf_backends.github.storage import (
+    BODY_LIMIT,
+    GitHubBackend,
+    ReleaseInfo,
+    parse_body,
+    record_from_release,
+    render_body,
+)
+from pywharf_core.backend import BackendContext
+from pywharf_core.config import ConfigSource, build_config
+from pywharf_core.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+OWNER, REPO_NAME, NAME = "alice", "pkgs", "gh"
+ADMIN = "ghp_admin_0123456789abcdef"  # the repository owner's token: the servers' admin secret
+WRITER = "ghp_writer_0123456789abcdef"  # push access
+READER = "ghp_reader_0123456789abcdef"  # pull access
+STRANGER = "ghp_stranger_0123456789abcd"  # a valid token without access to the repository
+TOKENS = (ADMIN, WRITER, READER, STRANGER)
+
+
+# == unit tests =====================================================================================
+
+
+def make_config(**table: Any) -> GitHubConfig:
+    config = build_config(GitHubConfig, NAME, {"type": "github", "owner": OWNER, "repo": REPO_NAME, **table},
+                          ConfigSource("config.toml"))
+    assert isinstance(config, GitHubConfig)
+    return config
+
+
+def test_config_defaults_match_pywharf_0_2_3():
+    """An 0.2.3 config (type, owner, repo) keeps its meaning: master branch, index.toml, GitHub's 2 GiB limit."""
+    config = make_config()
+    assert (config.branch, config.index_filename, config.max_file_bytes, config.sync_index_interval) == (
+        "master", "index.toml", 2147483647, 60)
+    assert config.api_base_url == "https://api.github.com"
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ({"max_file_bytes": 2147483648}, "key 'max_file_bytes': GitHub release assets must be under 2 GiB"),
+        ({"owner": "a/b"}, "key 'owner': must be a GitHub name"),
+        ({"branch": "bad..branch"}, "key 'branch': must be a valid git branch name"),
+        ({"index_filename": "../index.toml"}, "key 'index_filename': must be a relative path"),
+        ({"api_base_url": "ftp://x"}, "key 'api_base_url': must be an http(s) URL"),
+        ({"download": "teleport"}, "key 'download': must be one of redirect, stream"),
+    ],
+)
+def test_config_errors_name_the_key(table: dict[str, Any], fragment: str):
+    with pytest.raises(ConfigError) as info:
+        make_config(**table)
+    assert f"config.toml: [{NAME}] {fragment}" in str(info.value)
+
+
+def _response(status: int, headers: dict[str, str], body: bytes = b"{}") -> HTTPResponse:
+    return HTTPResponse(body=io.BytesIO(body), headers=headers, status=status, preload_content=True)
+
+
+def test_retry_caps_every_rate_limit_wait():
+    """PyGithub's GithubRetry would sleep as long as Retry-After says (an hour blocks a request
+    thread for an hour); ours refuses waits over max_rate_limit_wait and says so."""
+    retry = BoundedGithubRetry(max_rate_limit_wait=5, total=3)
+    ok = retry.increment("GET", "/x", _response(403, {"Retry-After": "2"}))
+    assert ok.get_retry_after(_response(403, {"Retry-After": "2"})) == 2
+    with pytest.raises(RateLimitExceededExceedsMaxWait) as info:
+        retry.increment("GET", "/x", _response(403, {"Retry-After": "3600"}))
+    assert info.value.wait == 3600
+    # 429 without Retry-After (PyGithub gives up at once): wait for X-RateLimit-Reset, if short.
+    reset = str(int(time.time()) + 2)
+    later = retry.increment("GET", "/x", _response(429, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}))
+    assert 1 <= later.get_backoff_time() <= 4
+    with pytest.raises(RateLimitExceededExceedsMaxWait) as info:
+        retry.increment("GET", "/x", _response(429, {}))  # secondary limit: 60 s by default
+    assert info.value.wait == 60
+
+
+def test_retry_does_not_repeat_posts_when_told_not_to():
+    from pywharf_backends.github.client import make_retry
+
+    policy = ClientPolicy("http://127.0.0.1:1/api/v3")
+    assert make_retry(policy).is_retry("POST", 502)
+    assert not make_retry(policy, retry_posts=False).is_retry("POST", 502)
+    assert make_retry(policy, retry_posts=False).is_retry("GET", 502)
+
+
+def test_git_blob_sha_is_gits():
+    assert git_blob_sha(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    assert git_blob_sha(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
+
+
+def _release(tag: str, body: str, assets: list[dict[str, Any]], draft: bool = False) -> ReleaseInfo:
+    return ReleaseInfo.from_json({
+        "id": 1, "tag_name": tag, "name": tag, "body": body, "draft": draft, "prerelease": False,
+        "url": "http://x/api/v3/repos/o/r/releases/1", "upload_url": "http://x/api/uploads/r/1/assets{?name,label}",
+        "created_at": "2020-03-24T12:00:00Z", "assets": assets,
+    })
+
+
+def _asset(name: str, size: int = 10, state: str = "uploaded", digest: str | None = None, id: int = 7) -> dict:
+    return {"id": id, "name": name, "url": f"http://x/api/v3/repos/o/r/releases/assets/{id}", "size": size,
+            "state": state, "digest": digest, "created_at": "2020-03-24T12:00:01Z", "browser_download_url": ""}
+
+
+# A release body as pywharf 0.2.3 wrote it: the upload form's fields, flat, plus distrib + sha256.
+BODY_0_2_3 = tomli_w.dumps({
+    "name": "oldpkg", "version": "0.1", "filetype": "bdist_wheel", "pyversion": "py3", "metadata_version": "2.1",
+    "summary": "An old package", "requires_python": ">=3.7", "classifiers": "Programming Language :: Python :: 3",
+    ":action": "file_upload", "protocol_version": "1", "distrib": "oldpkg", "sha256": "AB" * 32,
+    "description": "Long text",
+})
+
+
+def test_record_from_a_0_2_3_release():
+    record = record_from_release(_release("oldpkg-0.1-py3-none-any.whl", BODY_0_2_3,
+                                          [_asset("oldpkg-0.1-py3-none-any.whl", 1234)]))
+    assert record is not None
+    assert (record.filename, record.distrib, record.version, record.sha256, record.size) == (
+        "oldpkg-0.1-py3-none-any.whl", "oldpkg", "0.1", "ab" * 32, 1234)
+    assert record.requires_python == ">=3.7"
+    assert record.upload_time == "2020-03-24T12:00:01.000000Z"  # the asset's creation time
+    assert record.meta["summary"] == "An old package"
+    assert ":action" not in record.meta and "description" not in record.meta and "sha256" not in record.meta
+
+
+def test_record_prefers_githubs_digest_and_skips_non_files():
+    body = render_body({"sha256": "aa" * 32, "version": "1.0", "asset": "x-1.0.local-py3-none-any.whl"})
+    assets = [_asset("x-1.0.local-py3-none-any.whl", digest="sha256:" + "bb" * 32, id=1),
+              _asset("x-1.0.local-py3-none-any.whl.metadata", digest="sha256:" + "cc" * 32, id=2)]
+    record = record_from_release(_release("x-1.0+local-py3-none-any.whl", body, assets))
+    assert record is not None and record.filename == "x-1.0+local-py3-none-any.whl"
+    assert record.sha256 == "bb" * 32 and record.metadata_sha256 == "cc" * 32
+    starter = [_asset("x-1.0-py3-none-any.whl", state="starter")]
+    assert record_from_release(_release("x-1.0-py3-none-any.whl", body, starter)) is None
+    assert record_from_release(_release("x-1.0-py3-none-any.whl", body, assets, draft=True)) is None
+    assert record_from_release(_release("v1.0", body, assets)) is None  # not a distribution filename
+
+
+def test_release_body_keeps_description_only_while_it_fits():
+    small = render_body({"name": "x", "description": "short", "requires_dist": ["a", "b"]})
+    assert parse_body(small) == {"name": "x", "description": "short", "requires_dist": ["a", "b"]}
+    big = render_body({"name": "x", "description": "y" * BODY_LIMIT})
+    assert len(big) < BODY_LIMIT and parse_body(big) == {"name": "x"}
+    assert parse_body(small.replace("\n", "\r\n")) == parse_body(small)  # edited in GitHub's web UI
+    assert parse_body("not = [toml") == {}
+
+
+def test_workflow_is_valid_yaml_and_passes_actionlint(tmp_path: Path):
+    config = make_config(branch="main", index_filename="pkgs/index.toml")
+    text = render_workflow(config, "0.3.0", enable_gh_pages=True)
+    document = yaml.safe_load(text)
+    assert set(document[True]["release"]["types"]) == {"published", "edited", "deleted"}  # YAML 1.1: on -> True
+    assert "workflow_dispatch" in document[True] and document[True]["schedule"]
+    steps = document["jobs"]["update-index"]["steps"]
+    command = steps[-1]["run"]
+    assert "pywharf update_index github 'gh' --owner 'alice' --repo 'pkgs' --branch 'main'" in command
+    assert "--secret_env PYWHARF_GITHUB_TOKEN" in command and "ghp_" not in text
+    assert_actionlint_clean(text, tmp_path)
+
+
+def assert_actionlint_clean(workflow: str, tmp_path: Path) -> None:
+    """actionlint (with shellcheck on the run: scripts when installed) finds nothing in ``workflow``."""
+    actionlint = shutil.which("actionlint") or str(Path(sys.executable).parent / "actionlint")
+    if not Path(actionlint).exists():
+        pytest.skip("actionlint is not installed (test extra)")
+    path = tmp_path / "lint" / ".github" / "workflows" / "w.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(workflow)
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    flags = [f"-shellcheck={shellcheck if Path(shellcheck).exists() else ''}", "-pyflakes="]
+    result = subprocess.run([actionlint, *flags, str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+class _Sink(BaseHTTPRequestHandler):
+    """Reads an upload in chunks and throws it away."""
+
+    def do_POST(self) -> None:
+        remaining = int(self.headers["Content-Length"])
+        while remaining:
+            remaining -= len(self.rfile.read(min(remaining, 1 << 16)))
+        self.send_response(201)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_upload_is_streamed_from_the_staged_file(tmp_path: Path):
+    """An asset upload reads the staged file in blocks: memory stays flat whatever the file size."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    big = tmp_path / "big.whl"
+    with open(big, "wb") as handle:
+        handle.truncate(48 << 20)
+    client = GitHubClient("token", ClientPolicy(f"http://127.0.0.1:{server.server_port}/api/v3"))
+    try:
+        tracemalloc.start()
+        with open(big, "rb") as data:
+            response = client.request("POST", "/upload", retry=False, data=data, params={"name": "big.whl"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        server.shutdown()
+    assert response.status_code == 201
+    assert peak < 8 << 20, f"upload held {peak} bytes in memory"
+
+
+class _Slow(_Sink):
+    """Reads the upload, then answers too late."""
+
+    def do_POST(self) -> None:
+        time.sleep(1.5)
+        super().do_POST()
+
+
+def test_a_slow_github_times_out_with_a_clear_error(tmp_path: Path):
+    """A GitHub that stops answering must not hold a worker thread forever (the stand-in has no
+    slow-response fault, hence this local server)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = GitHubClient("token", ClientPolicy(f"http://127.0.0.1:{server.server_port}/api/v3", timeout=1))
+    started = time.monotonic()
+    try:
+        with pytest.raises(GitHubUnavailable, match=r"GitHub timed out on POST http://127\.0\.0\.1:\d+/api/v3/upload$"):
+            client.request("POST", "/upload?token=signed-secret", retry=False, data=b"x" * 10)
+    finally:
+        server.shutdown()
+    assert time.monotonic() - started < 5
+
+
+# == end to end against the GitHub stand-in ===========================================================
+
+
+@pytest.fixture
+def gh() -> Iterator[GitHubStandIn]:
+    """A stand-in with alice's private repo alice/pkgs: writer (push), reader (pull), stranger (none)."""
+    with GitHubStandIn.start(validate=True) as standin:
+        prepare(standin)
+        yield standin
+        assert standin.internal_errors == []
+        assert standin.schema_violations == []
+
+
+def prepare(standin: GitHubStandIn, repo: str = REPO_NAME) -> None:
+    for token, login in zip(TOKENS, ("alice", "wendy", "rita", "sam"), strict=True):
+        standin.add_token(token, login)
+    standin.create_repo(OWNER, repo, private=True)
+    standin.grant(OWNER, repo, "wendy", "push")
+    standin.grant(OWNER, repo, "rita", "pull")
+
+
+def gh_config(standin: GitHubStandIn, repo: str = REPO_NAME, **extra: Any) -> str:
+    table = {"type": "github", "owner": OWNER, "repo": repo, "api_base_url": standin.api_url,
+             "sync_index_interval": 1, "max_rate_limit_wait": 3, "timeout": 10, **extra}
+    return tomli_w.dumps({NAME: table})
+
+
+ADMIN_TOML = f'[{NAME}]\ntype = "github"\nraw = "{ADMIN}"\n'
+
+
+def start(server_factory, standin: GitHubStandIn, *flags: str, root_name: str = "root", **extra: Any) -> Server:
+    return server_factory(gh_config(standin, **extra), "--extra_index_url=", *flags, root_name=root_name,
+                          admin_text=ADMIN_TOML)
+
+
+def upload(server: Server, wheel: Path, token: str = WRITER) -> requests.Response:
+    """A legacy-API upload with the fields twine sends that matter (fast; twine is used elsewhere)."""
+    data = wheel.read_bytes()
+    name, version = wheel.name.split("-")[:2]
+    fields = {":action": "file_upload", "protocol_version": "1", "metadata_version": "2.1", "name": name,
+              "version": version, "filetype": "bdist_wheel", "pyversion": "py3",
+              "sha256_digest": hashlib.sha256(data).hexdigest()}
+    return requests.post(f"{server.base}/simple/", auth=(NAME, token), data=fields,
+                         files={"content": (wheel.name, data, "application/octet-stream")}, timeout=60)
+
+
+def twine(server: Server, wheel: Path, env: dict[str, str], token: str = WRITER,
+          check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run([tool("twine"), "upload", "--repository-url", f"{server.base}/simple/", "-u", NAME, "-p", token,
+                "--non-interactive", "--disable-progress-bar", str(wheel)], env, timeout=120, check=check)
+
+
+def files_on(server: Server, project: str, token: str = READER) -> list[str]:
+    response = requests.get(f"{server.base}/simple/{project}/", auth=(NAME, token), timeout=10,
+                            headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    if response.status_code == 404:
+        return []
+    assert response.status_code == 200, response.text
+    return [f["filename"] for f in response.json()["files"]]
+
+
+def wait_for(probe, timeout: float, message) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(message())
+        time.sleep(0.1)
+
+
+def update_index(standin: GitHubStandIn, env: dict[str, str], cwd: Path, repo: str = REPO_NAME,
+                 check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run([tool("pywharf"), "update_index", "github", NAME, "--owner", OWNER, "--repo", repo,
+                "--api_base_url", standin.api_url, "--secret_env", "GH_ADMIN_TOKEN", "--max_rate_limit_wait", "3"],
+               {**env, "GH_ADMIN_TOKEN": ADMIN}, cwd=cwd, timeout=60, check=check)
+
+
+def assert_no_tokens(*texts: str) -> None:
+    for text in texts:
+        for token in TOKENS:
+            assert token not in text, "a token was written to a log"
+
+
+def dist_assets(standin: GitHubStandIn, tag: str) -> list[dict[str, Any]]:
+    return [a for a in standin.assets(OWNER, REPO_NAME, tag) if not a["name"].endswith(".metadata")]
+
+
+def test_upload_install_auth_and_conflicts(gh: GitHubStandIn, server_factory, env: dict[str, str],
+                                          tmp_path: Path):
+    """twine uploads with a push token: the file becomes a release asset; pip installs through a
+    302 to GitHub's signed storage URL; a byte-identical re-upload is 200 and a different file
+    under the same name 409; a pull token reads but cannot upload (403), a token without access
+    (or GitHub refuses) is 401; and a verified token costs one GitHub call per auth window."""
+    server = start(server_factory, gh, "--debug")  # debug logs too must not show tokens
+    wheel = build_wheel(DistSpec("demo", "1.0", module_body="VALUE = 'demo 1.0'\n"), tmp_path / "dist")
+    twine(server, wheel, env)
+    assert gh.asset_bytes(OWNER, REPO_NAME, wheel.name, wheel.name) == wheel.read_bytes()
+    release = gh.releases(OWNER, REPO_NAME)[0]
+    assert release["tag_name"] == release["name"] == wheel.name
+    body = tomllib.loads(release["body"])
+    assert body["sha256"] == hashlib.sha256(wheel.read_bytes()).hexdigest() and body["asset"] == wheel.name
+
+    download = requests.get(f"{server.base}/simple/demo/{wheel.name}", auth=(NAME, READER), allow_redirects=False,
+                            timeout=10)
+    assert download.status_code == 302 and download.headers["location"].startswith(f"{gh.base_url}/api/_storage/")
+    before = len(gh.requests)  # the asset lookup and the short-lived signed URL are cached
+    again = requests.get(f"{server.base}/simple/demo/{wheel.name}", auth=(NAME, READER), allow_redirects=False,
+                         timeout=10)
+    assert again.headers["location"] == download.headers["location"] and len(gh.requests) == before
+    assert requests.get(again.headers["location"], timeout=10).content == wheel.read_bytes()
+    metadata = requests.get(f"{server.base}/simple/demo/{wheel.name}.metadata", auth=(NAME, READER), timeout=10)
+    assert metadata.status_code == 200 and b"Name: demo" in metadata.content
+    run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(tmp_path / "t"), "--index-url",
+         server.index_url(NAME, READER), "demo==1.0"], env, timeout=120)
+    assert "demo 1.0" in (tmp_path / "t" / "demo" / "__init__.py").read_text()
+
+    again = twine(server, wheel, env)  # CI retries are safe
+    assert again.returncode == 0
+    other = build_wheel(DistSpec("demo", "1.0"), tmp_path / "other", extra_bytes=b"different")
+    conflict = twine(server, other, env, check=False)
+    assert conflict.returncode != 0 and "409" in conflict.stdout + conflict.stderr
+    assert [a["name"] for a in dist_assets(gh, wheel.name)] == [wheel.name]
+    assert gh.asset_bytes(OWNER, REPO_NAME, wheel.name, wheel.name) == wheel.read_bytes()
+    assert len(gh.releases(OWNER, REPO_NAME)) == 1
+
+    newer = build_wheel(DistSpec("demo", "1.1"), tmp_path / "newer")
+    assert upload(server, newer, READER).status_code == 403
+    assert upload(server, newer, STRANGER).status_code == 401
+    assert upload(server, newer, "ghp_not_a_token").status_code == 401
+    assert requests.get(f"{server.base}/simple/", auth=(NAME, STRANGER), timeout=10).status_code == 401
+
+    # Auth verdicts are cached per token: N requests cost one GET /repos/{owner}/{repo}.
+    fresh = "ghp_fresh_reader_0123456789"
+    gh.add_token(fresh, "rita")
+    before = len(gh.requests)
+    for _ in range(5):
+        assert requests.get(f"{server.base}/simple/demo/", auth=(NAME, fresh), timeout=10).status_code == 200
+    calls = [r for r in gh.requests[before:] if r.headers.get("authorization") == f"token {fresh}"]
+    assert [(r.method, r.path) for r in calls] == [("GET", f"/api/v3/repos/{OWNER}/{REPO_NAME}")]
+    assert_no_tokens(server.log())
+
+
+@pytest.fixture
+def plus_gh() -> Iterator[GitHubStandIn]:
+    """A stand-in that renames even ``%2B`` to ``.`` in asset names (reported GitHub behaviour)."""
+    with GitHubStandIn.start(validate=True, plus_to_dot=True) as standin:
+        prepare(standin)
+        yield standin
+        assert standin.internal_errors == [] and standin.schema_violations == []
+
+
+def test_local_version_filename_round_trips_through_githubs_renaming(plus_gh: GitHubStandIn, server_factory,
+                                                                     env: dict[str, str], tmp_path: Path):
+    """GitHub stores ``demo-1.0+local-...`` as ``demo-1.0.local-...``: the index, the page and the
+    download still use the real filename, before and after update_index, and uv installs it."""
+    gh = plus_gh
+    server = start(server_factory, gh)
+    wheel = build_wheel(DistSpec("demo", "1.0+local", module_body="VALUE = 'local'\n"), tmp_path / "dist")
+    assert upload(server, wheel).status_code == 200
+    stored = [a["name"] for a in gh.assets(OWNER, REPO_NAME, wheel.name)]
+    assert sorted(stored) == ["demo-1.0.local-py3-none-any.whl", "demo-1.0.local-py3-none-any.whl.metadata"]
+    assert files_on(server, "demo") == [wheel.name]
+    update_index(gh, env, tmp_path)
+    assert wheel.name in tomllib.loads(gh.file_content(OWNER, REPO_NAME, "index.toml", "master").decode())["files"]
+    second = start(server_factory, gh, root_name="second")
+    wait_for(lambda: files_on(second, "demo") == [wheel.name], 10, second.log)
+    run([tool("uv"), "pip", "install", "--no-deps", "--target", str(tmp_path / "t"), "--index-url",
+         second.index_url(NAME, READER), "demo==1.0+local"], env, timeout=120)
+    assert "local" in (tmp_path / "t" / "demo" / "__init__.py").read_text()
+
+
+def test_max_file_bytes_is_enforced_before_github_is_asked(gh: GitHubStandIn, server_factory, tmp_path: Path):
+    server = start(server_factory, gh, max_file_bytes=600)
+    wheel = build_wheel(DistSpec("big", "1.0"), tmp_path / "dist", extra_bytes=b"x" * 2000)
+    assert upload(server, wheel).status_code == 413
+    assert gh.releases(OWNER, REPO_NAME) == [] and gh.request_count("POST") == 0
+
+
+def test_listing_follows_pagination(gh: GitHubStandIn, tmp_path: Path):
+    """update_index must see every release, not the first page: 5 releases at 2 per page."""
+    admin = Github(auth=Auth.Token(ADMIN), base_url=gh.api_url, seconds_between_requests=0,
+                   seconds_between_writes=0).get_repo(f"{OWNER}/{REPO_NAME}")
+    for i in range(5):
+        wheel = build_wheel(DistSpec("paged", f"1.{i}"), tmp_path / "dist")
+        admin.create_git_release(wheel.name, wheel.name, "").upload_asset(str(wheel))
+    config = make_config(api_base_url=gh.api_url)
+    backend = GitHubBackend(config, BackendContext(root=tmp_path, admin_secret=ADMIN))
+    backend.policy = dataclasses.replace(backend.policy, per_page=2)
+    backend.use_token(ADMIN)
+    records = list(backend.list_files())
+    assert sorted(r.version for r in records) == [f"1.{i}" for i in range(5)]
+    assert gh.request_count("GET", r"/releases$") == 3  # pages 1-3 (PyGithub follows the Link header)
+
+
+def test_an_index_over_1_mb_is_read_through_the_blob_api(gh: GitHubStandIn, tmp_path: Path):
+    """GitHub's contents API sends no content for files over 1 MB; big repositories have such an index."""
+    from pywharf_core.index import FileRecord, dump_index, parse_index
+
+    records = [FileRecord(filename=f"big_{i}-1.0-py3-none-any.whl", distrib=f"big-{i}", version="1.0",
+                          sha256=f"{i:064x}", size=i, upload_time="2026-01-01T00:00:00.000000Z",
+                          meta={"summary": "x" * 200}) for i in range(4000)]
+    data = dump_index(records)
+    assert len(data) > 1 << 20
+    backend = GitHubBackend(make_config(api_base_url=gh.api_url), BackendContext(root=tmp_path, admin_secret=ADMIN))
+    backend.publish_remote_index(data)
+    remote = backend.fetch_remote_index(None)
+    assert remote is not None and remote.data == data and len(parse_index(remote.data)) == 4000
+    assert gh.request_count("GET", r"/git/blobs/[0-9a-f]+$") == 1
+    assert backend.fetch_remote_index(remote.token) is None  # 304
+
+
+def test_revoked_token_is_refused_after_the_cache_window(gh: GitHubStandIn, server_factory, tmp_path: Path):
+    server = start(server_factory, gh, "--auth_write_expires", "1", "--auth_read_expires", "1")
+    wheel = build_wheel(DistSpec("revoked", "1.0"), tmp_path / "dist")
+    assert upload(server, wheel).status_code == 200
+    gh.revoke_token(WRITER)
+    time.sleep(1.3)
+    assert upload(server, build_wheel(DistSpec("revoked", "1.1"), tmp_path / "d2")).status_code == 401
+    assert requests.get(f"{server.base}/simple/", auth=(NAME, WRITER), timeout=10).status_code == 401
+
+
+def test_update_index_then_another_server_syncs_with_304s(gh: GitHubStandIn, server_factory,
+                                                         env: dict[str, str], tmp_path: Path):
+    """update_index lists every release (paginated) and commits index.toml in one commit; a second
+    server syncs it and serves it; unchanged polls are conditional GETs answered 304."""
+    server = start(server_factory, gh)
+    wheels = [build_wheel(DistSpec("many", f"1.{i}"), tmp_path / "dist") for i in range(3)]
+    for wheel in wheels:
+        assert upload(server, wheel).status_code == 200
+    # A release that is not a package file, and a draft: both ignored.
+    admin = Github(auth=Auth.Token(ADMIN), base_url=gh.api_url, seconds_between_requests=0,
+                   seconds_between_writes=0).get_repo(f"{OWNER}/{REPO_NAME}")
+    admin.create_git_release("v1", "v1", "notes")
+    admin.create_git_release("many-9.0-py3-none-any.whl", "draft", "", draft=True)
+    yanked = requests.post(f"{server.base}/yank/many/{wheels[0].name}", data={"reason": "broken"},
+                           auth=(NAME, WRITER), timeout=10)
+    assert yanked.status_code == 200, yanked.text
+    commits_before = gh.branch_sha(OWNER, REPO_NAME, "master")
+    # Faults on the way: a rate limit (Retry-After: 1) while listing releases, and a 503 after
+    # the commit was applied (PyGithub retries the PUT and gets 409: we must see our commit).
+    gh.add_fault("GET", r"/repos/alice/pkgs/releases$", 403, headers={"Retry-After": "1"})
+    gh.add_fault("PUT", r"/contents/index\.toml$", 503, apply_first=True)
+    result = update_index(gh, env, tmp_path)
+    assert "wrote an index of 3 files" in result.stdout
+    assert gh.request_count("PUT", r"/contents/index\.toml$") == 2
+    assert gh.branch_sha(OWNER, REPO_NAME, "master") != commits_before
+    index = tomllib.loads(gh.file_content(OWNER, REPO_NAME, "index.toml", "master").decode())
+    assert sorted(index["files"]) == sorted(w.name for w in wheels)
+    assert index["files"][wheels[0].name]["metadata_sha256"]
+    assert index["files"][wheels[0].name]["yanked_reason"] == "broken"  # kept in the release body
+    unchanged = gh.branch_sha(OWNER, REPO_NAME, "master")
+    update_index(gh, env, tmp_path)  # nothing changed: no commit
+    assert gh.branch_sha(OWNER, REPO_NAME, "master") == unchanged
+
+    second = start(server_factory, gh, root_name="second")
+    wait_for(lambda: sorted(files_on(second, "many")) == sorted(w.name for w in wheels), 10, second.log)
+
+    def polls() -> list[int]:
+        return [r.status for r in gh.requests if r.path.endswith("/contents/index.toml") and r.method == "GET"]
+
+    wait_for(lambda: polls()[-3:] == [304, 304, 304], 10, lambda: f"unchanged polls were not 304s: {polls()}")
+    page = requests.get(f"{second.base}/simple/many/", auth=(NAME, READER), timeout=10,
+                        headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
+    assert [f["yanked"] for f in page["files"]] == ["broken", False, False]
+    run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(tmp_path / "t"), "--index-url",
+         second.index_url(NAME, READER), "many"], env, timeout=120)
+    assert (tmp_path / "t" / "many-1.2.dist-info").is_dir()
+    assert_no_tokens(server.log(), second.log(), result.stdout, result.stderr)
+
+
+def test_repository_made_by_pywharf_0_2_3_is_served(gh: GitHubStandIn, server_factory, env: dict[str, str],
+                                                    tmp_path: Path):
+    """Releases with 0.2.3 bodies and a legacy ``[[pkgs]]`` index.toml: served as they are, and
+    update_index rewrites the index in the current format without losing anything."""
+    wheel = build_wheel(DistSpec("oldpkg", "0.1", module_body="VALUE = 'old'\n"), tmp_path / "dist")
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    body = tomllib.loads(BODY_0_2_3) | {"sha256": sha}
+    admin = Github(auth=Auth.Token(ADMIN), base_url=gh.api_url, seconds_between_requests=0,
+                   seconds_between_writes=0).get_repo(f"{OWNER}/{REPO_NAME}")
+    release = admin.create_git_release(wheel.name, wheel.name, tomli_w.dumps(body))
+    release.upload_asset(str(wheel))
+    legacy = ('mtime = 1584379892\n\n[[pkgs]]\ntype = "github"\ndistrib = "oldpkg"\n'
+              f'package = "oldpkg-0.1-py3-none-any"\next = ".whl"\nsha256 = "{sha}"\n\n'
+              '[pkgs.meta]\nname = "oldpkg"\nversion = "0.1"\nrequires_python = ">=3.7"\n')
+    gh.set_file(OWNER, REPO_NAME, "index.toml", "master", legacy.encode())
+    server = start(server_factory, gh, download="stream")  # and: the server relays the bytes itself
+    wait_for(lambda: files_on(server, "oldpkg") == [wheel.name], 10, server.log)
+    relayed = requests.get(f"{server.base}/simple/oldpkg/{wheel.name}", auth=(NAME, READER), allow_redirects=False,
+                           timeout=10)
+    assert relayed.status_code == 200 and relayed.content == wheel.read_bytes()
+    assert requests.get(f"{server.base}/simple/oldpkg/{wheel.name}.metadata", auth=(NAME, READER),
+                        timeout=10).status_code == 404  # 0.2.3 kept no metadata file
+    run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(tmp_path / "t"), "--index-url",
+         server.index_url(NAME, READER), "oldpkg"], env, timeout=120)
+    update_index(gh, env, tmp_path)
+    index = tomllib.loads(gh.file_content(OWNER, REPO_NAME, "index.toml", "master").decode())
+    assert index["format"] == 2 and index["files"][wheel.name]["sha256"] == sha
+    assert index["files"][wheel.name]["requires_python"] == ">=3.7"
+
+
+def test_upload_faults_leave_no_orphans(gh: GitHubStandIn, server_factory, tmp_path: Path):
+    """GitHub failing during an upload: PyGithub's retried release POST, a 502 after the asset was
+    stored (retry would get 422 already_exists), a starter asset left by an earlier failed upload,
+    a persistent failure (clear 503, nothing left behind), and rate limits within / beyond the cap."""
+    server = start(server_factory, gh)
+    uploads = r"^/api/uploads/repos/alice/pkgs/releases/\d+/assets$"
+
+    # 502 on the release POST twice: retried with backoff, then it works.
+    gh.add_fault("POST", r"/repos/alice/pkgs/releases$", 502, times=2)
+    first = build_wheel(DistSpec("faulty", "1.0"), tmp_path / "d1")
+    assert upload(server, first).status_code == 200
+
+    # 502 after the dist asset was stored: we find our bytes there, no duplicate, no error.
+    gh.add_fault("POST", uploads, 502, apply_first=True)  # hits the metadata asset
+    gh.add_fault("POST", uploads, 502, apply_first=True)  # and the distribution
+    second = build_wheel(DistSpec("faulty", "1.1"), tmp_path / "d2")
+    assert upload(server, second).status_code == 200
+    assert len(gh.assets(OWNER, REPO_NAME, second.name)) == 2
+
+    # A starter asset (an upload that died half-way earlier) is removed, then the upload is made.
+    third = build_wheel(DistSpec("faulty", "1.2"), tmp_path / "d3")
+    admin = Github(auth=Auth.Token(ADMIN), base_url=gh.api_url, seconds_between_requests=0,
+                   seconds_between_writes=0).get_repo(f"{OWNER}/{REPO_NAME}")
+    stale = admin.create_git_release(third.name, third.name, "")
+    partial = tmp_path / "partial" / third.name
+    partial.parent.mkdir()
+    partial.write_bytes(third.read_bytes()[:100])
+    asset = stale.upload_asset(str(partial))
+    requests.patch(asset.url, json={"state": "open"}, headers={"Authorization": f"token {ADMIN}"}, timeout=10)
+    gh.add_fault("POST", uploads, 502, times=1)
+    assert upload(server, third).status_code == 200
+    assets = gh.assets(OWNER, REPO_NAME, third.name)
+    assert sorted(a["state"] for a in assets) == ["uploaded", "uploaded"]
+    assert gh.asset_bytes(OWNER, REPO_NAME, third.name, third.name) == third.read_bytes()
+
+    # Persistent failure: a clear 503, and the release this attempt created is gone again.
+    gh.add_fault("POST", uploads, 502, times=50)
+    fourth = build_wheel(DistSpec("faulty", "1.3"), tmp_path / "d4")
+    failed = upload(server, fourth)
+    assert failed.status_code == 503 and "GitHub" in failed.text
+    gh.clear_faults()
+    assert fourth.name not in [r["tag_name"] for r in gh.releases(OWNER, REPO_NAME)]
+
+    # Rate limited within the cap (Retry-After: 1): honoured; beyond it (100 s > 3 s): fails fast.
+    gh.add_fault("POST", r"/repos/alice/pkgs/releases$", 403, headers={"Retry-After": "1"})
+    started = time.monotonic()
+    assert upload(server, fourth).status_code == 200
+    assert time.monotonic() - started >= 1
+    gh.add_fault("POST", r"/repos/alice/pkgs/releases$", 403, headers={"Retry-After": "100"})
+    started = time.monotonic()
+    limited = upload(server, build_wheel(DistSpec("faulty", "1.4"), tmp_path / "d5"))
+    assert limited.status_code == 503 and "rate limit" in limited.text and time.monotonic() - started < 10
+    assert files_on(server, "faulty") == [first.name, second.name, third.name, fourth.name]
+    # The auth check rides out 5xx too (a new token: nothing cached).
+    gh.add_token("ghp_late_reader_0123456789", "rita")
+    gh.add_fault("GET", r"^/api/v3/repos/alice/pkgs$", 502, times=2)
+    assert requests.get(f"{server.base}/simple/", auth=(NAME, "ghp_late_reader_0123456789"),
+                        timeout=30).status_code == 200
+    assert_no_tokens(server.log())
+
+
+def test_failed_sync_keeps_the_last_good_index(gh: GitHubStandIn, server_factory, env: dict[str, str],
+                                               tmp_path: Path):
+    server = start(server_factory, gh)
+    wheel = build_wheel(DistSpec("steady", "1.0"), tmp_path / "dist")
+    assert upload(server, wheel).status_code == 200
+    update_index(gh, env, tmp_path)
+    reader = start(server_factory, gh, root_name="reader")
+    wait_for(lambda: files_on(reader, "steady") == [wheel.name], 10, reader.log)
+    gh.add_fault("GET", r"/contents/index\.toml$", 502, times=1000)
+    wait_for(lambda: "GitHub answered 502" in reader.log(), 20, reader.log)  # after its bounded retries
+    assert files_on(reader, "steady") == [wheel.name]
+    gh.clear_faults()
+    gh.set_file(OWNER, REPO_NAME, "index.toml", "master", b"this is [not toml")
+    wait_for(lambda: "corrupt" in reader.log(), 20, reader.log)
+    assert files_on(reader, "steady") == [wheel.name]
+    log = reader.log()
+    assert "index sync failed, serving the last good index" in log
+    assert_no_tokens(log)
+
+
+def test_init_pkg_repo_creates_a_working_package_repository(gh: GitHubStandIn, server_factory,
+                                                           env: dict[str, str], tmp_path: Path):
+    """init_pkg_repo makes the repository, an empty index and the update_index workflow, prints a
+    config that a server then runs with, and is safe to run again."""
+    command = [tool("pywharf"), "github.init_pkg_repo", "--name", NAME, "--owner", OWNER, "--repo", "fresh",
+               "--token_env", "GH_ADMIN_TOKEN", "--api_base_url", gh.api_url, "--pywharf_version", "0.3.0"]
+    env = {**env, "GH_ADMIN_TOKEN": ADMIN}
+    made = run(command, env, timeout=60)
+    assert "repository created" in made.stdout
+    workflow = gh.file_content(OWNER, "fresh", ".github/workflows/pywharf-update-index.yml")
+    assert workflow is not None and b"pywharf update_index github 'gh' --owner 'alice' --repo 'fresh'" in workflow
+    assert_actionlint_clean(workflow.decode(), tmp_path)
+    assert tomllib.loads(gh.file_content(OWNER, "fresh", "index.toml", "master").decode()) == {
+        "format": 2, "files": {}}
+    heads = (gh.branch_sha(OWNER, "fresh"), gh.branch_sha(OWNER, "fresh", "master"))
+    again = run(command, env, timeout=60)
+    assert "repository reused, workflow unchanged" in again.stdout and "kept (already there)" in again.stdout
+    assert (gh.branch_sha(OWNER, "fresh"), gh.branch_sha(OWNER, "fresh", "master")) == heads
+    printed = made.stdout.split("# config.toml (--config)\n", 1)[1].split("\n# admin_secret.toml", 1)[0]
+    config = tomllib.loads(printed)
+    assert config[NAME] == {"type": "github", "owner": OWNER, "repo": "fresh", "api_base_url": gh.api_url}
+    assert_no_tokens(made.stdout, made.stderr)
+    server = server_factory(printed + "sync_index_interval = 1\n", "--extra_index_url=",
+                            admin_text=f'[{NAME}]\ntype = "github"\nenv = "GH_ADMIN_TOKEN"\n', env=env)
+    wheel = build_wheel(DistSpec("fresh-pkg", "1.0"), tmp_path / "dist")
+    assert upload(server, wheel, ADMIN).status_code == 200
+    assert files_on(server, "fresh-pkg", ADMIN) == [wheel.name]
+
+
+def test_gen_gh_pages_renders_an_installable_static_index(gh: GitHubStandIn, server_factory,
+                                                          env: dict[str, str], tmp_path: Path):
+    """A public package repository rendered as static PEP 503 / 691 pages: with --with_files a
+    self-contained tree pip installs from over file://; without, links go to the public
+    release download URLs."""
+    gh.create_repo(OWNER, "public", private=False)
+    server = server_factory(gh_config(gh, repo="public"), "--extra_index_url=", admin_text=ADMIN_TOML)
+    wheel = build_wheel(DistSpec("pages-demo", "2.0", module_body="VALUE = 'pages'\n"), tmp_path / "dist")
+    assert upload(server, wheel, ADMIN).status_code == 200
+    out = tmp_path / "site"
+    base = [tool("pywharf"), "github.gen_gh_pages", "--owner", OWNER, "--repo", "public", "--api_base_url",
+            gh.api_url]
+    run([*base, "--output", str(out), "--with_files"], env, timeout=60)
+    assert (out / "simple" / "pages-demo" / wheel.name).read_bytes() == wheel.read_bytes()
+    page = (out / "simple" / "pages-demo" / "index.html").read_text()
+    assert f'href="{wheel.name}#sha256={hashlib.sha256(wheel.read_bytes()).hexdigest()}"' in page
+    assert "data-dist-info-metadata" in page and (out / "simple" / "pages-demo" / f"{wheel.name}.metadata").is_file()
+    run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(tmp_path / "t"), "--index-url",
+         (out / "simple").as_uri(), "pages-demo"], env, timeout=120)
+    assert "pages" in (tmp_path / "t" / "pages_demo" / "__init__.py").read_text()
+    linked = tmp_path / "linked"
+    run([*base, "--output", str(linked)], client_env(tmp_path), timeout=60)  # anonymous: a public repo
+    page = (linked / "simple" / "pages-demo" / "index.html").read_text()
+    assert f"{gh.base_url}/{OWNER}/public/releases/download/" in page
+    assert (linked / "simple" / "index.json").is_file() and (linked / ".nojekyll").is_file()
+    pushed = run([*base, "--output", str(tmp_path / "pushed"), "--push_branch", "gh-pages", "--token_env",
+                  "GH_ADMIN_TOKEN"], {**env, "GH_ADMIN_TOKEN": ADMIN}, timeout=60)
+    assert "pages committed to alice/public@gh-pages" in pushed.stdout
+    assert gh.file_content(OWNER, "public", "simple/pages-demo/index.html", "gh-pages") == page.encode()
