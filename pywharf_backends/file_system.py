@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import hmac
 import os
 import sys
 import tempfile
@@ -40,11 +39,12 @@ from pywharf_core.backend import (
     StoreOutcome,
 )
 from pywharf_core.config import PkgRepoConfig
-from pywharf_core.core_metadata import extract_core_metadata, read_core_metadata
+from pywharf_core.core_metadata import description_of, extract_core_metadata, read_core_metadata
 from pywharf_core.errors import FileConflict, InvalidName
 from pywharf_core.index import FileRecord, freeze_meta
 from pywharf_core.names import parse_dist_filename
 from pywharf_core.registry import BackendSpec
+from pywharf_core.shared_secrets import shared_secret_permission
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,15 +86,7 @@ class FileSystemBackend(Backend):
     # -- auth --------------------------------------------------------------------------------
 
     def authenticate(self, secret: str) -> Permission:
-        given = secret.encode("utf-8", "surrogatepass")
-        # Both comparisons always run: timing does not reveal which secret matched.
-        is_write = hmac.compare_digest(given, self.config.write_secret.encode())
-        is_read = hmac.compare_digest(given, self.config.read_secret.encode())
-        if is_write:
-            return Permission.WRITE
-        if is_read:
-            return Permission.READ
-        return Permission.NONE
+        return shared_secret_permission(secret, self.config.read_secret, self.config.write_secret)
 
     # -- files -------------------------------------------------------------------------------
 
@@ -191,11 +183,7 @@ class FileSystemBackend(Backend):
             self._path(filename)
         except InvalidName:
             return None
-        meta = self._read_sidecar(filename) or {}
-        description = meta.get("description")
-        if not isinstance(description, str):
-            return None
-        return description, str(meta.get("description_content_type") or "")
+        return description_of(self._read_sidecar(filename) or {})
 
     # -- index -------------------------------------------------------------------------------
 

@@ -42,7 +42,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import hmac
 import io
 import json
 import logging
@@ -74,7 +73,7 @@ from pywharf_core.backend import (
     StreamedFile,
 )
 from pywharf_core.config import ConfigSource, PkgRepoConfig, build_config
-from pywharf_core.core_metadata import extract_core_metadata, read_core_metadata
+from pywharf_core.core_metadata import description_of, extract_core_metadata, read_core_metadata
 from pywharf_core.errors import BackendUnavailable, ConfigError, FileConflict, InvalidName, PywharfError
 from pywharf_core.index import (
     FileRecord,
@@ -87,6 +86,7 @@ from pywharf_core.index import (
 )
 from pywharf_core.names import parse_dist_filename
 from pywharf_core.registry import BackendSpec
+from pywharf_core.shared_secrets import shared_secret_permission
 
 if TYPE_CHECKING:  # pragma: no cover
     from botocore.exceptions import ClientError
@@ -377,15 +377,7 @@ class S3Backend(Backend):
     # -- auth --------------------------------------------------------------------------------
 
     def authenticate(self, secret: str) -> Permission:
-        given = secret.encode("utf-8", "surrogatepass")
-        # Both comparisons always run: timing does not reveal which secret matched.
-        is_write = hmac.compare_digest(given, self.config.write_secret.encode())
-        is_read = hmac.compare_digest(given, self.config.read_secret.encode())
-        if is_write:
-            return Permission.WRITE
-        if is_read:
-            return Permission.READ
-        return Permission.NONE
+        return shared_secret_permission(secret, self.config.read_secret, self.config.write_secret)
 
     # -- store -------------------------------------------------------------------------------
 
@@ -582,11 +574,7 @@ class S3Backend(Backend):
             self._file_key(filename)
         except InvalidName:
             return None
-        meta = self._read_sidecar(filename) or {}
-        description = meta.get("description")
-        if not isinstance(description, str):
-            return None
-        return description, str(meta.get("description_content_type") or "")
+        return description_of(self._read_sidecar(filename) or {})
 
     # -- yank --------------------------------------------------------------------------------
 

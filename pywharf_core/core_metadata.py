@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tarfile
 import zipfile
+from collections.abc import Mapping
 from email.parser import HeaderParser
 from pathlib import Path
 from typing import Any
@@ -121,3 +122,16 @@ def extract_core_metadata(path: Path, filename: str) -> bytes | None:
     except ValueError:
         return None
     return data if (major, minor) >= (2, 2) else None
+
+
+def description_of(fields: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(long description, its content type)`` from upload fields or parsed METADATA.
+
+    The description is kept out of the index (it made the 0.2.3 index grow 12.7 KB per file);
+    backends keep it beside the file and the browser UI renders it. An absent content type is
+    left empty: PEP 566 says readers then assume reStructuredText.
+    """
+    description = fields.get("description")
+    if not isinstance(description, str) or not description.strip():
+        return None
+    return description, str(fields.get("description_content_type") or "")

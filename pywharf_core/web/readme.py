@@ -26,7 +26,7 @@ import readme_renderer.rst
 import readme_renderer.txt
 
 from pywharf_core.backend import Backend, LocalFile, StreamedFile
-from pywharf_core.core_metadata import parse_metadata, read_core_metadata
+from pywharf_core.core_metadata import description_of, parse_metadata, read_core_metadata
 from pywharf_core.index import FileRecord
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,9 @@ def find_description(backend: Backend, records: Sequence[FileRecord]) -> tuple[s
         if found is not None and found[0].strip():
             return found
     for record in ordered:
-        fields = _local_metadata(backend, record)
-        description = fields.get("description")
-        if isinstance(description, str) and description.strip():
-            return description, str(fields.get("description_content_type") or "")
+        found = description_of(_local_metadata(backend, record))
+        if found is not None:
+            return found
     return None
 
 
