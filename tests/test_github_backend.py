@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ import tomli_w
 import yaml
 from conftest import Server, client_env, run, tool
 from distbuilder import DistSpec, build_wheel
-from github import Auth, Github, RateLimitExceededExceedsMaxWait
+from github import Auth, Github, GithubException, RateLimitExceededExceedsMaxWait
 from github_standin import GitHubStandIn
 from urllib3 import HTTPResponse
 
@@ -256,27 +258,23 @@ def test_upload_is_streamed_from_the_staged_file(tmp_path: Path):
     assert peak < 8 << 20, f"upload held {peak} bytes in memory"
 
 
-class _Slow(_Sink):
-    """Reads the upload, then answers too late."""
-
-    def do_POST(self) -> None:
-        time.sleep(1.5)
-        super().do_POST()
-
-
-def test_a_slow_github_times_out_with_a_clear_error(tmp_path: Path):
-    """A GitHub that stops answering must not hold a worker thread forever (the stand-in has no
-    slow-response fault, hence this local server)."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    client = GitHubClient("token", ClientPolicy(f"http://127.0.0.1:{server.server_port}/api/v3", timeout=1))
-    started = time.monotonic()
-    try:
-        with pytest.raises(GitHubUnavailable, match=r"GitHub timed out on POST http://127\.0\.0\.1:\d+/api/v3/upload$"):
-            client.request("POST", "/upload?token=signed-secret", retry=False, data=b"x" * 10)
-    finally:
-        server.shutdown()
-    assert time.monotonic() - started < 5
+def test_a_slow_github_times_out_with_a_clear_error():
+    """A GitHub that stops answering must not hold a worker thread forever, and the error must say
+    "timed out" and name the setting - also once urllib3's retries are used up, where requests
+    reports a ConnectionError that would read like GitHub being unreachable."""
+    with GitHubStandIn.start() as standin:
+        standin.add_fault("*", r"/slow$", delay=30, times=10)
+        client = GitHubClient("token", ClientPolicy(standin.api_url, timeout=1, retries=0))
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:  # GitHubClient keeps one session per thread
+            post = pool.submit(client.request, "POST", "/slow?token=signed-secret", retry=False, data=b"x" * 10)
+            get = pool.submit(client.request, "GET", "/slow")  # retryable: urllib3's MaxRetryError, even with 0 retries
+            with pytest.raises(GitHubUnavailable, match=r"^GitHub timed out on POST http://127\.0\.0\.1:\d+/api/v3/"
+                                                        r"slow \(timeout is 1s\)$"):  # no query: it may hold a secret
+                post.result()
+            with pytest.raises(GitHubUnavailable, match=r"^GitHub timed out on GET .*/slow \(timeout is 1s\)$"):
+                get.result()
+        assert time.monotonic() - started < 5
 
 
 # == end to end against the GitHub stand-in ===========================================================
@@ -351,11 +349,11 @@ def wait_for(probe, timeout: float, message) -> Any:
         time.sleep(0.1)
 
 
-def update_index(standin: GitHubStandIn, env: dict[str, str], cwd: Path, repo: str = REPO_NAME,
+def update_index(standin: GitHubStandIn, env: dict[str, str], cwd: Path, *flags: str, repo: str = REPO_NAME,
                  check: bool = True) -> subprocess.CompletedProcess[str]:
     return run([tool("pywharf"), "update_index", "github", NAME, "--owner", OWNER, "--repo", repo,
-                "--api_base_url", standin.api_url, "--secret_env", "GH_ADMIN_TOKEN", "--max_rate_limit_wait", "3"],
-               {**env, "GH_ADMIN_TOKEN": ADMIN}, cwd=cwd, timeout=60, check=check)
+                "--api_base_url", standin.api_url, "--secret_env", "GH_ADMIN_TOKEN", "--max_rate_limit_wait", "3",
+                *flags], {**env, "GH_ADMIN_TOKEN": ADMIN}, cwd=cwd, timeout=60, check=check)
 
 
 def assert_no_tokens(*texts: str) -> None:
@@ -583,8 +581,9 @@ def test_repository_made_by_pywharf_0_2_3_is_served(gh: GitHubStandIn, server_fa
 
 def test_upload_faults_leave_no_orphans(gh: GitHubStandIn, server_factory, tmp_path: Path):
     """GitHub failing during an upload: PyGithub's retried release POST, a 502 after the asset was
-    stored (retry would get 422 already_exists), a starter asset left by an earlier failed upload,
-    a persistent failure (clear 503, nothing left behind), and rate limits within / beyond the cap."""
+    stored (retry would get 422 already_exists), starter assets (left by an earlier failed upload,
+    or by this one), a persistent failure (clear 503, nothing left behind), and rate limits within /
+    beyond the cap."""
     server = start(server_factory, gh)
     uploads = r"^/api/uploads/repos/alice/pkgs/releases/\d+/assets$"
 
@@ -600,20 +599,22 @@ def test_upload_faults_leave_no_orphans(gh: GitHubStandIn, server_factory, tmp_p
     assert upload(server, second).status_code == 200
     assert len(gh.assets(OWNER, REPO_NAME, second.name)) == 2
 
-    # A starter asset (an upload that died half-way earlier) is removed, then the upload is made.
+    # A starter asset left by an earlier upload that died half-way (here PyGithub's: GitHub kept part
+    # of the bytes, answered 502, and the retry met the leftover's name: 422) is removed; and so is
+    # the one this upload's first attempt leaves (on the metadata file): then the upload is made.
     third = build_wheel(DistSpec("faulty", "1.2"), tmp_path / "d3")
     admin = Github(auth=Auth.Token(ADMIN), base_url=gh.api_url, seconds_between_requests=0,
                    seconds_between_writes=0).get_repo(f"{OWNER}/{REPO_NAME}")
     stale = admin.create_git_release(third.name, third.name, "")
-    partial = tmp_path / "partial" / third.name
-    partial.parent.mkdir()
-    partial.write_bytes(third.read_bytes()[:100])
-    asset = stale.upload_asset(str(partial))
-    requests.patch(asset.url, json={"state": "open"}, headers={"Authorization": f"token {ADMIN}"}, timeout=10)
-    gh.add_fault("POST", uploads, 502, times=1)
+    gh.add_fault("POST", uploads, starter=True)
+    with pytest.raises(GithubException):
+        stale.upload_asset(str(third))
+    assert [(a["name"], a["state"]) for a in gh.assets(OWNER, REPO_NAME, third.name)] == [(third.name, "open")]
+    gh.add_fault("POST", uploads, starter=True)
     assert upload(server, third).status_code == 200
     assets = gh.assets(OWNER, REPO_NAME, third.name)
-    assert sorted(a["state"] for a in assets) == ["uploaded", "uploaded"]
+    assert sorted((a["name"], a["state"]) for a in assets) == [(third.name, "uploaded"),
+                                                                 (f"{third.name}.metadata", "uploaded")]
     assert gh.asset_bytes(OWNER, REPO_NAME, third.name, third.name) == third.read_bytes()
 
     # Persistent failure: a clear 503, and the release this attempt created is gone again.
@@ -662,6 +663,140 @@ def test_failed_sync_keeps_the_last_good_index(gh: GitHubStandIn, server_factory
     assert_no_tokens(log)
 
 
+def test_timeouts_during_upload_update_index_and_sync(gh: GitHubStandIn, server_factory, env: dict[str, str],
+                                                       tmp_path: Path):
+    """GitHub answering later than the backend's ``timeout`` (1 s here), the failure a fault
+    returning at once cannot show: the request may have been applied all the same. Four
+    scenarios (upload, update_index twice, server sync), each on its own repository and run at
+    the same time: they mostly wait, and one after the other they would add 40 s to this file."""
+    for repo in ("idx-late", "idx", "synced"):
+        gh.create_repo(OWNER, repo, private=True)
+        gh.grant(OWNER, repo, "rita", "pull")
+    with ThreadPoolExecutor(4) as pool:
+        scenarios = [pool.submit(_upload_timeouts, gh, server_factory, tmp_path),
+                     pool.submit(_update_index_late_commit, gh, env, tmp_path),
+                     pool.submit(_update_index_slow_listing, gh, env, tmp_path),
+                     pool.submit(_sync_timeouts, gh, server_factory, tmp_path)]
+        for scenario in scenarios:
+            scenario.result()
+
+
+def _upload_timeouts(gh: GitHubStandIn, server_factory, tmp_path: Path) -> None:
+    """An upload GitHub stored but answered too late is found, not repeated (no duplicate asset);
+    one GitHub never answers in time ends in a clear 503 after three attempts, leaving nothing."""
+    server = start(server_factory, gh, root_name="slow-upload", timeout=1)
+    uploads = r"^/api/uploads/repos/alice/pkgs/releases/\d+/assets$"
+    gh.add_fault("POST", uploads, delay=3, apply_first=True, times=2)  # metadata file, then the wheel
+    first = build_wheel(DistSpec("slow", "1.0"), tmp_path / "slow1")
+    assert upload(server, first).status_code == 200
+    assert sorted((a["name"], a["state"]) for a in gh.assets(OWNER, REPO_NAME, first.name)) == [
+        (first.name, "uploaded"), (f"{first.name}.metadata", "uploaded")]
+
+    never = gh.add_fault("POST", uploads, delay=3, times=3)
+    second = build_wheel(DistSpec("slow", "1.1"), tmp_path / "slow2")
+    failed = upload(server, second)
+    assert failed.status_code == 503, failed.text
+    assert "failed after 3 attempts: GitHub timed out on POST" in failed.text and "(timeout is 1s)" in failed.text
+    assert never.hits == 3
+    # The stand-in sees each abandoned attempt out and stores nothing: 499 (the client had hung up
+    # before the body was read) or 404 (the release was already cleaned up by then).
+
+    def abandoned() -> list[int]:
+        return [r.status for r in gh.requests if r.method == "POST" and re.search(uploads, r.path) and r.delay][2:]
+
+    wait_for(lambda: len(abandoned()) == 3, 10, lambda: f"abandoned uploads seen out: {abandoned()}")
+    assert set(abandoned()) <= {499, 404}, abandoned()
+    assert second.name not in [r["tag_name"] for r in gh.releases(OWNER, REPO_NAME)]
+    assert upload(server, second).status_code == 200  # GitHub is back: one release, two assets
+    assert len(gh.assets(OWNER, REPO_NAME, second.name)) == 2
+    assert [r["tag_name"] for r in gh.releases(OWNER, REPO_NAME)] == [first.name, second.name]
+    assert files_on(server, "slow") == [first.name, second.name]
+    assert_no_tokens(server.log())
+
+
+def _update_index_late_commit(gh: GitHubStandIn, env: dict[str, str], tmp_path: Path) -> None:
+    """update_index: a commit GitHub applied but answered too late makes exactly one commit (the
+    retried PUT meets the file, and the blob sha check sees our bytes there)."""
+    admin = Github(auth=Auth.Token(ADMIN), base_url=gh.api_url, seconds_between_requests=0,
+                   seconds_between_writes=0).get_repo(f"{OWNER}/idx-late")
+    wheel = build_wheel(DistSpec("late", "1.0"), tmp_path / "late-dist")
+    admin.create_git_release(wheel.name, wheel.name, "").upload_asset(str(wheel))
+    cwd = tmp_path / "late-cwd"
+    cwd.mkdir()
+    head = gh.branch_sha(OWNER, "idx-late")
+    gh.add_fault("PUT", r"/repos/alice/idx-late/contents/index\.toml$", delay=3, apply_first=True)
+    done = update_index(gh, env, cwd, "--timeout", "1", repo="idx-late")
+    assert "wrote an index of 1 files" in done.stdout
+    history = gh.history(OWNER, "idx-late")
+    assert [message for _, message in history] == ["pywharf update_index", "Initial commit"] and history[1][0] == head
+    assert list(tomllib.loads(gh.file_content(OWNER, "idx-late", "index.toml").decode())["files"]) == [wheel.name]
+
+    def puts() -> list[int]:
+        return sorted(r.status for r in gh.requests if r.method == "PUT" and "/repos/alice/idx-late/" in r.path)
+
+    # The late answer (201, logged once the stand-in has seen it out) and PyGithub's retry of the
+    # PUT, which found the file already there (422).
+    wait_for(lambda: puts() == [201, 422], 5, lambda: f"PUT answers: {puts()}")
+    assert_no_tokens(done.stdout, done.stderr)
+
+
+def _update_index_slow_listing(gh: GitHubStandIn, env: dict[str, str], tmp_path: Path) -> None:
+    """update_index: a listing page that never comes in time ends the run with a clear error after
+    bounded retries, and nothing is committed - not even an index of the page that did arrive."""
+    from pywharf_core.index import dump_index
+
+    admin = Github(auth=Auth.Token(ADMIN), base_url=gh.api_url, seconds_between_requests=0,
+                   seconds_between_writes=0).get_repo(f"{OWNER}/idx")
+    for i in range(100):  # with the package release: two pages of releases (100 a page)
+        admin.create_git_release(f"v0.{i}", f"v0.{i}", "")
+    wheel = build_wheel(DistSpec("paged", "1.0"), tmp_path / "idx-dist")
+    admin.create_git_release(wheel.name, wheel.name, "").upload_asset(str(wheel))  # newest: on page 1
+    gh.set_file(OWNER, "idx", "index.toml", "master", dump_index([]))  # the last good index
+    committed = gh.branch_sha(OWNER, "idx")
+    cwd = tmp_path / "idx-cwd"
+    cwd.mkdir()
+    page_two = gh.add_fault("GET", rf"^/api/v3/repositories/{admin.id}/releases$", delay=3, times=100)
+    failed = update_index(gh, env, cwd, "--timeout", "1", repo="idx", check=False)
+    gh.remove_fault(page_two)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert ("pywharf update_index: error: GitHub timed out on listing the releases of alice/idx (timeout is 1s)"
+            in failed.stderr)
+    assert page_two.hits == 5  # the first try and 4 retries (with backoff), then the error
+    assert gh.branch_sha(OWNER, "idx") == committed
+    assert tomllib.loads(gh.file_content(OWNER, "idx", "index.toml").decode())["files"] == {}
+    assert_no_tokens(failed.stdout, failed.stderr)
+
+
+def _sync_timeouts(gh: GitHubStandIn, server_factory, tmp_path: Path) -> None:
+    """Index polls that time out: the last good index keeps being served (and served at once: the
+    poll runs beside the requests), the error is logged once however many polls fail, and the
+    server picks up the next index when GitHub answers again."""
+    from pywharf_core.index import FileRecord, dump_index
+
+    records = [FileRecord(filename=f"steady-1.{i}-py3-none-any.whl", distrib="steady", version=f"1.{i}",
+                          sha256=f"{i:064x}", size=10, upload_time="2026-01-01T00:00:00.000000Z") for i in range(2)]
+    gh.set_file(OWNER, "synced", "index.toml", "master", dump_index(records[:1]))
+    reader = start(server_factory, gh, root_name="slow-sync", repo="synced", timeout=1)
+    wait_for(lambda: files_on(reader, "steady") == [records[0].filename], 10, reader.log)
+    slow = gh.add_fault("GET", r"^/api/v3/repos/alice/synced/contents/index\.toml$", delay=3, times=1000)
+    wait_for(lambda: "index sync failed" in reader.log(), 10, reader.log)
+    started = time.monotonic()
+    assert files_on(reader, "steady") == [records[0].filename]
+    assert time.monotonic() - started < 1
+    polls = slow.hits
+    wait_for(lambda: slow.hits >= polls + 4, 15, lambda: f"no further polls: {slow.hits}")  # 2 polls, 2 tries each
+    log = reader.log()
+    assert log.count("index sync failed") == 1, log
+    assert "GitHub timed out on GET" in log and "/repos/alice/synced/contents/index.toml (timeout is 1s)" in log
+    ready = requests.get(f"{reader.base}/readyz", timeout=10)
+    assert (ready.status_code, ready.text) == (200, "ready")  # it serves: the last good index
+    gh.remove_fault(slow)
+    gh.set_file(OWNER, "synced", "index.toml", "master", dump_index(records))
+    wait_for(lambda: files_on(reader, "steady") == [r.filename for r in records], 10, reader.log)
+    assert reader.log().count("index sync failed") == 1
+    assert_no_tokens(reader.log())
+
+
 def test_init_pkg_repo_creates_a_working_package_repository(gh: GitHubStandIn, server_factory,
                                                            env: dict[str, str], tmp_path: Path):
     """init_pkg_repo makes the repository, an empty index and the update_index workflow, prints a
@@ -689,6 +824,35 @@ def test_init_pkg_repo_creates_a_working_package_repository(gh: GitHubStandIn, s
     wheel = build_wheel(DistSpec("fresh-pkg", "1.0"), tmp_path / "dist")
     assert upload(server, wheel, ADMIN).status_code == 200
     assert files_on(server, "fresh-pkg", ADMIN) == [wheel.name]
+
+
+def test_init_pkg_repo_for_an_organisation(gh: GitHubStandIn, env: dict[str, str], tmp_path: Path):
+    """An organisation owner's token: the repository is made in the organisation (POST
+    /orgs/{org}/repos, not the token user's account) and set up as for a user; running it again
+    is safe; someone outside the organisation gets GitHub's refusal as a one-line error."""
+    gh.add_org("acme", members={"alice": "admin", "wendy": "member"})
+    command = [tool("pywharf"), "github.init_pkg_repo", "--name", NAME, "--owner", "acme", "--repo", "pkgs",
+               "--token_env", "GH_ADMIN_TOKEN", "--api_base_url", gh.api_url, "--pywharf_version", "0.3.0"]
+    made = run(command, {**env, "GH_ADMIN_TOKEN": ADMIN}, timeout=60)
+    assert "acme/pkgs: repository created" in made.stdout
+    assert gh.request_count("POST", r"^/api/v3/orgs/acme/repos$") == 1 and gh.request_count("POST", "/user/repos") == 0
+    repo = requests.get(f"{gh.api_url}/repos/acme/pkgs", headers={"Authorization": f"token {ADMIN}"}, timeout=10).json()
+    assert repo["owner"]["type"] == "Organization" and repo["private"] and repo["permissions"]["admin"]
+    workflow = gh.file_content("acme", "pkgs", ".github/workflows/pywharf-update-index.yml")
+    assert workflow is not None and b"--owner 'acme' --repo 'pkgs'" in workflow
+    assert tomllib.loads(gh.file_content("acme", "pkgs", "index.toml", "master").decode()) == {"format": 2, "files": {}}
+    printed = made.stdout.split("# config.toml (--config)\n", 1)[1].split("\n# admin_secret.toml", 1)[0]
+    assert tomllib.loads(printed)[NAME]["owner"] == "acme"
+    again = run(command, {**env, "GH_ADMIN_TOKEN": ADMIN}, timeout=60)
+    assert "repository reused, workflow unchanged" in again.stdout
+    other = [*command[:command.index("--repo") + 1], "other", *command[command.index("--repo") + 2:]]
+    refused = run(other, {**env, "GH_ADMIN_TOKEN": STRANGER}, timeout=60, check=False)
+    assert refused.returncode == 1
+    assert ("error: GitHub answered 403 to creating acme/other: You need admin access to the organization before "
+            "adding a repository to it.") in refused.stderr
+    assert requests.get(f"{gh.api_url}/repos/acme/other", headers={"Authorization": f"token {ADMIN}"},
+                        timeout=10).status_code == 404
+    assert_no_tokens(made.stdout, made.stderr, again.stdout, refused.stderr)
 
 
 def test_gen_gh_pages_renders_an_installable_static_index(gh: GitHubStandIn, server_factory,

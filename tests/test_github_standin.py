@@ -472,6 +472,143 @@ def test_faults_retries_and_apply_first_hazards(gh: GitHubStandIn, tmp_path: Pat
     assert [r.status for r in gh.requests if "/_storage/" in r.path][-2:] == [503, 200]
 
 
+# ---------------------------------------------------------------------------------------------- slow answers
+
+
+def test_slow_answers_hold_one_request_not_the_server(gh: GitHubStandIn) -> None:
+    """``delay`` makes one answer late (client timeouts need that) while every other request is served at once:
+    a sleep that blocked the server would make "GitHub is slow for this call" look like "GitHub is down"."""
+    slow = gh.add_fault("GET", r"/repos/alice/pkgs$", delay=1.0)
+    started = time.monotonic()
+    with ThreadPoolExecutor(1) as pool:
+        late = pool.submit(call, gh, "GET", "/repos/alice/pkgs", OWNER)
+        time.sleep(0.1)
+        quick = call(gh, "GET", "/repos/alice/pkgs/releases", OWNER)
+        assert quick.status_code == 200 and time.monotonic() - started < 0.8 and not late.done()
+        assert late.result().json()["full_name"] == "alice/pkgs"  # no status: the operation's own answer
+    assert time.monotonic() - started >= 1.0 and slow.hits == 1
+    assert [r.delay for r in gh.requests if r.path == "/api/v3/repos/alice/pkgs"] == [1.0]
+
+    gh.add_fault("GET", r"/repos/alice/pkgs$", 503, delay=0.3)  # a late error
+    started = time.monotonic()
+    assert call(gh, "GET", "/repos/alice/pkgs", OWNER).status_code == 503 and time.monotonic() - started >= 0.3
+
+    # The client gives up before the stand-in reads the upload body: nothing is stored, the log says 499.
+    release = call(gh, "POST", "/repos/alice/pkgs/releases", OWNER, json={"tag_name": "v1"}).json()
+    gh.add_fault("POST", r"/releases/\d+/assets$", delay=0.5)
+    with pytest.raises(requests.Timeout):
+        requests.post(release["upload_url"].split("{")[0], params={"name": "late.whl"}, data=b"late",
+                      headers={"Authorization": f"token {OWNER}"}, timeout=0.2)
+    deadline = time.monotonic() + 5
+    while gh.requests[-1].status != 499 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (gh.requests[-1].method, gh.requests[-1].status, gh.requests[-1].delay) == ("POST", 499, 0.5)
+    assert gh.assets("alice", "pkgs", "v1") == []
+
+    with pytest.raises(ValueError):
+        gh.add_fault("GET", r"/x")  # neither a status nor a delay
+    with pytest.raises(ValueError):
+        gh.add_fault("GET", r"/x", delay=-1)
+
+
+def test_applied_then_too_late_upload_meets_pygithubs_retry(gh: GitHubStandIn, tmp_path: Path) -> None:
+    """``apply_first`` + ``delay``: GitHub stored the asset, the client timed out; PyGithub retries the POST
+    (it retries POSTs on read timeouts) and the retry gets 422 already_exists: the hazard a backend must handle."""
+    g = client(gh, OWNER, timeout=1)
+    release = g.get_repo("alice/pkgs").create_git_release("v1", "v1", "")
+    wheel = tmp_path / "demo-1.0.whl"
+    wheel.write_bytes(b"wheel bytes")
+    gh.add_fault("POST", r"/releases/\d+/assets$", delay=2.0, apply_first=True)
+    with pytest.raises(GithubException) as excinfo:
+        release.upload_asset(str(wheel))
+    assert excinfo.value.status == 422 and excinfo.value.data["errors"][0]["code"] == "already_exists"
+    assets = gh.assets("alice", "pkgs", "v1")
+    assert [(a["name"], a["state"], a["size"]) for a in assets] == [("demo-1.0.whl", "uploaded", 11)]
+
+
+def test_stop_ends_pending_delays() -> None:
+    with GitHubStandIn.start() as standin:
+        standin.add_fault("GET", r"/rate_limit$", delay=60)
+        with pytest.raises(requests.Timeout):
+            requests.get(f"{standin.api_url}/rate_limit", timeout=0.2)
+        started = time.monotonic()
+    assert time.monotonic() - started < 5
+
+
+# ---------------------------------------------------------------------------------------------- starter assets
+
+
+def test_starter_asset_left_by_a_failed_upload(gh: GitHubStandIn, tmp_path: Path) -> None:
+    """``starter=True``: the upload leaves a not-uploaded asset with part of the bytes, holding the name, and
+    answers 502. The schema allows only ``uploaded``/``open`` as states, so the leftover is ``open`` (GitHub has
+    been reported to say ``starter``); the name stays taken until the asset is deleted."""
+    release = call(gh, "POST", "/repos/alice/pkgs/releases", OWNER, json={"tag_name": "v1"}).json()
+    fault = gh.add_fault("POST", r"/releases/\d+/assets$", starter=True)
+    failed = upload(gh, release, "demo-1.0.whl", b"0123456789")
+    assert failed.status_code == 502 and fault.hits == 1 and fault.status == 502
+    listed = call(gh, "GET", f"/repos/alice/pkgs/releases/{release['id']}/assets", OWNER).json()
+    assert [(a["name"], a["state"], a["size"], a["digest"]) for a in listed] == [("demo-1.0.whl", "open", 5, None)]
+    retried = upload(gh, release, "demo-1.0.whl", b"0123456789")
+    assert retried.status_code == 422 and retried.json()["errors"][0]["code"] == "already_exists"
+    assert call(gh, "DELETE", listed[0]["url"], OWNER).status_code == 204
+    done = upload(gh, release, "demo-1.0.whl", b"0123456789")
+    assert done.status_code == 201 and done.json()["state"] == "uploaded" and done.json()["size"] == 10
+    assert done.json()["digest"] == "sha256:" + hashlib.sha256(b"0123456789").hexdigest()
+
+    # PyGithub retries the 502'd POST and meets the leftover: 422 (what a backend has to clean up after).
+    other = client(gh, OWNER).get_repo("alice/pkgs").create_git_release("v2", "v2", "")
+    wheel = tmp_path / "demo-2.0.whl"
+    wheel.write_bytes(b"x" * 1000)
+    gh.add_fault("POST", r"/releases/\d+/assets$", starter=True)
+    with pytest.raises(GithubException) as excinfo:
+        other.upload_asset(str(wheel))
+    assert excinfo.value.status == 422
+    assert [(a["state"], a["size"]) for a in gh.assets("alice", "pkgs", "v2")] == [("open", 500)]
+    with pytest.raises(ValueError):
+        gh.add_fault("POST", r"/assets$", starter=True, apply_first=True)
+
+
+# ---------------------------------------------------------------------------------------------- organisations
+
+
+def test_organisations_and_their_repositories(gh: GitHubStandIn) -> None:
+    """``GET /orgs/{org}`` (public; owners see plan and policies) and ``POST /orgs/{org}/repos`` (owners and
+    members may create; others 403), with GitHub's roles on organisation repositories."""
+    assert gh.add_org("acme", members={"alice": "admin", "bob": "member"})["type"] == "Organization"
+    public = call(gh, "GET", "/orgs/acme")
+    assert public.status_code == 200 and public.json()["login"] == "acme" and "plan" not in public.json()
+    assert call(gh, "GET", "/orgs/acme", OWNER).json()["plan"]["filled_seats"] == 2
+    assert call(gh, "GET", "/orgs/nobody").status_code == 404
+    assert call(gh, "GET", "/orgs/alice").status_code == 404  # a user, not an organisation
+
+    made = call(gh, "POST", "/orgs/acme/repos", OWNER, json={"name": "pkgs", "private": True, "auto_init": True})
+    assert made.status_code == 201 and made.headers["Location"] == f"{gh.api_url}/repos/acme/pkgs"
+    body = made.json()
+    assert body["full_name"] == "acme/pkgs" and body["owner"]["type"] == "Organization" and body["private"]
+    assert body["default_branch"] == "main" and gh.branch_sha("acme", "pkgs") is not None
+    again = call(gh, "POST", "/orgs/acme/repos", OWNER, json={"name": "pkgs"})
+    assert again.status_code == 422 and again.json()["errors"][0]["message"] == "name already exists on this account"
+    denied = call(gh, "POST", "/orgs/acme/repos", STRANGER, json={"name": "x"})
+    assert denied.status_code == 403 and denied.json()["message"].startswith("You need admin access")
+    assert call(gh, "POST", "/orgs/acme/repos", json={"name": "x"}).status_code == 401
+    assert call(gh, "POST", "/orgs/nobody/repos", OWNER, json={"name": "x"}).status_code == 404
+
+    perms = {t: call(gh, "GET", "/repos/acme/pkgs", t) for t in (OWNER, WRITER, STRANGER)}
+    assert perms[OWNER].json()["permissions"]["admin"] is True  # organisation owner
+    assert perms[WRITER].json()["permissions"] == dict(admin=False, maintain=False, push=False, triage=False, pull=True)
+    assert perms[STRANGER].status_code == 404  # not a member: the private repository is invisible
+
+    org = client(gh, WRITER).get_organization("acme")  # PyGithub, as a member
+    tools = org.create_repo("tools", private=True, auto_init=True, description="made by a member")
+    assert tools.full_name == "acme/tools" and tools.permissions.admin and tools.owner.type == "Organization"
+    assert client(gh, OWNER).get_organization("acme").plan.name == "free"
+    assert {"orgs/get", "repos/create-in-org"} <= set(gh.validated_operations)
+    with pytest.raises(ValueError):
+        gh.add_token("acme-token", "acme")  # tokens belong to users
+    with pytest.raises(ValueError):
+        gh.add_org("alice")  # already a user
+
+
 def test_validator_catches_shape_errors(gh: GitHubStandIn) -> None:
     """Negative control: the validation is not vacuous."""
     created = call(gh, "POST", "/repos/alice/pkgs/releases", OWNER, json={"tag_name": "v1"})

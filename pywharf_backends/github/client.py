@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import requests.adapters
+import urllib3.exceptions
 from github import Auth, Github, GithubException, GithubRetry, RateLimitExceededExceedsMaxWait
 from github.Repository import Repository
 from urllib3 import Retry
@@ -260,6 +261,18 @@ def response_message(response: requests.Response) -> str:
         return github_message(response.text)
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a requests error is a timeout, including after urllib3 used up its retries: requests then
+    raises ``ConnectionError(MaxRetryError(reason=ReadTimeoutError))``, which would otherwise be reported as
+    GitHub being unreachable and send an operator looking at the network instead of at ``timeout``."""
+    if isinstance(exc, requests.Timeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if isinstance(exc, requests.ConnectionError) and exc.args else None
+    return isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+        reason, urllib3.exceptions.NewConnectionError  # a refused connection (a subclass, for history's sake)
+    )
+
+
 def describe(exc: BaseException, what: str, policy: ClientPolicy | None = None) -> str:
     """One line for a failed GitHub call: what was attempted and what GitHub (or the network) said."""
     if isinstance(exc, RateLimitExceededExceedsMaxWait):
@@ -268,8 +281,9 @@ def describe(exc: BaseException, what: str, policy: ClientPolicy | None = None) 
     if isinstance(exc, GithubException):
         message = github_message(exc.data) or "no message"
         return f"GitHub answered {exc.status} to {what}: {message}"
-    if isinstance(exc, requests.Timeout):
-        return f"GitHub timed out on {what}"
+    if _timed_out(exc):
+        limit = f" (timeout is {policy.timeout}s)" if policy else ""
+        return f"GitHub timed out on {what}{limit}"
     if isinstance(exc, requests.RequestException):
         return f"cannot reach GitHub for {what}: {type(exc).__name__}"
     return f"{what} failed: {type(exc).__name__}"

@@ -62,6 +62,7 @@ from pywharf_core.backend import (
     StoreOutcome,
     StreamedFile,
 )
+from pywharf_core.core_metadata import description_of
 from pywharf_core.errors import FileConflict, InvalidName, UploadRejected
 from pywharf_core.index import FileRecord, freeze_meta, utc_timestamp
 from pywharf_core.names import parse_dist_filename
@@ -742,10 +743,7 @@ class GitHubBackend(Backend):
         except InvalidName:
             return None
         release = self._release(filename)
-        description = release.fields.get("description") if release is not None else None
-        if release is None or not isinstance(description, str) or not description:
-            return None
-        return description, str(release.fields.get("description_content_type") or "text/plain")
+        return description_of(release.fields) if release is not None else None
 
     # -- yank ----------------------------------------------------------------------------------
 

@@ -7,10 +7,15 @@ what was sent. Handlers only implement endpoint semantics and raise `ApiError` f
 
 Request bodies are streamed: uploads are read chunk by chunk (asset bytes are then kept in memory) and
 downloads are sent in 64 KiB chunks, so tens of MB pass without a single large read.
+
+Injected delays (``add_fault(..., delay=...)``) are ``asyncio`` sleeps on the server's event loop: a slow answer
+to one client never holds up the others, which is what a client timeout test needs (a blocking sleep would turn
+"GitHub is slow for this call" into "GitHub is down").
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -27,7 +32,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 from starlette.requests import ClientDisconnect, Request
 
 from . import shapes
-from .faults import DOCS, Exchange, Fault, FaultTable, RateLimiter, RecordedRequest
+from .faults import AFTER, BEFORE, DOCS, STARTER, Exchange, Fault, FaultTable, RateLimiter, RecordedRequest
 from .state import (
     BLOB_API_LIMIT,
     PERMISSION_LEVELS,
@@ -40,6 +45,7 @@ from .state import (
 )
 
 CHUNK = 64 * 1024
+CLIENT_CLOSED = 499  # nginx's "client closed request": recorded when the client hung up mid-request
 STORAGE_URL_LIFETIME = 300.0  # GitHub's signed asset URLs live about five minutes
 JSON_TYPE = "application/json; charset=utf-8"
 RAW_MEDIA_TYPES = ("application/vnd.github.raw", "application/vnd.github.v3.raw")
@@ -88,6 +94,13 @@ class Reply:
     length: int | None = None
 
 
+@dataclass
+class Trace:
+    """What happened to one request on its way through the pipeline, for the request log."""
+
+    delay: float = 0.0  # seconds injected delays held it back
+
+
 def json_reply(status: int, obj: Any, headers: dict[str, str] | None = None) -> Reply:
     return Reply(status, json.dumps(obj).encode(), {"content-type": JSON_TYPE, **(headers or {})})
 
@@ -102,6 +115,7 @@ class Ctx:
     query: dict[str, str]
     raw_query: list[tuple[str, str]]
     path: str
+    injected: Fault | None = None  # a starter fault a handler applied: the pipeline answers it
 
     @property
     def world(self) -> World:
@@ -217,12 +231,15 @@ class StandInApp:
         self.exchanges: list[Exchange] = []
         self.capture_exchanges = False
         self.internal_errors: list[str] = []
+        self.stopping = False  # set by GitHubStandIn.stop(): injected delays end at once
         self.api_routes: list[tuple[str, re.Pattern[str], Handler]] = []
         for method, pattern, handler in [
             ("GET", r"/?", self.get_root),
             ("GET", r"/user", self.get_user),
             ("POST", r"/user/repos", self.create_user_repo),
             ("GET", r"/rate_limit", self.get_rate_limit),
+            ("GET", r"/orgs/(?P<org>[^/]+)", self.get_org),
+            ("POST", r"/orgs/(?P<org>[^/]+)/repos", self.create_org_repo),
             ("GET", REPO, self.get_repo),
             ("GET", REPO + r"/collaborators/(?P<username>[^/]+)/permission", self.get_permission),
             ("GET", REPO + r"/releases", self.list_releases),
@@ -270,9 +287,14 @@ class StandInApp:
         path = unquote(raw_path_text)
         raw_query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         method = scope["method"].upper()
+        request_headers = {k.lower(): v for k, v in request.headers.items()}
+        trace = Trace()
         try:
-            reply, counted_identity = await self.pipeline(request, method, raw_path_text, path, raw_query)
-        except ClientDisconnect:
+            reply, counted_identity = await self.pipeline(request, method, raw_path_text, path, raw_query, trace)
+        except ClientDisconnect:  # nothing can be answered; the log still shows the attempt
+            self.requests.append(
+                RecordedRequest(method, path, dict(raw_query), CLIENT_CLOSED, request_headers, trace.delay)
+            )
             return
         except Exception:
             self.internal_errors.append(traceback.format_exc())
@@ -280,24 +302,44 @@ class StandInApp:
         await self.drain(request)
         if counted_identity is not None:
             reply.headers.update(self.rate.headers(counted_identity))
-        request_headers = {k.lower(): v for k, v in request.headers.items()}
-        self.requests.append(RecordedRequest(method, path, dict(raw_query), reply.status, request_headers))
+        self.requests.append(RecordedRequest(method, path, dict(raw_query), reply.status, request_headers, trace.delay))
         if self.capture_exchanges:
             self.capture(request, method, raw_path_text, scope, reply, request_headers)
         await self.send(send, reply, head=method == "HEAD")
 
+    async def pause(self, seconds: float, trace: Trace) -> None:
+        """An injected delay: yields to the event loop (other requests go on) and ends early on stop()."""
+        trace.delay += seconds
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(min(left, 0.05))
+
     async def pipeline(
-        self, request: Request, method: str, raw_path: str, path: str, raw_query: list[tuple[str, str]]
+        self,
+        request: Request,
+        method: str,
+        raw_path: str,
+        path: str,
+        raw_query: list[tuple[str, str]],
+        trace: Trace,
     ) -> tuple[Reply, str | None]:
-        """Area dispatch, faults, auth, rate limit, handler, apply-first faults, ETag/304, rate accounting."""
+        """Area dispatch, faults, auth, rate limit, handler, apply-first faults, ETag/304, rate accounting.
+
+        A fault with ``status=None`` only delays: after its pause the request goes on as if nothing happened.
+        """
         if raw_path.startswith("/api/v3"):
             sub, routes = raw_path[len("/api/v3") :], self.api_routes
         elif raw_path.startswith("/api/uploads/"):
             sub, routes = raw_path[len("/api/uploads") :], [("POST", self.upload_route, self.upload_asset)]
         else:  # storage and web pages: no auth, no rate limit (they are not the API)
-            fault = self.faults.take(method, path, apply_first=False)
+            fault = self.faults.take(method, path, BEFORE)
             if fault is not None:
-                return self.fault_reply(fault), None
+                await self.pause(fault.delay, trace)
+                if fault.status is not None:
+                    return self.fault_reply(fault), None
             if raw_path.startswith("/api/_storage/"):
                 return await self.storage(request, method, raw_path[len("/api/_storage/") :]), None
             return await self.web(request, method, raw_path), None
@@ -311,9 +353,11 @@ class StandInApp:
             failed = None
         if user is not None:
             identity = f"user:{user.id}"
-        fault = self.faults.take(method, path, apply_first=False)
+        fault = self.faults.take(method, path, BEFORE)
         if fault is not None:  # injected before GitHub would even look at the request
-            return self.fault_reply(fault), identity
+            await self.pause(fault.delay, trace)
+            if fault.status is not None:
+                return self.fault_reply(fault), identity
         if failed is not None:
             return failed.reply(), identity
         handler, params = self.route(routes, method, sub)
@@ -332,9 +376,11 @@ class StandInApp:
             reply = await handler(ctx, **params)
         except ApiError as error:
             reply = error.reply()
-        after = self.faults.take(method, path, apply_first=True)
+        after = ctx.injected or self.faults.take(method, path, AFTER)
         if after is not None:
-            return self.fault_reply(after), identity
+            await self.pause(after.delay, trace)
+            if after.status is not None:
+                return self.fault_reply(after), identity
         reply.headers.update(self.github_headers(user, method, reply))
         if method in ("GET", "HEAD") and reply.status == 200 and isinstance(reply.body, bytes):
             etag = 'W/"' + hashlib.sha256(reply.body).hexdigest() + '"'
@@ -544,15 +590,55 @@ class StandInApp:
     async def create_user_repo(self, ctx: Ctx) -> Reply:
         if ctx.user is None:
             raise ApiError(401, "Requires authentication")
+        return await self.new_repo(ctx, ctx.user)
+
+    async def get_org(self, ctx: Ctx, org: str) -> Reply:
+        """``GET /orgs/{org}``: public (anonymous callers too); owners see the full, private view."""
+        with ctx.world.lock:
+            found = ctx.world.org(org)
+            if found is None:
+                raise not_found()
+            owned = [r for r in ctx.world.repos.values() if r.owner.id == found.id]
+            private = sum(1 for r in owned if r.private)
+            owner_view = ctx.user is not None and found.members.get(ctx.user.login.lower()) == "admin"
+            body = shapes.organization(ctx.urls, found, len(owned) - private, private, owner_view)
+        return json_reply(200, body)
+
+    async def create_org_repo(self, ctx: Ctx, org: str) -> Reply:
+        """``POST /orgs/{org}/repos``: owners and members may create (GitHub's default member policy); anyone
+        else gets GitHub's 403. A member who creates a repository gets admin on it, as on GitHub."""
+        if ctx.user is None:
+            raise ApiError(401, "Requires authentication")
+        with ctx.world.lock:
+            found = ctx.world.org(org)
+            if found is None:
+                raise not_found()
+            role = found.members.get(ctx.user.login.lower())
+        if role is None:
+            raise ApiError(
+                403,
+                "You need admin access to the organization before adding a repository to it.",
+                doc="https://docs.github.com/rest/repos/repos#create-an-organization-repository",
+            )
+        return await self.new_repo(ctx, found, creator_admin=role != "admin")
+
+    async def new_repo(self, ctx: Ctx, owner: User, creator_admin: bool = False) -> Reply:
+        """Create a repository for ``owner`` (user or organisation) from the request body; 201 + Location.
+        ``creator_admin`` makes the caller an admin collaborator (an organisation member creating one)."""
         body = await ctx.json()
         name = body_field(body, "name", str, required=True)
         private = bool(body_field(body, "private", bool))
+        visibility = body_field(body, "visibility", str)
+        if visibility is not None:
+            if visibility not in ("public", "private"):
+                raise ApiError(422, f"Invalid request.\n\n{json.dumps(visibility)} is not a valid visibility.")
+            private = visibility == "private"
         auto_init = bool(body_field(body, "auto_init", bool))
         description = body_field(body, "description", str)
         if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
             raise validation_failed("Repository", "custom", "name", message="name is invalid")
         try:
-            repo = ctx.world.create_repo(ctx.user.login, name, private, "main", auto_init, description)
+            repo = ctx.world.create_repo(owner.login, name, private, "main", auto_init, description)
         except ValueError:
             raise ApiError(
                 422,
@@ -567,6 +653,8 @@ class StandInApp:
                 ],
             ) from None
         with ctx.world.lock:
+            if creator_admin and ctx.user is not None:
+                repo.collaborators[ctx.user.login.lower()] = "admin"
             reply = json_reply(201, shapes.full_repository(ctx.urls, repo, "admin"))
         reply.headers["location"] = ctx.urls.repo_api(repo)
         return reply
@@ -772,6 +860,11 @@ class StandInApp:
             release = self.visible_release(repo, role, int(release_id))
             if self.duplicate_asset(release, name):
                 raise validation_failed("ReleaseAsset", "already_exists", "name")
+            starter = self.faults.take("POST", ctx.path, STARTER)
+            if starter is not None:
+                self.leave_starter(ctx, release, name, bytes(data[: len(data) // 2]))
+                ctx.injected = starter  # the pipeline answers the fault's status
+                return Reply(500)
             asset = ctx.world.new_asset(
                 release,
                 ctx.user,  # type: ignore[arg-type]
@@ -782,6 +875,26 @@ class StandInApp:
                 digest="sha256:" + digest.hexdigest(),
             )
             return json_reply(201, shapes.release_asset(ctx.urls, repo, release, asset))
+
+    def leave_starter(self, ctx: Ctx, release: Release, name: str, partial: bytes) -> Asset:
+        """An asset left by an upload that failed half-way: part of the bytes, not uploaded, holding the name.
+
+        GitHub is reported to list such leftovers with ``state: "starter"``, but its OpenAPI description allows
+        only ``uploaded`` and ``open`` for ``state``; answers here must validate against that description, so
+        the leftover is ``open`` (the not-yet-complete state the description does name). A client must treat
+        every state other than ``uploaded`` as incomplete, which covers both. No ``digest`` (GitHub computes it
+        when the upload completes).
+        """
+        return ctx.world.new_asset(
+            release,
+            ctx.user,  # type: ignore[arg-type]  # uploads need push access: an authenticated user
+            name=name,
+            label=ctx.query.get("label"),
+            content_type=ctx.header("content-type") or "application/octet-stream",
+            data=partial,
+            digest=None,
+            state="open",
+        )
 
     def visible_asset(self, repo: Repo, role: str, asset_id: int) -> tuple[Release, Asset]:
         asset = self.world.assets.get(asset_id)

@@ -4,6 +4,14 @@ Faults model what GitHub's edge does to a client: 5xx from the load balancer, 40
 ``Retry-After``, 429s - and the two hazards PyGithub's retries run into, where the operation *was applied* and
 the client still sees an error (``apply_first``): a 502 after an asset upload created the asset (the retry
 then gets 422 ``already_exists``) and a 503 after a contents PUT committed (the retry then gets 409).
+
+Two more modes exist because clients must survive them and cannot be tested without them:
+
+- ``delay``: the answer comes late (a slow GitHub, or a client timeout shorter than GitHub's response time).
+  The sleep is an ``asyncio`` sleep, so the stand-in keeps answering other requests meanwhile; combined with
+  ``apply_first`` it models the worst case, an operation GitHub applied while the client had already given up.
+- ``starter``: an upload that GitHub accepts half-way and then fails (502): the asset exists in a not-uploaded
+  state with part of the bytes, and holds the name, so a retry of the same name gets 422 ``already_exists``.
 """
 
 from __future__ import annotations
@@ -31,13 +39,15 @@ _DEFAULT_FAULT_MESSAGES: dict[int, str] = {
 class RecordedRequest:
     """One request the stand-in answered. ``path`` is the full URL path (``/api/v3/...``, ``/api/uploads/...``,
     ``/api/_storage/...``), ``query`` the decoded query (last value wins), ``headers`` the request headers
-    (lower-case names), ``status`` the status code sent back."""
+    (lower-case names), ``status`` the status code sent back (499, nginx's "client closed request", when the
+    client hung up before the stand-in could read its request body, e.g. after a client-side timeout)."""
 
     method: str
     path: str
     query: dict[str, str]
     status: int
     headers: dict[str, str]
+    delay: float = 0.0  # seconds an injected ``delay`` held the answer back (0 for a normal answer)
 
 
 @dataclass
@@ -53,25 +63,40 @@ class Exchange:
     response_body: bytes | None
 
 
+# When a fault fires relative to the operation it answers.
+BEFORE, AFTER, STARTER = "before", "after", "starter"
+
+
 @dataclass
 class Fault:
     """The next ``times`` requests matching ``method`` (``*`` = any) and ``path_regex`` (``re.search`` on the URL
-    path) are answered with ``status``; ``apply_first`` performs the operation before answering."""
+    path) are answered with ``status`` after ``delay`` seconds.
+
+    ``apply_first`` performs the operation before answering; ``status=None`` (with a ``delay``) answers what the
+    operation itself answers, only late; ``starter`` (uploads only) stores a partial asset, then answers."""
 
     method: str
     path_regex: str
-    status: int
+    status: int | None
     times: int = 1
     apply_first: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] | None = None
     hits: int = 0
+    delay: float = 0.0
+    starter: bool = False
+
+    @property
+    def mode(self) -> str:
+        """``before`` (instead of the operation), ``after`` (apply_first) or ``starter``."""
+        return STARTER if self.starter else AFTER if self.apply_first else BEFORE
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method == "*" or self.method.upper() == method.upper()) and re.search(self.path_regex, path)
+        return (self.method == "*" or self.method.upper() == method.upper()) and bool(re.search(self.path_regex, path))
 
     def render(self) -> tuple[int, dict[str, str], bytes]:
         """Status, headers and a GitHub-style JSON error body (or the body given by the test)."""
+        assert self.status is not None, "a delay-only fault has no answer of its own"
         body = self.body
         if body is None:
             message = _DEFAULT_FAULT_MESSAGES.get(self.status, "Injected fault")
@@ -95,23 +120,20 @@ class FaultTable:
             self._faults.append(fault)
         return fault
 
+    def remove(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults = [f for f in self._faults if f is not fault]
+
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
 
-    def take(self, method: str, path: str, apply_first: bool) -> Fault | None:
+    def take(self, method: str, path: str, mode: str) -> Fault | None:
+        """The first live fault of ``mode`` (`BEFORE`, `AFTER`, `STARTER`) matching the request, used up once."""
         with self._lock:
             for fault in self._faults:
-                if fault.apply_first == apply_first and fault.hits < fault.times and fault.matches(method, path):
+                if fault.mode == mode and fault.hits < fault.times and fault.matches(method, path):
                     fault.hits += 1
-                    return fault
-        return None
-
-    def peek(self, method: str, path: str) -> Fault | None:
-        """The apply-first fault that would fire for this request, without using it up."""
-        with self._lock:
-            for fault in self._faults:
-                if fault.apply_first and fault.hits < fault.times and fault.matches(method, path):
                     return fault
         return None
 

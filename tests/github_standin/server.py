@@ -74,7 +74,8 @@ class GitHubStandIn:
         return standin
 
     def stop(self) -> None:
-        """Stop the server thread (idempotent)."""
+        """Stop the server thread (idempotent); requests held by an injected ``delay`` are answered at once."""
+        self.app.stopping = True
         self._server.should_exit = True
         if self._thread.is_alive():
             self._thread.join(timeout=10)
@@ -102,9 +103,22 @@ class GitHubStandIn:
     # ------------------------------------------------------------------ setup
 
     def add_token(self, token: str, login: str) -> None:
-        """A personal access token for ``login`` (the user is created if needed)."""
+        """A personal access token for ``login`` (the user is created if needed; organisations have none)."""
         with self.world.lock:
-            self.world.tokens[token] = self.world.user(login)
+            user = self.world.user(login)
+            if user.is_org:
+                raise ValueError(f"{login!r} is an organisation: tokens belong to users")
+            self.world.tokens[token] = user
+
+    def add_org(self, org: str, members: dict[str, str] | None = None) -> dict[str, Any]:
+        """Create organisation ``org`` (or add members to it): ``members`` maps logins to ``"admin"`` (an
+        owner: admin on every repository of the organisation, may create repositories) or ``"member"`` (base
+        permission read on its repositories, may create repositories and gets admin on those). Repositories are
+        then made with ``create_repo(org, ...)`` or ``POST /orgs/{org}/repos``. Returns the owners' view of
+        ``GET /orgs/{org}``."""
+        with self.world.lock:
+            found = self.world.add_org(org, dict(members or {}))
+            return shapes.organization(self.app.urls, found, 0, 0, owner_view=True)
 
     def revoke_token(self, token: str) -> None:
         """Later requests with ``token`` get 401 "Bad credentials"."""
@@ -154,22 +168,47 @@ class GitHubStandIn:
         self,
         method: str,
         path_regex: str,
-        status: int,
+        status: int | None = None,
         times: int = 1,
         apply_first: bool = False,
         headers: dict[str, str] | None = None,
         body: dict[str, Any] | None = None,
+        *,
+        delay: float = 0.0,
+        starter: bool = False,
     ) -> Fault:
         """Answer the next ``times`` requests matching ``method`` (``"*"`` for any) and ``path_regex``
         (``re.search`` on the full URL path, e.g. ``r"/releases/\\d+/assets$"``) with ``status``.
 
         Without ``body`` the answer is GitHub's JSON error shape (403/429 default to the secondary-rate-limit
         message, so add ``headers={"Retry-After": "1"}`` to make PyGithub wait 1 s instead of 60 s).
-        ``apply_first=True`` performs the operation and then answers the fault. Returns the `Fault` (its
-        ``hits`` counts how often it fired)."""
+        ``apply_first=True`` performs the operation and then answers the fault.
+
+        ``delay=SECONDS`` holds the answer back that long (without blocking other requests), to test client
+        timeouts: with a ``status`` the late answer is the fault; with ``status=None`` it is the operation's own
+        answer, and ``apply_first`` decides whether the operation happens before the wait (GitHub applied it,
+        the client gave up waiting) or after it (a request body is then only read, and the operation made, if
+        the client is still connected; otherwise the log records 499).
+
+        ``starter=True`` (asset uploads only; status defaults to 502) stores the asset with the first half of
+        the uploaded bytes in state ``"open"`` and then answers the fault: the leftover of an upload that died
+        half-way, which keeps the name taken. Returns the `Fault` (its ``hits`` counts how often it fired)."""
         re.compile(path_regex)
-        fault = Fault(method, path_regex, status, times, apply_first, dict(headers or {}), body)
+        if delay < 0:
+            raise ValueError("delay must be >= 0")
+        if starter and apply_first:
+            raise ValueError("starter faults already apply part of the upload; apply_first does not combine")
+        if starter and status is None:
+            status = 502
+        if status is None and not delay:
+            raise ValueError("a fault needs a status, a delay, or both")
+        fault = Fault(method, path_regex, status, times, apply_first, dict(headers or {}), body, delay=delay,
+                      starter=starter)
         return self.app.faults.add(fault)
+
+    def remove_fault(self, fault: Fault) -> None:
+        """Retire one fault (others stay): for tests that run several fault scenarios at once."""
+        self.app.faults.remove(fault)
 
     def clear_faults(self) -> None:
         self.app.faults.clear()
@@ -233,6 +272,18 @@ class GitHubStandIn:
             found = self._repo(owner, repo)
             head = found.branch_head(branch or found.default_branch)
             return None if head is None else head.sha
+
+    def history(self, owner: str, repo: str, branch: str | None = None) -> list[tuple[str, str]]:
+        """``(sha, message)`` of every commit on ``branch`` (default branch if None), newest first, following
+        first parents: lets a test count commits (e.g. that a retried PUT made exactly one)."""
+        with self.world.lock:
+            found = self._repo(owner, repo)
+            commit = found.branch_head(branch or found.default_branch)
+            out = []
+            while commit is not None:
+                out.append((commit.sha, commit.message))
+                commit = found.commits.get(commit.parents[0]) if commit.parents else None
+            return out
 
     @property
     def schema_violations(self) -> list[Any]:

@@ -75,7 +75,7 @@ def simple_user(urls: Urls, user: User) -> JSON:
         "repos_url": f"{api}/repos",
         "events_url": f"{api}/events{{/privacy}}",
         "received_events_url": f"{api}/received_events",
-        "type": "User",
+        "type": user.type,
         "user_view_type": "public",
         "site_admin": False,
     }
@@ -109,6 +109,65 @@ def private_user(urls: Urls, user: User, public_repos: int, private_repos: int) 
         "two_factor_authentication": False,
         "plan": {"name": "free", "space": 976562499, "collaborators": 0, "private_repos": 10000},
     }
+
+
+def organization(urls: Urls, org: User, public_repos: int, private_repos: int, owner_view: bool) -> JSON:
+    """``GET /orgs/{org}`` (organization-full). GitHub shows plan, billing and member policies only to the
+    organisation's owners, so those members are present only with ``owner_view``. Profile fields the schema
+    types as non-nullable strings (``company``, ``blog``, ``location``, ``email``) are left out rather than
+    sent as null, as GitHub does for an organisation that never filled them in."""
+    api = f"{urls.api}/orgs/{org.login}"
+    body: JSON = {
+        "login": org.login,
+        "id": org.id,
+        "node_id": org.node_id,
+        "url": api,
+        "repos_url": f"{api}/repos",
+        "events_url": f"{api}/events",
+        "hooks_url": f"{api}/hooks",
+        "issues_url": f"{api}/issues",
+        "members_url": f"{api}/members{{/member}}",
+        "public_members_url": f"{api}/public_members{{/member}}",
+        "avatar_url": f"{urls.base}/avatars/u/{org.id}",
+        "description": None,
+        "name": org.login,
+        "twitter_username": None,
+        "is_verified": False,
+        "has_organization_projects": True,
+        "has_repository_projects": True,
+        "public_repos": public_repos,
+        "public_gists": 0,
+        "followers": 0,
+        "following": 0,
+        "html_url": f"{urls.web}/{org.login}",
+        "type": "Organization",
+        "created_at": iso(org.created_at),
+        "updated_at": iso(org.created_at),
+        "archived_at": None,
+    }
+    if owner_view:
+        body.update(
+            total_private_repos=private_repos,
+            owned_private_repos=private_repos,
+            private_gists=0,
+            disk_usage=0,
+            collaborators=0,
+            billing_email=None,
+            plan={"name": "free", "space": 976562499, "private_repos": 10000, "filled_seats": len(org.members),
+                  "seats": len(org.members)},
+            default_repository_permission="read",
+            default_repository_branch="main",
+            members_can_create_repositories=True,
+            two_factor_requirement_enabled=False,
+            members_allowed_repository_creation_type="all",
+            members_can_create_public_repositories=True,
+            members_can_create_private_repositories=True,
+            members_can_create_internal_repositories=False,
+            members_can_create_pages=True,
+            members_can_fork_private_repositories=False,
+            web_commit_signoff_required=False,
+        )
+    return body
 
 
 def permissions(role: str) -> JSON:

@@ -22,6 +22,10 @@ from datetime import datetime, timezone
 # GitHub's repository roles, weakest first; a role includes every weaker one.
 PERMISSION_LEVELS: dict[str, int] = {"pull": 1, "triage": 2, "push": 3, "maintain": 4, "admin": 5}
 PERMISSION_ALIASES: dict[str, str] = {"read": "pull", "write": "push"}
+# Organisation roles. Owners ("admin") have admin on every repository of the organisation; members get the
+# organisation's base permission, GitHub's default for which is "read" (= pull), and may create repositories.
+ORG_ROLES = ("admin", "member")
+ORG_BASE_PERMISSION = "pull"
 
 # GitHub's contents API inlines a file's base64 only up to 1 MB; larger files come back with
 # `encoding: "none"` and `content: ""` and must be read through the git blobs API.
@@ -81,15 +85,24 @@ def sanitize_asset_name(name: str, plus_to_dot: bool = False) -> str:
 
 @dataclass
 class User:
-    """A GitHub account (always ``type: User``; organisations are not modelled)."""
+    """A GitHub account: a user, or an organisation (``type == "Organization"``, with ``members``).
+
+    Users and organisations share one namespace of logins and ids on GitHub, so they share one table here.
+    """
 
     id: int
     login: str
     created_at: float
+    type: str = "User"
+    members: dict[str, str] = field(default_factory=dict)  # organisations: lower-case login -> "admin"|"member"
+
+    @property
+    def is_org(self) -> bool:
+        return self.type == "Organization"
 
     @property
     def node_id(self) -> str:
-        return node_id("U", self.id)
+        return node_id("O" if self.is_org else "U", self.id)
 
 
 @dataclass
@@ -120,7 +133,7 @@ class Asset:
     label: str | None
     content_type: str
     data: bytes
-    digest: str
+    digest: str | None  # "sha256:<hex>"; None while an upload is incomplete
     uploader: User
     created_at: float
     updated_at: float
@@ -187,14 +200,20 @@ class Repo:
         return not self.commits
 
     def role_of(self, user: User | None) -> str | None:
-        """The user's role on this repo: owner -> admin, collaborator -> granted role, public -> pull."""
+        """The user's role on this repo, the strongest of: owner -> admin; organisation owner -> admin,
+        organisation member -> the base permission (pull); collaborator -> granted role; public repo -> pull."""
+        roles = [] if self.private else ["pull"]
         if user is not None:
-            if user.login.lower() == self.owner.login.lower():
+            login = user.login.lower()
+            if login == self.owner.login.lower():
                 return "admin"
-            granted = self.collaborators.get(user.login.lower())
+            org_role = self.owner.members.get(login) if self.owner.is_org else None
+            if org_role is not None:
+                roles.append("admin" if org_role == "admin" else ORG_BASE_PERMISSION)
+            granted = self.collaborators.get(login)
             if granted is not None:
-                return granted
-        return None if self.private else "pull"
+                roles.append(granted)
+        return max(roles, key=PERMISSION_LEVELS.__getitem__) if roles else None
 
     def branch_head(self, branch: str) -> Commit | None:
         sha = self.refs.get("refs/heads/" + branch)
@@ -298,6 +317,31 @@ class World:
                 found = User(id=next(self._user_ids), login=login, created_at=time.time())
                 self.users[login.lower()] = found
             return found
+
+    def add_org(self, login: str, members: dict[str, str]) -> User:
+        """Create organisation ``login`` (or update its members); member users are created as needed."""
+        with self.lock:
+            for role in members.values():
+                if role not in ORG_ROLES:
+                    raise ValueError(f"unknown organisation role {role!r} (use one of {', '.join(ORG_ROLES)})")
+            org = self.users.get(login.lower())
+            if org is None:
+                org = User(id=next(self._user_ids), login=login, created_at=time.time(), type="Organization")
+                self.users[login.lower()] = org
+            elif not org.is_org:
+                raise ValueError(f"{login!r} is already a user account")
+            for member, role in members.items():
+                user = self.user(member)
+                if user.is_org:
+                    raise ValueError(f"an organisation ({member!r}) cannot be a member")
+                org.members[user.login.lower()] = role
+            return org
+
+    def org(self, login: str) -> User | None:
+        """The organisation called ``login``, or None (also for user accounts)."""
+        with self.lock:
+            found = self.users.get(login.lower())
+            return found if found is not None and found.is_org else None
 
     def find_repo(self, owner: str, name: str) -> Repo | None:
         with self.lock:
