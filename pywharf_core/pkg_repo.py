@@ -9,6 +9,7 @@ CPython) and never lock; writers (upload, sync) build a new snapshot and swap it
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import logging
 import threading
@@ -75,6 +76,7 @@ class PkgRepo:
             self._remote_records, self._remote_token = self.local_index.load_synced()
             journal = self.local_index.load_journal()
             self.snapshot = IndexSnapshot.build(self._remote_records).with_records(journal)
+        gc.freeze()  # see sync_once
 
     def record_upload(self, record: FileRecord) -> None:
         """Make an accepted upload (or a changed record) visible at once and durable in the journal."""
@@ -114,6 +116,11 @@ class PkgRepo:
                 self._remote_records, self._remote_token = records, remote.token
             journal = self.local_index.load_journal()
             self.snapshot = IndexSnapshot.build(self._remote_records).with_records(journal)
+        if remote is not None:
+            # A big index is a million long-lived objects; left in the collector's generations,
+            # each full collection walks them all (tens of ms, seen as p99 spikes). They hold no
+            # cycles and are freed by reference counting when a later snapshot replaces them.
+            gc.freeze()
         self.last_sync = time.time()
         self.last_sync_error = None
         return remote is not None
