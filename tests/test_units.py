@@ -819,3 +819,50 @@ def test_authenticate_decision_comes_only_from_compare_digest(fs_backend: FileSy
     monkeypatch.setattr(hmac, "compare_digest", lambda a, b: False)
     assert fs_backend.authenticate("write-secret") is Permission.NONE
     assert fs_backend.authenticate("read-secret") is Permission.NONE
+
+
+# -- batched parsing of large indexes ----------------------------------------------------------
+
+
+def _many_records(count: int) -> list[FileRecord]:
+    return [
+        record(f"pkg{i:04d}-1.{i % 3}-py3-none-any.whl", summary=f"summary {i}",
+               classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: MIT License"],
+               requires_dist=["requests>=2", "rich; extra == 'x'"])
+        for i in range(count)
+    ]
+
+
+def test_batched_parse_equals_one_document_parse():
+    """An index of many entries (several batches, each with a ``.meta`` subtable) parses in
+    batches to exactly what parsing the whole document gives."""
+    import tomllib
+
+    from pywharf_core.index import _BATCH_ENTRIES, _parse_in_batches, records_from_document
+
+    records = _many_records(_BATCH_ENTRIES * 2 + 17)
+    text = dump_index(records).decode()
+    batched = _parse_in_batches(text)
+    assert batched is not None, "a document pywharf wrote must take the batched path"
+    assert batched == records_from_document(tomllib.loads(text))
+    assert sorted(batched, key=lambda r: r.filename) == sorted(records, key=lambda r: r.filename)
+    # Equal values are shared objects, not copies (that is where the memory goes).
+    assert batched[0].meta["classifiers"] is batched[-1].meta["classifiers"]
+
+
+def test_batched_parse_defers_to_the_full_parser_when_unsure():
+    """Multi-line strings, or a filename repeated across batches: the whole-document parser
+    decides (same records, same errors) instead of the batch splitter."""
+    from pywharf_core.index import _BATCH_ENTRIES, _parse_in_batches
+
+    records = _many_records(_BATCH_ENTRIES + 5)
+    text = dump_index(records).decode()
+    multiline = text.replace('summary = "summary 3"', 'summary = """summary\n[files."x"]\n3"""')
+    assert _parse_in_batches(multiline) is None
+    assert len(parse_index(multiline)) == len(records)
+
+    first = text.split('\n[files."')[1]
+    repeated = text + '\n[files."' + first
+    assert _parse_in_batches(repeated) is None
+    with pytest.raises(IndexFormatError):
+        parse_index(repeated)
