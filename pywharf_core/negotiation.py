@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
@@ -36,8 +38,11 @@ def _parse_accept(header: str) -> list[tuple[str, float]]:
     return ranges
 
 
+@functools.lru_cache(maxsize=512)
 def choose_content_type(accept: str | None, format_param: str | None = None) -> str | None:
     """The content type to answer with, or None when nothing acceptable is offered (406).
+
+    Memoised: clients send a handful of distinct Accept values, and this runs on every page.
 
     No Accept header (or ``*/*``) means HTML, as PEP 691 requires for compatibility.
     ``?format=json|html|<content type>`` overrides negotiation.

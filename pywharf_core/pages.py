@@ -37,6 +37,10 @@ class RenderedPage:
     body: bytes
     etag: str = ""
     _gzipped: bytes | None = field(default=None, repr=False)
+    # (content type, gzip, max-age) -> (body, raw response headers), filled by the app.
+    variants: dict[tuple[str, bool, int], tuple[bytes, list[tuple[bytes, bytes]]]] = field(
+        default_factory=dict, repr=False
+    )
 
     def __post_init__(self) -> None:
         self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:40] + '"'
