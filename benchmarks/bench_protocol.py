@@ -331,7 +331,7 @@ def main() -> None:
                  f"{p_download[2]:,.0f}" if p_download else "-", ratio(download[2], p_download and p_download[2])))
     if "upload" in ours:
         rows.append(("1 GiB upload", str(ours["upload"]), "-", "-"))
-    rows.append(("server RSS with the index loaded (MB)", f"{ours['rss_loaded']:.0f}", "-", "-"))
+    rows.append(("server peak RSS before the upload (MB)", f"{ours['rss_loaded']:.0f}", "-", "-"))
     rows.append(("start (s)", str(ours["start (s)"]), str(theirs.get("start (s)", "-")), "-"))
     width = max(len(r[0]) for r in rows)
     print(f"\n{'metric':<{width}} | {'pywharf':>30} | {'pypiserver':>18} | ratio")
