@@ -13,9 +13,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import requests
@@ -102,6 +103,21 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T], timeout: float, describe: Callable[[], str]) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``describe()`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(describe())
+        time.sleep(0.1)
 
 
 def start_server(root: Path, config_text: str | None = None, *extra: str, admin_text: str | None = None,

@@ -33,7 +33,7 @@ import pytest
 import requests
 import tomli_w
 import yaml
-from conftest import Server, client_env, run, tool
+from conftest import Server, client_env, run, tool, wait_for
 from distbuilder import DistSpec, build_wheel
 from github import Auth, Github, GithubException, RateLimitExceededExceedsMaxWait
 from github_standin import GitHubStandIn
@@ -336,17 +336,6 @@ def files_on(server: Server, project: str, token: str = READER) -> list[str]:
         return []
     assert response.status_code == 200, response.text
     return [f["filename"] for f in response.json()["files"]]
-
-
-def wait_for(probe, timeout: float, message) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(message())
-        time.sleep(0.1)
 
 
 def update_index(standin: GitHubStandIn, env: dict[str, str], cwd: Path, *flags: str, repo: str = REPO_NAME,

@@ -21,15 +21,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import requests
-from conftest import Server, client_env, free_port, fs_config, run, tool
+from conftest import Server, client_env, free_port, fs_config, run, tool, wait_for
 from distbuilder import DistSpec, build_wheel
 
 if sys.version_info >= (3, 11):
@@ -40,8 +38,6 @@ else:  # pragma: no cover
 REPO = "local"
 READ, WRITE = "read-secret", "write-secret"
 INTERVAL = 1  # sync_index_interval of every server here (seconds)
-
-T = TypeVar("T")
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -95,18 +91,6 @@ def index_mtime(server: Server, repo: str = REPO, secret: str = READ) -> int:
     response = get(server, "/index_mtime/", repo, secret)
     assert response.status_code == 200, f"{response.status_code} {response.text}"
     return int(response.text.strip())
-
-
-def wait_for(probe: Callable[[], T], timeout: float, describe: Callable[[], str]) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``describe()`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(describe())
-        time.sleep(0.1)
 
 
 def sync_config(**extra: object) -> str:
