@@ -182,11 +182,11 @@ def hello_world_ceiling(tmp: Path, script: Path, seconds: int, connections: int)
 
 
 def upload_one_gib(port: int) -> float:
-    """The streamed 1 GiB legacy upload of tests/test_big_upload.py; returns seconds."""
+    """The streamed 1 GiB legacy upload the tests use (tests/streamed_upload.py); returns seconds."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from test_big_upload import BOUNDARY, FILE_SIZE, StreamedForm
+    from streamed_upload import BOUNDARY, StreamedWheel
 
-    form = StreamedForm(FILE_SIZE)
+    form = StreamedWheel("big", 1 << 30)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     started = time.perf_counter()
     conn.putrequest("POST", "/simple/")

@@ -20,7 +20,6 @@ import hashlib
 import http.client
 import json
 import os
-import random
 import signal
 import sys
 import threading
@@ -36,6 +35,7 @@ import requests
 from conftest import Server, run, tool
 from distbuilder import DistSpec, build_wheel
 from seaweed import ACCESS_KEY, SECRET_KEY, SeaweedFS, start_seaweedfs
+from streamed_upload import BOUNDARY, StreamedWheel
 from test_index_sync import legacy_upload, pip_install, project_files, twine_upload, wait_for
 
 from pywharf_core.config import ConfigSource, build_config, load_admin_secrets
@@ -106,50 +106,6 @@ def rss_bytes(pid: int, field_name: str = "VmHWM") -> int:
         if line.startswith(f"{field_name}:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no {field_name} in /proc status")
-
-
-BOUNDARY = "pywharf-s3-test-boundary-5b0e"
-
-
-class StreamedWheel:
-    """A legacy-upload body for a big pseudo-random "wheel", generated while it is sent.
-
-    The sha256 field follows the file part (the server validates fields only once the whole
-    form is in), so neither side ever holds the file in memory.
-    """
-
-    def __init__(self, name: str, size: int, seed: int = 7) -> None:
-        self.name, self.size, self.seed = name, size, seed
-        self.filename = f"{name}-1.0-py3-none-any.whl"
-        self.sha256 = hashlib.sha256()
-        fields = [(":action", "file_upload"), ("protocol_version", "1"), ("name", name), ("version", "1.0"),
-                  ("filetype", "bdist_wheel"), ("pyversion", "py3"), ("metadata_version", "2.1")]
-        self.head = b"".join(self._field(k, v) for k, v in fields) + (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="content"; filename="{self.filename}"\r\n'
-            "Content-Type: application/octet-stream\r\n\r\n").encode()
-        self.tail_length = len(self._tail("0" * 64))
-
-    @staticmethod
-    def _field(name: str, value: str) -> bytes:
-        return f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-
-    def _tail(self, digest: str) -> bytes:
-        return b"\r\n" + self._field("sha256_digest", digest) + f"--{BOUNDARY}--\r\n".encode()
-
-    @property
-    def content_length(self) -> int:
-        return len(self.head) + self.size + self.tail_length
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self.head
-        rng = random.Random(self.seed)
-        remaining = self.size
-        while remaining:
-            chunk = rng.randbytes(min(MIB, remaining))
-            self.sha256.update(chunk)
-            remaining -= len(chunk)
-            yield chunk
-        yield self._tail(self.sha256.hexdigest())
 
 
 def open_upload(server: Server, form: StreamedWheel) -> http.client.HTTPConnection:
