@@ -25,7 +25,6 @@ import argparse
 import base64
 import http.client
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -37,8 +36,8 @@ from pathlib import Path
 
 import requests
 
-from benchmarks.bench_servers import free_port
 from benchmarks.corpus import build_corpus
+from benchmarks.load import free_port, wrk
 
 LUA = """
 math.randomseed(os.time())
@@ -87,19 +86,6 @@ def wait_http(url: str, timeout: float = 120, **kwargs: object) -> None:
             pass
         time.sleep(0.02)
     raise RuntimeError(f"{url} never answered 200")
-
-
-def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, str, float]:
-    """req/s, p99 and transfer MB/s from one wrk run."""
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)
-    value, unit = re.search(r"Transfer/sec:\s+([\d.]+)(\w+)", out).groups()
-    scale = {"B": 1e-6, "KB": 1024 / 1e6, "MB": 1024**2 / 1e6, "GB": 1024**3 / 1e6}[unit]
-    return rps, p99, float(value) * scale
 
 
 def median_latency_ms(url: str, samples: int = 30, **headers: str) -> float:

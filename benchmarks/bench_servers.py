@@ -12,10 +12,8 @@ from __future__ import annotations
 import argparse
 import base64
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,7 @@ from pathlib import Path
 import requests
 
 from benchmarks.corpus import build_corpus
+from benchmarks.load import free_port, wrk
 
 LUA = """
 math.randomseed(os.time())
@@ -33,12 +32,6 @@ request = function()
   return wrk.format("GET", path, {{["Authorization"] = "{auth}"}})
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(root: Path, config: Path, server: str) -> tuple[subprocess.Popen[bytes], int, float]:
@@ -57,17 +50,6 @@ def start(root: Path, config: Path, server: str) -> tuple[subprocess.Popen[bytes
         except requests.ConnectionError:
             time.sleep(0.02)
     return proc, port, time.perf_counter() - started
-
-
-def wrk(port: int, script: Path, seconds: int, connections: int) -> tuple[float, str]:
-    out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-         f"http://127.0.0.1:{port}"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+(\S+)", out).group(1)
-    return rps, p99
 
 
 def main() -> None:
@@ -99,7 +81,7 @@ def main() -> None:
                     if r.status_code == 200:
                         break
                     time.sleep(0.1)
-                rps, p99 = wrk(port, script, args.seconds, args.connections)
+                rps, p99, _ = wrk(f"http://127.0.0.1:{port}", script, args.seconds, args.connections)
                 print(f"{server:<10} {start_s:>10.2f} {rps:>10.0f} {p99:>10}")
             finally:
                 proc.send_signal(signal.SIGTERM)

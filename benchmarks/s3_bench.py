@@ -24,7 +24,6 @@ import http.client
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import requests
 
+from benchmarks.load import free_port
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from distbuilder import DistSpec, build_wheel
 from seaweed import ACCESS_KEY, SECRET_KEY, SeaweedFS, start_seaweedfs
@@ -43,12 +44,6 @@ from pywharf_core.index import FileRecord, dump_index
 
 BOUNDARY = "pywharf-s3-bench-boundary"
 MIB = 1 << 20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(root: Path, config: str, admin: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
