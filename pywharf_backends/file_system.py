@@ -41,7 +41,7 @@ from pywharf_core.backend import (
 from pywharf_core.config import PkgRepoConfig
 from pywharf_core.core_metadata import description_of, extract_core_metadata, read_core_metadata
 from pywharf_core.errors import FileConflict, InvalidName
-from pywharf_core.index import FileRecord, freeze_meta
+from pywharf_core.index import FileRecord, freeze_meta, is_sha256_hex
 from pywharf_core.names import parse_dist_filename
 from pywharf_core.registry import BackendSpec
 from pywharf_core.shared_secrets import shared_secret_permission
@@ -210,7 +210,7 @@ class FileSystemBackend(Backend):
             path = Path(entry.path)
             meta = self._read_sidecar(entry.name) or read_core_metadata(path)
             size = entry.stat().st_size
-            sha256 = meta.get("sha256") if meta.get("size") == size else None
+            sha256 = meta.get("sha256") if meta.get("size") == size and is_sha256_hex(meta.get("sha256")) else None
             yield FileRecord(
                 filename=entry.name,
                 distrib=dist.project,

@@ -81,6 +81,7 @@ from pywharf_core.index import (
     dump_index,
     dump_record_entry,
     freeze_meta,
+    is_sha256_hex,
     parse_index,
     utc_timestamp,
 )
@@ -808,8 +809,8 @@ class S3Backend(Backend):
     ) -> FileRecord:
         dist = parse_dist_filename(filename)
         meta = (self._read_sidecar(filename) if has_sidecar else None) or {}
-        sha256 = meta.get("sha256") if meta.get("size") == size and isinstance(meta.get("sha256"), str) else None
-        if has_metadata_file and meta.get("metadata_sha256"):
+        sha256 = meta.get("sha256") if meta.get("size") == size and is_sha256_hex(meta.get("sha256")) else None
+        if has_metadata_file and is_sha256_hex(meta.get("metadata_sha256")):
             metadata_sha256 = str(meta["metadata_sha256"])
         elif has_metadata_file:
             data = self.s3.get_object(Bucket=self.bucket, Key=self._metadata_key(filename))["Body"].read()

@@ -19,6 +19,12 @@ class InvalidName(PywharfError):
     """A repository name, project name or filename is not acceptable (e.g. path traversal)."""
 
 
+class InvalidDigest(InvalidName):
+    """A record's sha256 is not 64 hex digits. Digests go into pages unescaped-by-design
+    (``#sha256=``, ``data-core-metadata``), so anything else would let whoever can write the
+    storage or the remote index inject markup; like a bad filename, the entry is unusable."""
+
+
 class UploadRejected(PywharfError):
     """An upload is refused; ``status`` is the HTTP status code to answer with."""
 

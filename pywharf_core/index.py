@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from typing import Any
 
 import tomli_w
 
-from pywharf_core.errors import InvalidName
+from pywharf_core.errors import InvalidDigest, InvalidName
 from pywharf_core.names import DIST_SUFFIXES, check_safe_filename, normalize_project, parse_dist_filename
 
 if sys.version_info >= (3, 11):
@@ -66,6 +67,14 @@ TRANSPORT_FIELDS = frozenset({":action", "protocol_version", "content", "gpg_sig
 SIDECAR_ONLY_FIELDS = frozenset({"description"})
 
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def is_sha256_hex(value: object) -> bool:
+    """Whether ``value`` is a sha256 as the index stores it: 64 lowercase hex digits."""
+    return isinstance(value, str) and _SHA256_HEX.fullmatch(value) is not None
+
+
 def utc_timestamp(moment: datetime | None = None) -> str:
     """ISO 8601 UTC with microseconds and a ``Z``, the form PEP 700 ``upload-time`` uses."""
     moment = moment or datetime.now(timezone.utc)
@@ -89,6 +98,10 @@ class FileRecord:
     # PEP 592: yanked files stay installable by exact pin but are skipped by resolvers.
     yanked: bool = False
     yanked_reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not is_sha256_hex(self.sha256) or (self.metadata_sha256 and not is_sha256_hex(self.metadata_sha256)):
+            raise InvalidDigest(f"index entry {self.filename!r} has a malformed sha256")
 
     def state_key(self) -> tuple[str, str, bool, str]:
         """What a remote index must agree on before a local journal entry can be dropped."""

@@ -81,11 +81,11 @@ def _file_anchor(record: FileRecord) -> str:
     if record.requires_python:
         attrs.append(f' data-requires-python="{escape(record.requires_python, quote=True)}"')
     if record.metadata_sha256:
-        digest = f"sha256={record.metadata_sha256}"
+        digest = f"sha256={escape(record.metadata_sha256, quote=True)}"
         attrs.append(f' data-core-metadata="{digest}" data-dist-info-metadata="{digest}"')
     if record.yanked:
         attrs.append(f' data-yanked="{escape(record.yanked_reason, quote=True)}"')
-    href = f"{quote(record.filename)}#sha256={record.sha256}"
+    href = f"{quote(record.filename)}#sha256={escape(record.sha256, quote=True)}"
     return f'<a href="{href}"{"".join(attrs)}>{escape(record.filename)}</a><br>\n'
 
 

@@ -275,12 +275,12 @@ type = "file_system"
 distrib = "demo-pkg"
 package = "demo_pkg-1.0-py3-none-any"
 ext = ".whl"
-sha256 = "ABCDEF0123"
+sha256 = "ABCDEF0123000000000000000000000000000000000000000000000000000000"
 package_path = "/srv/storage/demo-pkg/demo_pkg-1.0-py3-none-any.whl"
 
 [pkgs.meta]
 distrib = "demo-pkg"
-sha256 = "ABCDEF0123"
+sha256 = "ABCDEF0123000000000000000000000000000000000000000000000000000000"
 name = "Demo_Pkg"
 version = "1.0"
 requires_python = ">=3.7"
@@ -292,7 +292,7 @@ type = "file_system"
 distrib = "demo-pkg"
 package = "demo_pkg-1.0"
 ext = ".tar.gz"
-sha256 = "0123abcdef"
+sha256 = "0123abcdef000000000000000000000000000000000000000000000000000000"
 
 [pkgs.meta]
 name = "Demo_Pkg"
@@ -303,7 +303,7 @@ type = "file_system"
 distrib = "other"
 package = "other-0.1"
 ext = "tar.gz"
-sha256 = "ff"
+sha256 = "ff00000000000000000000000000000000000000000000000000000000000000"
 
 [pkgs.meta]
 version = "0.1"
@@ -319,11 +319,11 @@ def test_parse_legacy_0_2_3_index():
     wheel = records["demo_pkg-1.0-py3-none-any.whl"]
     assert wheel.distrib == "demo-pkg"
     assert wheel.version == "1.0"
-    assert wheel.sha256 == "abcdef0123"
+    assert wheel.sha256 == "abcdef0123000000000000000000000000000000000000000000000000000000"
     assert wheel.requires_python == ">=3.7"
     assert wheel.meta["summary"] == "Demo"
     assert wheel.meta["classifiers"] == ("Programming Language :: Python :: 3",)
-    assert records["demo_pkg-1.0.tar.gz"].sha256 == "0123abcdef"
+    assert records["demo_pkg-1.0.tar.gz"].sha256 == "0123abcdef000000000000000000000000000000000000000000000000000000"
     assert records["other-0.1.tar.gz"].distrib == "other"
     snap = IndexSnapshot.build(records.values())
     assert snap.project_names == ("demo-pkg", "other")
@@ -338,8 +338,8 @@ def test_index_skips_unusable_filenames(filename, with_distrib_and_version):
     escape the storage folder (or is no distribution) is skipped, whether or not the entry also
     carries ``distrib``/``version`` (which lets the parser skip re-parsing the filename)."""
     extra = 'distrib = "evil"\nversion = "1.0"\n' if with_distrib_and_version else ""
-    document = (f'format = 2\n[files."{filename}"]\n{extra}sha256 = "ab"\n'
-                '[files."good-1.0.tar.gz"]\ndistrib = "good"\nversion = "1.0"\nsha256 = "cd"\n')
+    document = (f'format = 2\n[files."{filename}"]\n{extra}sha256 = "{SHA_A}"\n'
+                f'[files."good-1.0.tar.gz"]\ndistrib = "good"\nversion = "1.0"\nsha256 = "{SHA_B}"\n')
     assert [r.filename for r in parse_index(document)] == ["good-1.0.tar.gz"]
 
 
@@ -360,7 +360,7 @@ def test_corrupt_index_json_raises_index_format_error(data):
 
 def test_legacy_index_skips_unusable_filenames():
     """One bad entry (e.g. a traversal name) must not make the whole legacy index unusable."""
-    doc = LEGACY_INDEX + '\n[[pkgs]]\npackage = "../evil-1.0"\next = ".tar.gz"\nsha256 = "00"\n'
+    doc = LEGACY_INDEX + '\n[[pkgs]]\npackage = "../evil-1.0"\next = ".tar.gz"\nsha256 = "' + SHA_A + '"\n'
     assert len(parse_index(doc)) == 3
 
 
@@ -866,3 +866,25 @@ def test_batched_parse_defers_to_the_full_parser_when_unsure():
     assert _parse_in_batches(repeated) is None
     with pytest.raises(IndexFormatError):
         parse_index(repeated)
+
+
+def test_index_entries_with_markup_in_a_digest_are_skipped_not_rendered():
+    """Security review finding: whoever can write the storage or the remote index must not be
+    able to inject markup into simple pages through ``sha256`` / ``metadata_sha256`` (they are
+    written into ``href`` and ``data-core-metadata``). Such entries are unusable: skipped."""
+    from pywharf_core.errors import InvalidDigest
+    from pywharf_core.pages import render_project_html
+
+    good = record("ok-1.0-py3-none-any.whl")
+    text = dump_index([good]).decode() + (
+        '\n[files."xss-1.0-py3-none-any.whl"]\ndistrib = "xss"\nversion = "1.0"\n'
+        'sha256 = "x\\"><script>alert(1)</script>"\nsize = 1\nupload_time = ""\n'
+        '\n[files."xss-2.0-py3-none-any.whl"]\ndistrib = "xss"\nversion = "2.0"\n'
+        f'sha256 = "{SHA_A}"\nmetadata_sha256 = "y\\"><img src=x onerror=alert(1)>"\nsize = 1\nupload_time = ""\n'
+    )
+    assert [r.filename for r in parse_index(text)] == [good.filename]
+    with pytest.raises(InvalidDigest):
+        dataclasses.replace(good, sha256="A" * 64)  # upper case is not how the index stores it
+    with pytest.raises(InvalidDigest):
+        dataclasses.replace(good, metadata_sha256="<b>")
+    assert "<script" not in render_project_html("ok", [good]).decode()

@@ -64,7 +64,7 @@ from pywharf_core.backend import (
 )
 from pywharf_core.core_metadata import description_of
 from pywharf_core.errors import FileConflict, InvalidName, UploadRejected
-from pywharf_core.index import FileRecord, freeze_meta, utc_timestamp
+from pywharf_core.index import FileRecord, freeze_meta, is_sha256_hex, utc_timestamp
 from pywharf_core.names import parse_dist_filename
 
 if sys.version_info >= (3, 11):
@@ -245,6 +245,8 @@ def record_from_release(
         return None
     fields = release.fields
     claimed = str(fields.get("sha256") or fields.get("sha256_digest") or "").lower()
+    if not is_sha256_hex(claimed):
+        claimed = ""  # a release body anyone with push access can edit: never trusted as markup
     sha256 = asset.digest or claimed
     if asset.digest and claimed and asset.digest != claimed:
         log.warning("release %r: body says sha256 %s but GitHub's asset digest is %s; using the digest",
@@ -257,6 +259,11 @@ def record_from_release(
     metadata_sha256 = ""
     if metadata is not None:
         metadata_sha256 = metadata.digest or str(fields.get("metadata_sha256") or "").lower()
+        if not is_sha256_hex(metadata_sha256):
+            metadata_sha256 = ""
+    if not is_sha256_hex(sha256):
+        log.warning("release %r: no usable sha256 (%r); skipped", filename, sha256[:80])
+        return None
     upload_time = str(fields.get("upload_time") or "") or _iso_to_timestamp(asset.created_at or release.created_at)
     return FileRecord(
         filename=filename,
