@@ -301,6 +301,10 @@ async def index_mtime(request: Request) -> Response:
     return PlainTextResponse(str(int(repo.last_sync or 0)))
 
 
+# A config or admin secret is a few KB; the cap keeps an open /initialize/ from buffering more.
+MAX_INITIALIZE_BYTES = 1 << 20
+
+
 async def initialize(request: Request) -> Response:
     """(Re)configure the server from ``config`` / ``admin_secret`` form fields or files.
 
@@ -315,12 +319,19 @@ async def initialize(request: Request) -> Response:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise HTTPException(403, "A valid 'Authorization: Bearer <initialize token>' header is required.")
-    async with request.form(max_files=2, max_fields=10) as form:
+    too_big = f"Request Entity Too Large: config and admin_secret must be under {MAX_INITIALIZE_BYTES} bytes."
+    if int(request.headers.get("content-length") or 0) > 2 * MAX_INITIALIZE_BYTES:
+        raise HTTPException(413, too_big)
+    async with request.form(max_files=2, max_fields=10, max_part_size=MAX_INITIALIZE_BYTES) as form:
         texts = {}
         for key in ("config", "admin_secret"):
             value = form.get(key)
             if isinstance(value, UploadFile):
-                value = (await value.read()).decode("utf-8", "replace")
+                if value.size is not None and value.size > MAX_INITIALIZE_BYTES:
+                    raise HTTPException(413, too_big)
+                value = (await value.read(MAX_INITIALIZE_BYTES + 1)).decode("utf-8", "replace")
+                if len(value) > MAX_INITIALIZE_BYTES:
+                    raise HTTPException(413, too_big)
             texts[key] = value or None
     if texts["config"] is None:
         raise HTTPException(400, "The 'config' field is required.")
@@ -328,6 +339,9 @@ async def initialize(request: Request) -> Response:
     def apply() -> int:
         with state.install_lock:
             setup = load_setup(texts["config"], texts["admin_secret"], is_text=True)
+            if not setup.configs:
+                # An empty config would claim an open server while serving nothing.
+                raise ConfigError("config: it defines no package repository")
             state.install(build_repos(setup, state.settings))
             return len(setup.configs)
 

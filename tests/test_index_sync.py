@@ -493,6 +493,22 @@ def test_ci_service_container_flow(tmp_path: Path) -> None:
 # -- 6. /initialize/ token rules -------------------------------------------------------------------
 
 
+def test_open_initialize_refuses_huge_bodies_and_empty_configs(server_factory) -> None:
+    """Security review: before its first /initialize/ a server takes it from anyone, so a
+    huge file field must not be buffered (413) and a config defining no repository must not
+    claim the server (400); after both, the rightful first /initialize/ still works."""
+    server = server_factory(None, "--extra_index_url=")
+    url = f"{server.base}/initialize/"
+    huge = requests.post(url, files={"config": ("c.toml", b"#" * (3 << 20), "application/toml")}, timeout=30)
+    assert huge.status_code == 413, huge.text
+    empty = requests.post(url, data={"config": "# nothing here\n"}, timeout=10)
+    assert empty.status_code == 400 and "no package repository" in empty.text, empty.text
+    assert requests.get(f"{server.base}/readyz", timeout=5).status_code == 503, "the server got claimed"
+    ok = requests.post(url, data={"config": sync_config()}, timeout=10)
+    assert ok.status_code == 200, ok.text
+    wait_ready(server)
+
+
 def test_initialize_needs_bearer_token_and_rejects_bad_config(server_factory, tmp_path: Path) -> None:
     """A configured server may only be re-configured with ``Authorization: Bearer <token>``
     (else anyone reaching the port could swap its secrets). A valid call (config sent as a
