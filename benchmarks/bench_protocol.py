@@ -118,16 +118,10 @@ def write_big_file(path: Path, size_mb: int) -> None:
             handle.write(block)
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """VmHWM (peak resident set, resettable via /proc/PID/clear_refs) or VmRSS, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e6
-    return float("nan")
-
-
-def current_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024 / 1e6
     return float("nan")
 
@@ -241,12 +235,12 @@ def main() -> None:
                 "root_json_ms": median_latency_ms(f"{base}/simple/", Accept=JSON_V1),
                 "download": wrk(base, file_script(tmp, "d", f"/simple/bigfile/{big.name}"), args.seconds, 4),
             }
-            ours["rss_loaded"] = peak_rss_mb(proc.pid)
+            ours["rss_loaded"] = rss_mb(proc.pid)
             if not args.skip_upload:
-                resident = current_rss_mb(proc.pid)
+                resident = rss_mb(proc.pid, "VmRSS")
                 Path(f"/proc/{proc.pid}/clear_refs").write_text("5")  # reset VmHWM to the current RSS
                 seconds = upload_one_gib(port)
-                growth = peak_rss_mb(proc.pid) - resident
+                growth = rss_mb(proc.pid) - resident
                 ours["upload"] = f"{seconds:.1f} s, RSS +{growth:.0f} MB over {resident:.0f} MB"
         finally:
             proc.send_signal(signal.SIGTERM)
