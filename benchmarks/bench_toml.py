@@ -15,7 +15,7 @@ import toml
 import tomli_w
 
 from benchmarks.corpus import build_corpus
-from pywharf_core.index import dump_index, dump_index_json, parse_index, parse_index_json
+from pywharf_core.index.formats import dump_index, dump_index_json, parse_index, parse_index_json
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from benchmarks.corpus import build_corpus
-from pywharf_core.index import parse_index
+from pywharf_core.index.formats import parse_index
 
 
 def main() -> None:

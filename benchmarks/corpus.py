@@ -9,7 +9,8 @@ from pathlib import Path
 
 import tomli_w
 
-from pywharf_core.index import FileRecord, dump_index, freeze_meta, utc_timestamp
+from pywharf_core.index.formats import dump_index
+from pywharf_core.model.records import FileRecord, freeze_meta, utc_timestamp
 
 
 def build_corpus(storage: Path, projects: int, files_per_project: int, file_bytes: int = 2048) -> list[FileRecord]:

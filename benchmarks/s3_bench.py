@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from distbuilder import DistSpec, build_wheel
 from seaweed import ACCESS_KEY, SECRET_KEY, SeaweedFS, start_seaweedfs
 
-from pywharf_core.index import FileRecord, dump_index
+from pywharf_core.index.formats import dump_index
+from pywharf_core.model.records import FileRecord
 
 BOUNDARY = "pywharf-s3-bench-boundary"
 MIB = 1 << 20

@@ -1,2 +1,2 @@
 """Storage backends shipped with pywharf, each registered through the ``pywharf.backends``
-entry-point group (see ``pywharf_core.registry``)."""
+entry-point group (see ``pywharf_core.storage.registry``)."""

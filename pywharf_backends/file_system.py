@@ -28,8 +28,12 @@ from typing import Any
 
 import tomli_w
 
-from pywharf_core.atomic_write import fsync_dir, write_atomically
-from pywharf_core.backend import (
+from pywharf_core.model.errors import FileConflict, InvalidName
+from pywharf_core.model.metadata import description_of, extract_core_metadata, read_core_metadata
+from pywharf_core.model.names import parse_dist_filename
+from pywharf_core.model.records import FileRecord, freeze_meta, is_sha256_hex
+from pywharf_core.storage.atomic_write import fsync_dir, write_atomically
+from pywharf_core.storage.backend import (
     Backend,
     DownloadTarget,
     LocalFile,
@@ -38,13 +42,9 @@ from pywharf_core.backend import (
     StagedFile,
     StoreOutcome,
 )
-from pywharf_core.config import PkgRepoConfig
-from pywharf_core.core_metadata import description_of, extract_core_metadata, read_core_metadata
-from pywharf_core.errors import FileConflict, InvalidName
-from pywharf_core.index import FileRecord, freeze_meta, is_sha256_hex
-from pywharf_core.names import parse_dist_filename
-from pywharf_core.registry import BackendSpec
-from pywharf_core.shared_secrets import shared_secret_permission
+from pywharf_core.storage.config import PkgRepoConfig
+from pywharf_core.storage.registry import BackendSpec
+from pywharf_core.storage.shared_secrets import shared_secret_permission
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -61,7 +61,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import tomli_w
 
-from pywharf_core.backend import (
+from pywharf_core.index.formats import IndexFormatError, dump_index, dump_record_entry, parse_index
+from pywharf_core.model.errors import BackendUnavailable, ConfigError, FileConflict, InvalidName, PywharfError
+from pywharf_core.model.metadata import description_of, extract_core_metadata, read_core_metadata
+from pywharf_core.model.names import parse_dist_filename
+from pywharf_core.model.records import FileRecord, freeze_meta, is_sha256_hex, utc_timestamp
+from pywharf_core.storage.backend import (
     Backend,
     BackendContext,
     DownloadTarget,
@@ -72,22 +77,9 @@ from pywharf_core.backend import (
     StoreOutcome,
     StreamedFile,
 )
-from pywharf_core.config import ConfigSource, PkgRepoConfig, build_config
-from pywharf_core.core_metadata import description_of, extract_core_metadata, read_core_metadata
-from pywharf_core.errors import BackendUnavailable, ConfigError, FileConflict, InvalidName, PywharfError
-from pywharf_core.index import (
-    FileRecord,
-    IndexFormatError,
-    dump_index,
-    dump_record_entry,
-    freeze_meta,
-    is_sha256_hex,
-    parse_index,
-    utc_timestamp,
-)
-from pywharf_core.names import parse_dist_filename
-from pywharf_core.registry import BackendSpec
-from pywharf_core.shared_secrets import shared_secret_permission
+from pywharf_core.storage.config import ConfigSource, PkgRepoConfig, build_config
+from pywharf_core.storage.registry import BackendSpec
+from pywharf_core.storage.shared_secrets import shared_secret_permission
 
 if TYPE_CHECKING:  # pragma: no cover
     from botocore.exceptions import ClientError

@@ -19,7 +19,7 @@ PLUGIN = textwrap.dedent(
     from dataclasses import dataclass
 
     from pywharf_backends.file_system import FileSystemBackend, FileSystemConfig
-    from pywharf_core.registry import BackendSpec
+    from pywharf_core.storage.registry import BackendSpec
 
 
     @dataclass(frozen=True, kw_only=True)

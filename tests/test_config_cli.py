@@ -23,7 +23,7 @@ import requests
 from conftest import Server, free_port, fs_config, tool
 from distbuilder import DistSpec, build_sdist, build_wheel
 
-from pywharf_core.index import parse_index
+from pywharf_core.index.formats import parse_index
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GOOD_CONFIG = fs_config()

@@ -365,7 +365,7 @@ def test_every_shipped_backend_loads_in_the_image(image: Image, tmp_path: Path) 
     """The image's dependencies (the wheel's plus its extras) are enough for every backend the
     distribution registers: none is dropped for a missing import."""
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["pywharf.backends"]
-    code = ("import json, pywharf_core; from pywharf_core.registry import installed_backends; "
+    code = ("import json, pywharf_core; from pywharf_core.storage.registry import installed_backends; "
             "print(json.dumps([pywharf_core.__file__, sorted(installed_backends())]))")
     result = subprocess.run([str(image.venv / "bin" / "python"), "-c", code], cwd=tmp_path, env=image.env,
                             capture_output=True, text=True, timeout=60)

@@ -36,9 +36,9 @@ from conftest import Server, client_env, free_port, run, start_server, tool
 from distbuilder import DistSpec, build_wheel
 from test_dockerfile import DOCKERFILE, parse_dockerfile
 
-from pywharf_core.config import ConfigSource, build_config
-from pywharf_core.registry import installed_backends
-from pywharf_core.server_state import load_setup
+from pywharf_core.service.server_state import load_setup
+from pywharf_core.storage.config import ConfigSource, build_config
+from pywharf_core.storage.registry import installed_backends
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -51,9 +51,9 @@ from pywharf_backends.github.storage import (
     record_from_release,
     render_body,
 )
-from pywharf_core.backend import BackendContext
-from pywharf_core.config import ConfigSource, build_config
-from pywharf_core.errors import ConfigError
+from pywharf_core.model.errors import ConfigError
+from pywharf_core.storage.backend import BackendContext
+from pywharf_core.storage.config import ConfigSource, build_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -464,7 +464,8 @@ def test_listing_follows_pagination(gh: GitHubStandIn, tmp_path: Path):
 
 def test_an_index_over_1_mb_is_read_through_the_blob_api(gh: GitHubStandIn, tmp_path: Path):
     """GitHub's contents API sends no content for files over 1 MB; big repositories have such an index."""
-    from pywharf_core.index import FileRecord, dump_index, parse_index
+    from pywharf_core.index.formats import dump_index, parse_index
+    from pywharf_core.model.records import FileRecord
 
     records = [FileRecord(filename=f"big_{i}-1.0-py3-none-any.whl", distrib=f"big-{i}", version="1.0",
                           sha256=f"{i:064x}", size=i, upload_time="2026-01-01T00:00:00.000000Z",
@@ -732,7 +733,7 @@ def _update_index_late_commit(gh: GitHubStandIn, env: dict[str, str], tmp_path: 
 def _update_index_slow_listing(gh: GitHubStandIn, env: dict[str, str], tmp_path: Path) -> None:
     """update_index: a listing page that never comes in time ends the run with a clear error after
     bounded retries, and nothing is committed - not even an index of the page that did arrive."""
-    from pywharf_core.index import dump_index
+    from pywharf_core.index.formats import dump_index
 
     admin = Github(auth=Auth.Token(ADMIN), base_url=gh.api_url, seconds_between_requests=0,
                    seconds_between_writes=0).get_repo(f"{OWNER}/idx")
@@ -760,7 +761,8 @@ def _sync_timeouts(gh: GitHubStandIn, server_factory, tmp_path: Path) -> None:
     """Index polls that time out: the last good index keeps being served (and served at once: the
     poll runs beside the requests), the error is logged once however many polls fail, and the
     server picks up the next index when GitHub answers again."""
-    from pywharf_core.index import FileRecord, dump_index
+    from pywharf_core.index.formats import dump_index
+    from pywharf_core.model.records import FileRecord
 
     records = [FileRecord(filename=f"steady-1.{i}-py3-none-any.whl", distrib="steady", version=f"1.{i}",
                           sha256=f"{i:064x}", size=10, upload_time="2026-01-01T00:00:00.000000Z") for i in range(2)]

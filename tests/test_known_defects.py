@@ -45,12 +45,13 @@ from test_upload_rules import (
 )
 
 import pywharf_core
-import pywharf_core.index
-import pywharf_core.local_index
-import pywharf_core.pkg_repo
-from pywharf_core.app import create_app
-from pywharf_core.local_index import LocalIndexStore
-from pywharf_core.server_state import ServerSettings, ServerState, build_repos, load_setup
+import pywharf_core.http.page_cache
+import pywharf_core.index.formats
+import pywharf_core.index.local
+import pywharf_core.service.repository
+from pywharf_core.http.app import create_app
+from pywharf_core.index.local import LocalIndexStore
+from pywharf_core.service.server_state import ServerSettings, ServerState, build_repos, load_setup
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,7 +88,7 @@ def test_defect_1_not_one_process_and_no_clean_sigterm_stop(fs_server: Server) -
     """Known defect (0.2.3 broke this): "one process, no redis, stops cleanly on SIGTERM".
 
     Now: one process (no child processes: no redis, no worker pool), and SIGTERM ends it with
-    exit code 0 within 10 s, as ``pywharf_core.serve.run`` documents.
+    exit code 0 within 10 s, as ``pywharf_core.http.serve.run`` documents.
     """
     pid = fs_server.proc.pid
     assert requests.get(f"{fs_server.base}/simple/", auth=READ, timeout=10).status_code == 200
@@ -226,15 +227,15 @@ def test_defect_7_every_request_reparsed_the_whole_index(tmp_path: Path, monkeyp
 
     # Every index parser the product has (TOML, the JSON cache, their common back end), wherever
     # it was imported, plus the raw TOML and JSON decoders.
-    for module in (pywharf_core.index, pywharf_core.pkg_repo, pywharf_core.local_index):
+    for module in (pywharf_core.index.formats, pywharf_core.service.repository, pywharf_core.index.local):
         for attr in dir(module):
             if attr.startswith("parse_index") or attr == "records_from_document":
                 monkeypatch.setattr(module, attr, counting(f"{module.__name__}.{attr}", getattr(module, attr)))
     monkeypatch.setattr(tomllib, "loads", counting("tomllib.loads", tomllib.loads))
     monkeypatch.setattr(json, "loads", counting("json.loads", json.loads))
     renders: list[str] = []
-    real_render = pywharf_core.pkg_repo.render_project
-    monkeypatch.setattr(pywharf_core.pkg_repo, "render_project",
+    real_render = pywharf_core.http.page_cache.render_project
+    monkeypatch.setattr(pywharf_core.http.page_cache, "render_project",
                         lambda project, *rest: renders.append(project) or real_render(project, *rest))
 
     auth = {"Authorization": basic_header(*READ)}

@@ -382,7 +382,7 @@ def test_etag_304_and_new_etag_after_upload(server: Server, tmp_path: Path) -> N
 
 def test_gzip_only_for_pages_worth_it(server: Server) -> None:
     """Pages of at least GZIP_MIN_BYTES are gzipped for clients that accept it; small ones are not."""
-    from pywharf_core.pages import GZIP_MIN_BYTES
+    from pywharf_core.http.pages import GZIP_MIN_BYTES
 
     large, small = "/simple/protoa/", "/simple/"
     for path, accept in ((large, JSON_V1), (small, JSON_V1)):

@@ -38,9 +38,9 @@ from seaweed import ACCESS_KEY, SECRET_KEY, SeaweedFS, start_seaweedfs
 from streamed_upload import BOUNDARY, StreamedWheel
 from test_index_sync import legacy_upload, pip_install, project_files, twine_upload, wait_for
 
-from pywharf_core.config import ConfigSource, build_config, load_admin_secrets
-from pywharf_core.errors import ConfigError
-from pywharf_core.index import parse_index
+from pywharf_core.index.formats import parse_index
+from pywharf_core.model.errors import ConfigError
+from pywharf_core.storage.config import ConfigSource, build_config, load_admin_secrets
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -308,8 +308,8 @@ def test_index_cas_unquotes_etags_for_stores_that_want_it(tmp_path: Path, reject
     """Some engines compare If-Match against the bare ETag: a 412 while the index provably did
     not change switches the backend to unquoted ETags, once, and the update goes through."""
     from pywharf_backends.s3 import S3Backend
-    from pywharf_core.backend import BackendContext
-    from pywharf_core.index import FileRecord
+    from pywharf_core.model.records import FileRecord
+    from pywharf_core.storage.backend import BackendContext
 
     backend = S3Backend(_build(), BackendContext(root=tmp_path, admin_secret="AK:SK"))  # type: ignore[arg-type]
     fake = _FakeS3(reject_quoted)
@@ -322,7 +322,7 @@ def test_index_cas_unquotes_etags_for_stores_that_want_it(tmp_path: Path, reject
 
 def _offline_backend(tmp_path: Path, **table: object) -> Any:
     from pywharf_backends.s3 import S3Backend
-    from pywharf_core.backend import BackendContext
+    from pywharf_core.storage.backend import BackendContext
 
     return S3Backend(_build(**table), BackendContext(root=tmp_path, admin_secret="AK:SK"))  # type: ignore[arg-type]
 
@@ -330,7 +330,7 @@ def _offline_backend(tmp_path: Path, **table: object) -> Any:
 def test_redirects_point_at_the_public_endpoint(tmp_path: Path) -> None:
     """Servers may reach the store on an internal address while clients need a public one:
     presigned URLs are signed for ``public_endpoint_url``, with the configured expiry."""
-    from pywharf_core.backend import Redirect
+    from pywharf_core.storage.backend import Redirect
 
     backend = _offline_backend(tmp_path, endpoint_url="http://seaweed.internal:8333",
                                public_endpoint_url="https://files.example.com", presign_expires=120)
@@ -348,7 +348,7 @@ def test_store_errors_become_one_line_backend_unavailable(tmp_path: Path) -> Non
     with one readable line (503 in the app), never a botocore traceback."""
     from botocore.exceptions import ClientError
 
-    from pywharf_core.errors import BackendUnavailable
+    from pywharf_core.model.errors import BackendUnavailable
 
     def refuse(**kwargs: Any) -> None:
         raise ClientError({"Error": {"Code": "NoSuchBucket", "Message": "The specified bucket does not exist"},

@@ -18,24 +18,17 @@ from typing import Any
 import pytest
 
 from pywharf_backends.file_system import FileSystemBackend, FileSystemConfig
-from pywharf_core import pkg_repo as pkg_repo_module
-from pywharf_core.backend import Backend, BackendContext, Permission, StagedFile, StoreOutcome
-from pywharf_core.config import ConfigSource, build_config, load_admin_secrets, load_repo_configs
-from pywharf_core.errors import ConfigError, FileConflict, InvalidName
-from pywharf_core.index import (
-    FileRecord,
-    IndexFormatError,
-    IndexSnapshot,
-    dump_index,
-    dump_index_json,
-    freeze_meta,
-    parse_index,
-    parse_index_json,
-)
-from pywharf_core.local_index import _ENTRY_MARK, LocalIndexStore
-from pywharf_core.names import normalize_project, parse_dist_filename, validate_repo_name
-from pywharf_core.pkg_repo import AuthExpiry, PkgRepo
-from pywharf_core.registry import installed_backends
+from pywharf_core.index.formats import IndexFormatError, dump_index, dump_index_json, parse_index, parse_index_json
+from pywharf_core.index.local import _ENTRY_MARK, LocalIndexStore
+from pywharf_core.index.snapshot import IndexSnapshot
+from pywharf_core.model.errors import ConfigError, FileConflict, InvalidName
+from pywharf_core.model.names import normalize_project, parse_dist_filename, validate_repo_name
+from pywharf_core.model.records import FileRecord, freeze_meta
+from pywharf_core.service import repository as pkg_repo_module
+from pywharf_core.service.repository import AuthExpiry, PkgRepo
+from pywharf_core.storage.backend import Backend, BackendContext, Permission, StagedFile, StoreOutcome
+from pywharf_core.storage.config import ConfigSource, build_config, load_admin_secrets, load_repo_configs
+from pywharf_core.storage.registry import installed_backends
 
 SHA_A = "a" * 64
 SHA_B = "b" * 64
@@ -838,7 +831,7 @@ def test_batched_parse_equals_one_document_parse():
     batches to exactly what parsing the whole document gives."""
     import tomllib
 
-    from pywharf_core.index import _BATCH_ENTRIES, _parse_in_batches, records_from_document
+    from pywharf_core.index.formats import _BATCH_ENTRIES, _parse_in_batches, records_from_document
 
     records = _many_records(_BATCH_ENTRIES * 2 + 17)
     text = dump_index(records).decode()
@@ -853,7 +846,7 @@ def test_batched_parse_equals_one_document_parse():
 def test_batched_parse_defers_to_the_full_parser_when_unsure():
     """Multi-line strings, or a filename repeated across batches: the whole-document parser
     decides (same records, same errors) instead of the batch splitter."""
-    from pywharf_core.index import _BATCH_ENTRIES, _parse_in_batches
+    from pywharf_core.index.formats import _BATCH_ENTRIES, _parse_in_batches
 
     records = _many_records(_BATCH_ENTRIES + 5)
     text = dump_index(records).decode()
@@ -872,8 +865,8 @@ def test_index_entries_with_markup_in_a_digest_are_skipped_not_rendered():
     """Security review finding: whoever can write the storage or the remote index must not be
     able to inject markup into simple pages through ``sha256`` / ``metadata_sha256`` (they are
     written into ``href`` and ``data-core-metadata``). Such entries are unusable: skipped."""
-    from pywharf_core.errors import InvalidDigest
-    from pywharf_core.pages import render_project_html
+    from pywharf_core.http.pages import render_project_html
+    from pywharf_core.model.errors import InvalidDigest
 
     good = record("ok-1.0-py3-none-any.whl")
     text = dump_index([good]).decode() + (

@@ -30,16 +30,16 @@ from conftest import fs_config
 from starlette.testclient import TestClient
 from test_upload_rules import BROWSER_UA, encode_multipart, make_wheel, upload_fields
 
-from pywharf_core.app import create_app
-from pywharf_core.backend import Permission
-from pywharf_core.errors import ConfigError
-from pywharf_core.pkg_repo import AuthExpiry
-from pywharf_core.server_state import ServerSettings, ServerState, build_repos, load_setup
-from pywharf_core.web.csrf import CSRF_COOKIE, CSRF_FIELD
-from pywharf_core.web.ratelimit import FailureLimiter
-from pywharf_core.web.readme import render_description
-from pywharf_core.web.routes import safe_next
-from pywharf_core.web.session import KEY_FILENAME, SESSION_COOKIE, SessionCodec, SessionKeys, master_key
+from pywharf_core.http.app import create_app
+from pywharf_core.http.web.csrf import CSRF_COOKIE, CSRF_FIELD
+from pywharf_core.http.web.ratelimit import FailureLimiter
+from pywharf_core.http.web.readme import render_description
+from pywharf_core.http.web.routes import safe_next
+from pywharf_core.http.web.session import KEY_FILENAME, SESSION_COOKIE, SessionCodec, SessionKeys, master_key
+from pywharf_core.model.errors import ConfigError
+from pywharf_core.service.repository import AuthExpiry
+from pywharf_core.service.server_state import ServerSettings, ServerState, build_repos, load_setup
+from pywharf_core.storage.backend import Permission
 
 READ_SECRET, WRITE_SECRET = "read-secret-0123456789", "write-secret-0123456789"
 EXPIRY = AuthExpiry(read=3600, write=300)

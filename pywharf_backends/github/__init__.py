@@ -12,7 +12,7 @@ from __future__ import annotations
 from pywharf_backends.github.commands import gen_gh_pages, init_pkg_repo
 from pywharf_backends.github.config import GitHubConfig
 from pywharf_backends.github.storage import GitHubBackend
-from pywharf_core.registry import BackendSpec
+from pywharf_core.storage.registry import BackendSpec
 
 BACKEND = BackendSpec(
     type="github",

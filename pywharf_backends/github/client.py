@@ -39,7 +39,7 @@ from github import Auth, Github, GithubException, GithubRetry, RateLimitExceeded
 from github.Repository import Repository
 from urllib3 import Retry
 
-from pywharf_core.errors import BackendUnavailable
+from pywharf_core.model.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
 

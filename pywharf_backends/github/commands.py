@@ -26,11 +26,12 @@ from pywharf_backends.github.client import ClientPolicy, GitHubClient, GitHubUna
 from pywharf_backends.github.config import DEFAULT_API_BASE_URL, GitHubConfig
 from pywharf_backends.github.remote_index import current_sha, put_file
 from pywharf_backends.github.storage import GitHubBackend, ReleaseInfo, raw, record_from_release
-from pywharf_core.backend import BackendContext, LocalFile
-from pywharf_core.config import ConfigSource, build_config
-from pywharf_core.errors import PywharfError
-from pywharf_core.index import FileRecord, dump_index
-from pywharf_core.pages import API_VERSION, file_json, sorted_versions
+from pywharf_core.http.pages import API_VERSION, file_json, sorted_versions
+from pywharf_core.index.formats import dump_index
+from pywharf_core.model.errors import PywharfError
+from pywharf_core.model.records import FileRecord
+from pywharf_core.storage.backend import BackendContext, LocalFile
+from pywharf_core.storage.config import ConfigSource, build_config
 
 WORKFLOW_PATH = ".github/workflows/pywharf-update-index.yml"
 TOKEN_ENV = "PYWHARF_GITHUB_TOKEN"  # noqa: S105 - the name of a variable, not a secret

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pywharf_core.config import PkgRepoConfig
+from pywharf_core.storage.config import PkgRepoConfig
 
 DEFAULT_API_BASE_URL = "https://api.github.com"
 # GitHub refuses release assets of 2 GiB or more ("each file must be under 2 GB").

@@ -24,7 +24,7 @@ from github.Repository import Repository
 
 from pywharf_backends.github.client import GitHubClient, GitHubUnavailable, check_response, describe
 from pywharf_backends.github.config import GitHubConfig
-from pywharf_core.backend import RemoteIndex
+from pywharf_core.storage.backend import RemoteIndex
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,11 @@ from pywharf_backends.github.client import (
     response_message,
 )
 from pywharf_backends.github.config import GitHubConfig
-from pywharf_core.backend import (
+from pywharf_core.model.errors import FileConflict, InvalidName, UploadRejected
+from pywharf_core.model.metadata import description_of
+from pywharf_core.model.names import parse_dist_filename
+from pywharf_core.model.records import FileRecord, freeze_meta, is_sha256_hex, utc_timestamp
+from pywharf_core.storage.backend import (
     Backend,
     BackendContext,
     DownloadTarget,
@@ -62,10 +66,6 @@ from pywharf_core.backend import (
     StoreOutcome,
     StreamedFile,
 )
-from pywharf_core.core_metadata import description_of
-from pywharf_core.errors import FileConflict, InvalidName, UploadRejected
-from pywharf_core.index import FileRecord, freeze_meta, is_sha256_hex, utc_timestamp
-from pywharf_core.names import parse_dist_filename
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -1,0 +1,362 @@
+"""The ``pywharf`` command line, built on ``fire``.
+
+``pywharf <command> [flags]``. Commands are the core ones below plus every command a backend
+registers (shown as ``<backend>.<command>``). With no arguments at all, the command and its
+flags are read from the environment (``PYWHARF_COMMAND``, ``PYWHARF_COMMAND_<FLAG>``), which is
+how a CI service container, that cannot pass arguments, starts a server.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import secrets
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import fire
+import fire.helptext
+import fire.trace
+
+from pywharf_core.index.formats import dump_index
+from pywharf_core.model.errors import PywharfError
+from pywharf_core.service.repository import AuthExpiry
+from pywharf_core.service.server_state import ServerSettings, ServerState, build_repos, load_setup
+from pywharf_core.storage.backend import BackendContext
+from pywharf_core.storage.config import ConfigSource, build_config
+from pywharf_core.storage.registry import installed_backends
+
+
+def server(
+    root: str,
+    config: str | None = None,
+    admin_secret: str | None = None,
+    config_or_admin_secret_can_be_text: bool = False,
+    auth_read_expires: int = 3600,
+    auth_write_expires: int = 300,
+    extra_index_url: str = "https://pypi.org/simple/",
+    debug: bool = False,
+    host: str = "0.0.0.0",
+    port: int = 8888,
+    server: str = "uvicorn",
+    access_log: bool = False,
+    initialize_token: str | None = None,
+    page_max_age: int = 10,
+    session_secret: str | None = None,
+    **waitress_options: Any,
+) -> None:
+    """Run the pywharf server.
+
+    Args:
+        root: Path to the root folder: logs, locks, local indexes and file_system storage.
+        config: Path to the package repository config (TOML), or the TOML text itself if
+            --config_or_admin_secret_can_be_text is set. Without it the server waits for
+            POST /initialize/.
+        admin_secret: Path to the admin secrets (TOML) used for index synchronisation, or
+            the text itself (see above).
+        config_or_admin_secret_can_be_text: Pass TOML text to --config / --admin_secret.
+        auth_read_expires: Seconds a verified read secret stays trusted.
+        auth_write_expires: Seconds a verified write secret stays trusted.
+        extra_index_url: Index that unknown projects are redirected to; "" turns it off (404).
+        debug: Verbose logging.
+        host: The interface to bind to.
+        port: The port to bind to.
+        server: "uvicorn" (default, fastest measured) or "waitress".
+        access_log: Log every request (method, path, status, content type, bytes, time).
+        initialize_token: Bearer token that POST /initialize/ requires once the server is
+            configured. Without it, only the first /initialize/ of a server started without
+            --config is accepted.
+        page_max_age: Cache-Control max-age (seconds) of simple pages; files are immutable.
+        session_secret: Key of the browser UI's session cookies (16+ characters; default: the
+            PYWHARF_SESSION_SECRET environment variable, else a random key kept in
+            ROOT/session.key). Give every server behind one load balancer the same key.
+        **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
+    """
+    from pywharf_core.http.app import create_app
+    from pywharf_core.http.serve import configure_logging, run
+
+    root_path = Path(str(root)).resolve()
+    root_path.mkdir(parents=True, exist_ok=True)
+    setup = load_setup(
+        _opt_str(config), _opt_str(admin_secret), is_text=bool(config_or_admin_secret_can_be_text)
+    )
+    settings = ServerSettings(
+        root=root_path,
+        extra_index_url=_opt_str(extra_index_url) or "",
+        auth_expiry=AuthExpiry(read=int(auth_read_expires), write=int(auth_write_expires)),
+        initialize_token=_opt_str(initialize_token) or None,
+        page_max_age=int(page_max_age),
+        session_secret=_opt_str(session_secret) or os.environ.get("PYWHARF_SESSION_SECRET") or None,
+    )
+    if settings.session_secret is not None and len(settings.session_secret) < 16:
+        raise PywharfError("--session_secret (or PYWHARF_SESSION_SECRET) must be at least 16 characters")
+    if waitress_options and server != "waitress":
+        raise PywharfError(f"unknown flags for --server {server}: {', '.join(sorted(waitress_options))}")
+    configure_logging(root_path, bool(debug))
+    state = ServerState(settings)
+    state.install(build_repos(setup, settings), configured=config is not None)
+    app = create_app(state)
+    if access_log:
+        from pywharf_core.http.access_log import AccessLogMiddleware
+
+        app = AccessLogMiddleware(app)
+    run(
+        app,
+        state,
+        host=str(host),
+        port=int(port),
+        server=str(server),
+        debug=bool(debug),
+        waitress_options=waitress_options,
+    )
+
+
+def update_index(
+    type: str,  # the flag name users know from pywharf 0.2.3
+    name: str,
+    secret: str | None = None,
+    secret_env: str | None = None,
+    root: str | None = None,
+    **pkg_repo_configs: Any,
+) -> None:
+    """Rebuild the remote index of a package repository from what its backend holds.
+
+    Args:
+        type: Backend type (e.g. file_system).
+        name: Package repository name.
+        secret: A secret with write permission.
+        secret_env: Name of an environment variable holding the secret, instead of --secret.
+        root: A server ROOT, for backends whose default storage lives under it (file_system).
+        **pkg_repo_configs: Any backend config key, e.g. --storage_path PATH.
+    """
+    spec = installed_backends().get(str(type))
+    if spec is None:
+        raise PywharfError(f"unknown backend type {type!r} (known: {', '.join(sorted(installed_backends()))})")
+    if secret_env:
+        secret = os.environ.get(str(secret_env))
+        if not secret:
+            raise PywharfError(f"environment variable {secret_env!r} is not set")
+    table: dict[str, Any] = {"type": spec.type, **pkg_repo_configs}
+    for key in ("read_secret", "write_secret"):
+        if key in {f for f in inspect.signature(spec.config_class).parameters} and key not in table:
+            table[key] = str(secret or "unused-by-update-index")
+    repo_config = build_config(spec.config_class, str(name), table, ConfigSource("<command line>"))
+    context = BackendContext(root=Path(str(root or ".")).resolve(), admin_secret=_opt_str(secret))
+    backend = spec.backend_class(repo_config, context)
+    records = list(backend.list_files())
+    backend.publish_remote_index(dump_index(records))
+    print(f"update_index: {name}: wrote an index of {len(records)} files")
+
+
+def _change_yank(
+    action: str,
+    project: str,
+    file_or_version: str,
+    reason: str,
+    url: str,
+    repo: str,
+    secret: str | None,
+    secret_env: str | None,
+) -> None:
+    """POST /yank/ or /unyank/ to a running server: it persists the change through its backend
+    (so ``update_index`` keeps it) and serves it at once; other servers see it after a sync."""
+    import requests
+
+    if secret_env:
+        secret = os.environ.get(str(secret_env))
+    if not secret:
+        raise PywharfError("a write secret is needed: pass --secret or --secret_env VAR")
+    target = f"{str(url).rstrip('/')}/{action}/{quote(str(project))}/{quote(str(file_or_version), safe='')}"
+    try:
+        response = requests.post(
+            target, data={"reason": _opt_str(reason) or ""}, auth=(str(repo), str(secret)), timeout=60
+        )
+    except requests.RequestException as exc:
+        raise PywharfError(f"{action}: cannot reach {url}: {exc}") from exc
+    if response.status_code != 200:
+        raise PywharfError(f"{action}: {response.status_code} {response.reason}: {response.text.strip()}")
+    for filename in response.text.split():
+        print(f"{action}: {filename}")
+
+
+def yank(
+    project: str,
+    file_or_version: str,
+    reason: str = "",
+    url: str = "http://127.0.0.1:8888",
+    repo: str = "local",
+    secret: str | None = None,
+    secret_env: str | None = None,
+) -> None:
+    """Yank (PEP 592) one file or every file of a version: pip skips it unless pinned exactly.
+
+    Args:
+        project: Project name.
+        file_or_version: A filename, or a version (all its files).
+        reason: Shown to users by pip (data-yanked / "yanked_reason").
+        url: The pywharf server's base URL.
+        repo: Package repository name.
+        secret: The repository's write secret.
+        secret_env: Name of an environment variable holding the secret, instead of --secret.
+    """
+    _change_yank("yank", project, file_or_version, reason, url, repo, secret, secret_env)
+
+
+def unyank(
+    project: str,
+    file_or_version: str,
+    url: str = "http://127.0.0.1:8888",
+    repo: str = "local",
+    secret: str | None = None,
+    secret_env: str | None = None,
+) -> None:
+    """Undo a yank of one file or of every file of a version.
+
+    Args:
+        project: Project name.
+        file_or_version: A filename, or a version (all its files).
+        url: The pywharf server's base URL.
+        repo: Package repository name.
+        secret: The repository's write secret.
+        secret_env: Name of an environment variable holding the secret, instead of --secret.
+    """
+    _change_yank("unyank", project, file_or_version, "", url, repo, secret, secret_env)
+
+
+def quickstart(root: str = "./pywharf-root", host: str = "127.0.0.1", port: int = 8888) -> None:
+    """Start a server with one file_system repo named "local" under ROOT; print how to use it.
+
+    The secrets are generated once and kept in ROOT/quickstart-config.toml (mode 0600).
+
+    Args:
+        root: Path to the root folder (created if missing); the files land in ROOT/cache/local/storage.
+        host: The interface to bind to (127.0.0.1: this machine only).
+        port: The port to bind to.
+    """
+    root_path = Path(str(root)).resolve()
+    root_path.mkdir(parents=True, exist_ok=True)
+    config_path = root_path / "quickstart-config.toml"
+    if not config_path.exists():
+        read, write = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f'[local]\ntype = "file_system"\nread_secret = "{read}"\nwrite_secret = "{write}"\n')
+    from pywharf_core.storage.config import read_toml_source
+
+    document, _ = read_toml_source(str(config_path), is_text=False, what="config")
+    read, write = document["local"]["read_secret"], document["local"]["write_secret"]
+    url = f"http://{host}:{port}/simple/"
+    auth_url = f"http://local:{read}@{host}:{port}/simple/"
+    print(
+        f"pywharf quickstart: file_system repo 'local', files in {root_path}/cache/local/storage\n"
+        f"  read secret:  {read}\n  write secret: {write}\n"
+        f"  upload:  twine upload --repository-url {url} -u local -p {write} dist/*\n"
+        f"  install: pip install --index-url {auth_url} PACKAGE\n"
+        f"  uv:      uv pip install --index-url {auth_url} PACKAGE\n",
+        flush=True,
+    )
+    server(str(root_path), config=str(config_path), host=host, port=port)
+
+
+def _opt_str(value: Any) -> str | None:
+    """fire turns ``--flag=`` into True/'' and numeric text into numbers: normalise to str."""
+    if value is None or value is True:
+        return "" if value is True else None
+    return str(value)
+
+
+CORE_COMMANDS: Mapping[str, Callable[..., Any]] = {
+    "server": server,
+    "update_index": update_index,
+    "quickstart": quickstart,
+    "yank": yank,
+    "unyank": unyank,
+}
+
+
+def all_commands() -> dict[str, Callable[..., Any]]:
+    commands = dict(CORE_COMMANDS)
+    for spec in installed_backends().values():
+        for command_name, function in spec.commands.items():
+            commands[f"{spec.type}.{command_name}"] = function
+    return commands
+
+
+def usage(commands: Mapping[str, Callable[..., Any]]) -> str:
+    lines = ["SYNOPSIS", "    pywharf <command> <command_flags>", "", "SUPPORTED COMMANDS"]
+    for command_name, function in commands.items():
+        summary = (inspect.getdoc(function) or "").splitlines()[0:1]
+        lines.append(f"    {command_name:<24} {summary[0] if summary else ''}".rstrip())
+    lines += ["", "Run `pywharf <command> --help` for a command's flags."]
+    return "\n".join(lines)
+
+
+ENV_PREFIX = "PYWHARF_COMMAND"
+
+
+def argv_from_environment(environ: Mapping[str, str]) -> list[str]:
+    """Environment mode: PYWHARF_COMMAND=server PYWHARF_COMMAND_ROOT=/r -> [server, /r]."""
+    command = environ.get(ENV_PREFIX)
+    if not command:
+        return []
+    function = all_commands().get(command)
+    if function is None:
+        return [command]
+    argv = [command]
+    positional_done = False
+    params = inspect.signature(function).parameters
+    for param in params.values():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            continue
+        value = environ.get(f"{ENV_PREFIX}_{param.name.upper()}")
+        if value is None:
+            positional_done = positional_done or param.default is inspect.Parameter.empty
+            continue
+        if param.default is inspect.Parameter.empty and not positional_done:
+            argv.append(value)
+        else:
+            argv.append(f"--{param.name}={value}")
+    return argv
+
+
+# fire evaluates arguments as Python literals: the version "1.10" would become the float 1.1.
+# These commands take versions and free text, so their arguments are passed as string literals.
+VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank"})
+
+
+def _verbatim(arg: str) -> str:
+    if arg.startswith("--"):
+        flag, sep, value = arg.partition("=")
+        return f"{flag}={value!r}" if sep else arg
+    return repr(arg)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = argv_from_environment(os.environ)
+    commands = all_commands()
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage(commands))
+        return
+    name, rest = args[0], args[1:]
+    if name not in commands:
+        print(f"pywharf: unknown command {name!r}\n\n{usage(commands)}", file=sys.stderr)
+        raise SystemExit(2)
+    if "--help" in rest:
+        # fire would treat --help as one of **waitress_options (and complain ROOT is missing).
+        function = commands[name]
+        print(fire.helptext.HelpText(function, trace=fire.trace.FireTrace(function, name=f"pywharf {name}")))
+        return
+    if name in VERBATIM_ARGUMENT_COMMANDS:
+        rest = [_verbatim(arg) for arg in rest]
+    try:
+        fire.Fire(commands[name], command=rest, name=f"pywharf {name}")
+    except PywharfError as exc:
+        print(f"pywharf {name}: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -1,0 +1,1 @@
+"""The HTTP surface: routes, pages, content negotiation, the browser UI."""

@@ -1,0 +1,147 @@
+"""Simple-repository pages: PEP 503 HTML and PEP 691 JSON (API version 1.1, PEP 700), with
+PEP 658/714 metadata, PEP 592 yank and Requires-Python. Pure functions of records; the caller
+caches the result per index snapshot (:class:`RenderedPage`), so a request costs a lookup.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any
+from urllib.parse import quote
+
+from packaging.version import InvalidVersion, Version
+
+from pywharf_core.http.negotiation import JSON_V1
+from pywharf_core.model.records import FileRecord
+
+API_VERSION = "1.1"
+GZIP_MIN_BYTES = 1024
+
+_HEAD = (
+    "<!DOCTYPE html>\n<html>\n<head>\n"
+    f'<meta name="pypi:repository-version" content="{API_VERSION}">\n'
+    "<title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n"
+)
+_TAIL = "</body>\n</html>\n"
+
+
+@dataclass
+class RenderedPage:
+    """A rendered body with its strong ETag; the gzip variant is made on first demand."""
+
+    body: bytes
+    etag: str = ""
+    _gzipped: bytes | None = field(default=None, repr=False)
+    # (content type, gzip, max-age) -> (body, raw response headers), filled by the app.
+    variants: dict[tuple[str, bool, int], tuple[bytes, list[tuple[bytes, bytes]]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:40] + '"'
+
+    @property
+    def gzip_etag(self) -> str:
+        return self.etag[:-1] + '-gz"'
+
+    def gzipped(self) -> bytes:
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self._gzipped
+
+
+def _version_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def sorted_versions(records: Iterable[FileRecord]) -> list[str]:
+    return sorted({r.version for r in records}, key=_version_key)
+
+
+# -- HTML -------------------------------------------------------------------------------------
+
+
+def render_root_html(project_names: Iterable[str]) -> bytes:
+    parts = [_HEAD.format(title="Simple index")]
+    parts.extend(f'<a href="{quote(n)}/">{escape(n)}</a><br>\n' for n in project_names)
+    parts.append(_TAIL)
+    return "".join(parts).encode("utf-8")
+
+
+def _file_anchor(record: FileRecord) -> str:
+    attrs = []
+    if record.requires_python:
+        attrs.append(f' data-requires-python="{escape(record.requires_python, quote=True)}"')
+    if record.metadata_sha256:
+        digest = f"sha256={escape(record.metadata_sha256, quote=True)}"
+        attrs.append(f' data-core-metadata="{digest}" data-dist-info-metadata="{digest}"')
+    if record.yanked:
+        attrs.append(f' data-yanked="{escape(record.yanked_reason, quote=True)}"')
+    href = f"{quote(record.filename)}#sha256={escape(record.sha256, quote=True)}"
+    return f'<a href="{href}"{"".join(attrs)}>{escape(record.filename)}</a><br>\n'
+
+
+def render_project_html(project: str, records: Sequence[FileRecord]) -> bytes:
+    parts = [_HEAD.format(title=f"Links for {escape(project)}")]
+    parts.extend(_file_anchor(r) for r in records)
+    parts.append(_TAIL)
+    return "".join(parts).encode("utf-8")
+
+
+# -- JSON (PEP 691 / PEP 700) -----------------------------------------------------------------
+
+
+def _dumps(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def render_root_json(project_names: Iterable[str]) -> bytes:
+    return _dumps({"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in project_names]})
+
+
+def file_json(record: FileRecord) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "filename": record.filename,
+        "url": quote(record.filename),
+        "hashes": {"sha256": record.sha256},
+        "requires-python": record.requires_python or None,
+        "size": record.size,
+        "yanked": (record.yanked_reason or True) if record.yanked else False,
+        "core-metadata": {"sha256": record.metadata_sha256} if record.metadata_sha256 else False,
+        "dist-info-metadata": {"sha256": record.metadata_sha256} if record.metadata_sha256 else False,
+        "gpg-sig": False,
+    }
+    if record.upload_time:
+        entry["upload-time"] = record.upload_time
+    return entry
+
+
+def render_project_json(project: str, records: Sequence[FileRecord]) -> bytes:
+    return _dumps(
+        {
+            "meta": {"api-version": API_VERSION},
+            "name": project,
+            "versions": sorted_versions(records),
+            "files": [file_json(r) for r in records],
+        }
+    )
+
+
+def render_root(project_names: Sequence[str], content_type: str) -> RenderedPage:
+    if content_type == JSON_V1:
+        return RenderedPage(render_root_json(project_names))
+    return RenderedPage(render_root_html(project_names))
+
+
+def render_project(project: str, records: Sequence[FileRecord], content_type: str) -> RenderedPage:
+    if content_type == JSON_V1:
+        return RenderedPage(render_project_json(project, records))
+    return RenderedPage(render_project_html(project, records))

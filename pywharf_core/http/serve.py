@@ -1,0 +1,90 @@
+"""Running the app: uvicorn (default, ASGI-native) or waitress (through an ASGI->WSGI bridge).
+
+benchmarks/README.md records why uvicorn is the default: on the same cached page it served
+several times the requests per second of waitress + a2wsgi on this 2-core machine. waitress
+stays available (``--server waitress`` plus any ``waitress.serve`` keyword options) for users
+of pywharf 0.2.3 who tuned it.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp
+
+from pywharf_core.service.server_state import ServerState
+
+SERVERS = ("uvicorn", "waitress")
+log = logging.getLogger("pywharf")
+
+
+def configure_logging(root: Path, debug: bool) -> None:
+    """Log to stderr and to ``ROOT/log/pywharf.log`` (rotated). Secrets are never logged."""
+    (root / "log").mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [
+        logging.StreamHandler(sys.stderr),
+        logging.handlers.RotatingFileHandler(root / "log" / "pywharf.log", maxBytes=10 << 20, backupCount=3),
+    ]
+    top = logging.getLogger()
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        top.addHandler(handler)
+    top.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def run(
+    app: ASGIApp,
+    state: ServerState,
+    *,
+    host: str,
+    port: int,
+    server: str = "uvicorn",
+    debug: bool = False,
+    waitress_options: dict[str, Any] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then stop index sync and return (exit code 0)."""
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    # uvicorn captures SIGTERM while serving, then restores the previous handler and raises the
+    # signal again: with the default handler that kills the process (exit -15) before index
+    # sync is stopped. Our handler turns it into a clean SystemExit(0) that runs `finally`.
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        if server == "uvicorn":
+            import uvicorn
+
+            from pywharf_core.http.reason_phrase import install_for_uvicorn
+
+            install_for_uvicorn()
+            config = uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                lifespan="off",
+                access_log=False,  # pywharf_core.http.access_log logs requests (--access_log)
+                log_config=None,
+                log_level="debug" if debug else "info",
+                server_header=False,
+                timeout_graceful_shutdown=10,
+            )
+            uvicorn.Server(config).run()
+        elif server == "waitress":
+            import waitress
+            from a2wsgi import ASGIMiddleware
+
+            try:
+                waitress.serve(ASGIMiddleware(app), host=host, port=port, **(waitress_options or {}))
+            except (KeyboardInterrupt, SystemExit):
+                log.info("shutting down")
+        else:
+            raise ValueError(f"unknown --server {server!r} (choose from {', '.join(SERVERS)})")
+    finally:
+        state.shutdown()

@@ -1,0 +1,1 @@
+"""The index: its document formats, in-memory snapshots and the local copy under ROOT."""

@@ -1,0 +1,74 @@
+"""Immutable, O(1)-lookup views of a repository's files, swapped in atomically.
+
+Requests never parse anything: an :class:`IndexSnapshot` is built off the request path (at
+start, after a sync, after an upload) and a request only does dictionary lookups on the
+snapshot it started with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from pywharf_core.model.records import FileRecord
+
+
+class IndexSnapshot:
+    """An immutable view of a repository's files, indexed for O(1) lookups.
+
+    ``projects[name]`` is a tuple sorted by filename; unchanged projects keep the *same* tuple
+    object across snapshots, which lets page caches detect staleness by identity.
+    """
+
+    __slots__ = ("files", "project_names", "projects")
+
+    def __init__(
+        self,
+        files: Mapping[str, FileRecord],
+        projects: Mapping[str, tuple[FileRecord, ...]],
+    ) -> None:
+        self.files = files
+        self.projects = projects
+        self.project_names: tuple[str, ...] = tuple(sorted(projects))
+
+    @classmethod
+    def build(cls, records: Iterable[FileRecord]) -> IndexSnapshot:
+        files = {r.filename: r for r in records}
+        grouped: dict[str, list[FileRecord]] = {}
+        for record in files.values():
+            grouped.setdefault(record.distrib, []).append(record)
+        projects = {name: tuple(sorted(rs, key=lambda r: r.filename)) for name, rs in grouped.items()}
+        return cls(files, projects)
+
+    @classmethod
+    def empty(cls) -> IndexSnapshot:
+        return cls({}, {})
+
+    def with_records(self, records: Iterable[FileRecord]) -> IndexSnapshot:
+        """A new snapshot with ``records`` added (replacing same-named files).
+
+        Costs a shallow copy of two dicts; only the touched projects get new tuples.
+        """
+        new = [r for r in records if self.files.get(r.filename) != r]
+        if not new:
+            return self
+        files = dict(self.files)
+        projects = dict(self.projects)
+        touched: dict[str, dict[str, FileRecord]] = {}
+        for record in new:
+            old = files.get(record.filename)
+            files[record.filename] = record
+            for name in {record.distrib, old.distrib if old else record.distrib}:
+                if name not in touched:
+                    touched[name] = {r.filename: r for r in projects.get(name, ())}
+            if old is not None:
+                touched[old.distrib].pop(record.filename, None)
+            touched[record.distrib][record.filename] = record
+        for name, members in touched.items():
+            if members:
+                projects[name] = tuple(sorted(members.values(), key=lambda r: r.filename))
+            else:
+                projects.pop(name, None)
+        return IndexSnapshot(files, projects)
+
+    def __len__(self) -> int:
+        return len(self.files)

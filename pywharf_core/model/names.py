@@ -1,0 +1,100 @@
+"""Names that reach the file system or a URL: repo names, project names and dist filenames.
+
+Every name that becomes part of a path goes through here, so path traversal is rejected in one
+place. Project names and filenames are parsed with ``packaging`` (PEP 503 normalisation, wheel
+and sdist filename grammars) rather than by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import Version
+
+from pywharf_core.model.errors import InvalidName
+
+# A repo name becomes a folder under ROOT and the basic-auth username: keep it boring.
+_REPO_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
+# PEP 508 project name (before normalisation).
+_PROJECT_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+_MAX_FILENAME = 255
+DIST_SUFFIXES = (".whl", ".tar.gz", ".zip")
+
+
+def validate_repo_name(name: str) -> str:
+    """Return ``name`` if it is a valid package repository name, else raise InvalidName."""
+    if not isinstance(name, str) or not _REPO_NAME.fullmatch(name) or ".." in name:
+        raise InvalidName(
+            f"Invalid repo name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+def normalize_project(name: str) -> NormalizedName:
+    """PEP 503 normalised form of a project name; raises InvalidName for non-PEP 508 names."""
+    if not isinstance(name, str) or not _PROJECT_NAME.fullmatch(name):
+        raise InvalidName(f"Invalid project name {name!r}")
+    return canonicalize_name(name)
+
+
+@dataclass(frozen=True, slots=True)
+class DistFilename:
+    """A parsed distribution filename."""
+
+    filename: str
+    project: NormalizedName
+    version: Version
+    filetype: str  # "bdist_wheel" or "sdist", as the legacy upload API names them
+
+
+def check_safe_filename(filename: str) -> str:
+    """Cheap check that ``filename`` is a plain name that cannot escape a folder."""
+    if (
+        not isinstance(filename, str)
+        or not filename
+        or len(filename) > _MAX_FILENAME
+        or filename.startswith(".")
+        or any(c in filename for c in '/\\\0:"<>|?*')
+        or any(ord(c) < 32 or ord(c) == 127 for c in filename)
+        or ".." in filename
+    ):
+        raise InvalidName(f"Invalid distribution filename {filename!r}")
+    return filename
+
+
+def parse_dist_filename(filename: str) -> DistFilename:
+    """Parse a wheel or sdist filename, rejecting anything that could escape a folder.
+
+    Accepted: ``*.whl`` (PEP 427/491 grammar) and sdists ``*.tar.gz`` / ``*.zip`` whose project
+    part is a valid PEP 508 name.
+    """
+    check_safe_filename(filename)
+    try:
+        if filename.endswith(".whl"):
+            raw_name = filename.split("-", 1)[0]
+            project, version, _build, _tags = parse_wheel_filename(filename)
+            filetype = "bdist_wheel"
+        elif filename.endswith((".tar.gz", ".zip")):
+            stem = filename[: -len(".tar.gz")] if filename.endswith(".tar.gz") else filename[: -len(".zip")]
+            raw_name = stem.rpartition("-")[0]
+            project, version = parse_sdist_filename(filename)
+            filetype = "sdist"
+        else:
+            raise InvalidName(
+                f"Invalid distribution filename {filename!r}: expected .whl, .tar.gz or .zip"
+            )
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        raise InvalidName(f"Invalid distribution filename {filename!r}: {exc}") from exc
+    if not _PROJECT_NAME.fullmatch(raw_name):
+        raise InvalidName(f"Invalid distribution filename {filename!r}: bad project name {raw_name!r}")
+    return DistFilename(filename, project, version, filetype)

@@ -1,0 +1,1 @@
+"""Use cases: package repositories, uploads, index sync, the server's repository set."""

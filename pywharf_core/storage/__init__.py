@@ -1,0 +1,1 @@
+"""The storage seam: the backend API, backend registry, config base classes."""

@@ -1,0 +1,225 @@
+"""Package repository config and admin secrets: TOML in, validated dataclasses out.
+
+Each backend declares its config as a frozen dataclass subclassing :class:`PkgRepoConfig`. The
+loader here validates any such dataclass generically from its fields and type hints, so every
+backend gets the same error messages: they name the file, the table and the key, and nothing
+half-configured is ever returned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pywharf_core.model.errors import ConfigError, InvalidName
+from pywharf_core.model.names import validate_repo_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+if typing.TYPE_CHECKING:
+    from pywharf_core.storage.registry import BackendSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class PkgRepoConfig:
+    """Settings every package repository has, whatever its backend."""
+
+    name: str
+    type: str  # the backend, by the name it registers (e.g. "file_system")
+    max_file_bytes: int  # largest accepted upload, enforced while streaming (413)
+    sync_index_interval: int = 60  # seconds between syncs of the local index from the remote one
+
+    def check(self) -> list[tuple[str, str]]:
+        """Backend-specific semantic checks: a list of (key, problem); empty when valid."""
+        problems = []
+        if self.max_file_bytes <= 0:
+            problems.append(("max_file_bytes", "must be a positive integer"))
+        if self.sync_index_interval <= 0:
+            problems.append(("sync_index_interval", "must be a positive integer"))
+        return problems
+
+
+# Keys set by the loader, never read from a table.
+_IMPLICIT_KEYS = frozenset({"name"})
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where a TOML document came from, for error messages."""
+
+    label: str  # a file path, or "<config text>" when passed inline
+
+    def error(self, message: str, table: str | None = None, key: str | None = None) -> ConfigError:
+        where = self.label
+        if table is not None:
+            # Quote names that are not bare TOML keys, so the message stays one readable line.
+            bare = re.fullmatch(r"[A-Za-z0-9_-]+", table) is not None
+            where += f": [{table}]" if bare else f": [{json.dumps(table)}]"
+        if key is not None:
+            where += f" key {key!r}"
+        return ConfigError(f"{where}: {message}")
+
+
+def read_toml_source(value: str, *, is_text: bool, what: str) -> tuple[dict[str, Any], ConfigSource]:
+    """Parse ``value`` as a TOML file path, or as TOML text when ``is_text``."""
+    if is_text:
+        source = ConfigSource(f"<{what} text>")
+        text = value
+    else:
+        source = ConfigSource(str(value))
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise source.error(f"cannot read {what} file: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise source.error(f"{what} file is not UTF-8 text") from exc
+    return parse_toml(text, source), source
+
+
+def parse_toml(text: str, source: ConfigSource) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise source.error(f"invalid TOML: {exc}") from exc
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return {"str": "a string", "int": "an integer", "bool": "a boolean", "float": "a number"}.get(
+            tp.__name__, tp.__name__
+        )
+    return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def build_config(
+    config_class: type[PkgRepoConfig], name: str, table: Mapping[str, Any], source: ConfigSource
+) -> PkgRepoConfig:
+    """Validate one ``[name]`` table against ``config_class`` and build it."""
+    try:
+        validate_repo_name(name)
+    except InvalidName as exc:
+        raise source.error(str(exc), name) from exc
+    hints = typing.get_type_hints(config_class)
+    fields = {f.name: f for f in dataclasses.fields(config_class) if f.name not in _IMPLICIT_KEYS}
+    for key in table:
+        if key not in fields:
+            allowed = ", ".join(sorted(fields))
+            raise source.error(f"unknown key (allowed: {allowed})", name, key)
+    kwargs: dict[str, Any] = {"name": name}
+    for key, field in fields.items():
+        if key not in table:
+            no_default = (
+                field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+            )
+            if no_default:
+                raise source.error("missing required key", name, key)
+            continue
+        value = table[key]
+        if not _matches(value, hints[key]):
+            raise source.error(
+                f"must be {_type_name(hints[key])}, got {type(value).__name__}", name, key
+            )
+        kwargs[key] = value
+    config = config_class(**kwargs)
+    for key, problem in config.check():
+        raise source.error(problem, name, key)
+    return config
+
+
+def load_repo_configs(
+    document: Mapping[str, Any], source: ConfigSource, backends: Mapping[str, BackendSpec]
+) -> dict[str, PkgRepoConfig]:
+    """Validate a whole config document: one table per package repository."""
+    configs: dict[str, PkgRepoConfig] = {}
+    for name, table in document.items():
+        try:
+            validate_repo_name(name)
+        except InvalidName as exc:
+            raise source.error(str(exc), name) from exc
+        if not isinstance(table, dict):
+            raise source.error("must be a table ([name] section)", name)
+        backend_type = table.get("type")
+        if backend_type is None:
+            raise source.error("missing required key", name, "type")
+        if not isinstance(backend_type, str):
+            raise source.error(f"must be a string, got {type(backend_type).__name__}", name, "type")
+        if backend_type not in backends:
+            known = ", ".join(sorted(backends)) or "none installed"
+            raise source.error(f"unknown backend type {backend_type!r} (known: {known})", name, "type")
+        configs[name] = build_config(backends[backend_type].config_class, name, table, source)
+    return configs
+
+
+def load_admin_secrets(
+    document: Mapping[str, Any],
+    source: ConfigSource,
+    configs: Mapping[str, PkgRepoConfig],
+    environ: Mapping[str, str] = os.environ,
+) -> dict[str, str]:
+    """Validate the admin-secret document and resolve each secret (``raw`` or ``env``)."""
+    secrets: dict[str, str] = {}
+    for name, table in document.items():
+        if not isinstance(table, dict):
+            raise source.error("must be a table ([name] section)", name)
+        if name not in configs:
+            raise source.error("no package repository of this name in the config", name)
+        # A backend may take a several-part admin secret as named keys (s3: an access key pair).
+        own_keys: tuple[str, ...] = getattr(type(configs[name]), "admin_secret_keys", ())
+        allowed = sorted({"type", "raw", "env", *own_keys})
+        for key in table:
+            if key not in allowed:
+                raise source.error(f"unknown key (allowed: {', '.join(allowed)})", name, key)
+        if "type" not in table:
+            raise source.error("missing required key", name, "type")
+        if not isinstance(table["type"], str) or table["type"] != configs[name].type:
+            raise source.error(
+                f"type {table['type']!r} does not match the config's {configs[name].type!r}", name, "type"
+            )
+        if own_keys and any(k in table for k in own_keys):
+            for k in own_keys:
+                if not isinstance(table.get(k), str) or not table[k]:
+                    raise source.error("must be a non-empty string", name, k)
+            if "raw" in table or "env" in table:
+                raise source.error(f"give either 'raw'/'env' or {', '.join(own_keys)}, not both", name, "raw")
+            secrets[name] = json.dumps({k: table[k] for k in own_keys})  # the backend decodes it
+            continue
+        if ("raw" in table) == ("env" in table):
+            raise source.error("exactly one of 'raw' or 'env' must be given", name, "raw")
+        key = "raw" if "raw" in table else "env"
+        if not isinstance(table[key], str) or not table[key]:
+            raise source.error("must be a non-empty string", name, key)
+        if key == "raw":
+            secrets[name] = table["raw"]
+        else:
+            value = environ.get(table["env"])
+            if not value:
+                raise source.error(f"environment variable {table['env']!r} is not set", name, "env")
+            secrets[name] = value
+    return secrets
