@@ -185,3 +185,20 @@ def fs_server(server_factory) -> Server:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return client_env(tmp_path)
+
+
+def journal_entries(folder: Path) -> dict[str, dict]:
+    """The local journal (``uploads.jsonl``) of a repository's ROOT/cache/<repo> folder as
+    {filename: index table}; every line must be whole JSON (the latest line per file wins)."""
+    import json
+
+    path = folder / "uploads.jsonl"
+    entries: dict[str, dict] = {}
+    if not path.exists():
+        return entries
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), f"{path} ends with a torn line"
+    for line in data.splitlines():
+        table = json.loads(line)
+        entries[table.pop("filename")] = table
+    return entries

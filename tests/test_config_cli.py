@@ -302,7 +302,7 @@ def test_update_index_lists_uploaded_files(server_factory, tmp_path: Path):
     assert records[sdist.name].size == sdist.stat().st_size
 
     # The running server picks the new remote index up and drops its journal entries.
-    journal = server.root / "cache" / "local" / "uploads.toml"
+    journal = server.root / "cache" / "local" / "uploads.jsonl"
     deadline = time.monotonic() + 15
     while journal.exists() and journal.read_bytes().strip() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import Server, client_env, free_port, fs_config, run, tool, wait_for
+from conftest import Server, client_env, free_port, fs_config, journal_entries, run, tool, wait_for
 from distbuilder import DistSpec, build_wheel
 
 if sys.version_info >= (3, 11):
@@ -365,7 +365,7 @@ def test_two_servers_one_root_concurrent_uploads(server_factory, same_root_pair,
                                                  tmp_path: Path) -> None:
     """Servers sharing ROOT write the same local index, journal and storage. Twenty uploads
     through both at once, with ``update_index`` rewriting the remote index meanwhile, must leave
-    index.json valid JSON, uploads.toml valid TOML, and (after one more update_index and two sync
+    index.json valid JSON, every journal line whole JSON, and (after one more update_index and two sync
     intervals) both servers listing all twenty files, with nothing half-written in storage."""
     root, config = same_root_pair
     a = server_factory(config, "--extra_index_url=", root_name="shared-root")
@@ -389,7 +389,7 @@ def test_two_servers_one_root_concurrent_uploads(server_factory, same_root_pair,
     assert statuses == [200] * 20, statuses
 
     json.loads((local / "index.json").read_text())
-    tomllib.loads((local / "uploads.toml").read_text())
+    journal_entries(local)
 
     update_index(storage, env, tmp_path)
     expected = {w.name for w in wheels}
@@ -399,8 +399,7 @@ def test_two_servers_one_root_concurrent_uploads(server_factory, same_root_pair,
 
     index = json.loads((local / "index.json").read_text())
     assert set(index["files"]) == expected
-    journal = tomllib.loads((local / "uploads.toml").read_text())
-    assert journal.get("files", {}) == {}, "the journal keeps entries the remote index already lists"
+    assert journal_entries(local) == {}, "the journal keeps entries the remote index already lists"
     assert {p.name for p in storage.iterdir() if p.suffix == ".whl"} == expected
     leftovers = [p.name for p in storage.iterdir() if p.name.startswith(".") and p.name != ".pywharf"]
     assert leftovers == [], leftovers
@@ -412,7 +411,7 @@ def test_identical_retry_through_other_server_keeps_journal_valid(server_factory
                                                                    tmp_path: Path) -> None:
     """A CI retry behind a load balancer: the same bytes uploaded through A, then through B
     (sharing ROOT) before B's next sync. README: a byte-identical re-upload "answers 200 and
-    changes nothing". The journal must stay one valid TOML document (one entry per file)."""
+    changes nothing". The journal keeps one entry for the file."""
     root, _ = same_root_pair
     config = fs_config(REPO, READ, WRITE, sync_index_interval=60)  # no sync between the uploads
     a = server_factory(config, "--extra_index_url=", root_name="shared-root")
@@ -423,12 +422,9 @@ def test_identical_retry_through_other_server_keeps_journal_valid(server_factory
     wheel = build_wheel(spec, tmp_path / "dist")
     first, retry = legacy_upload(a, spec, wheel), legacy_upload(b, spec, wheel)
     assert (first.status_code, retry.status_code) == (200, 200), (first.text, retry.text)
-    journal_text = (root / "cache" / REPO / "uploads.toml").read_text()
-    try:
-        journal = tomllib.loads(journal_text)
-    except tomllib.TOMLDecodeError as exc:
-        pytest.fail(f"uploads.toml is no longer valid TOML after an identical retry ({exc}):\n{journal_text}")
-    assert list(journal["files"]) == [wheel.name]
+    journal = root / "cache" / REPO / "uploads.jsonl"
+    assert list(journal_entries(journal.parent)) == [wheel.name]
+    assert journal.read_bytes().count(b"\n") == 1, "the identical retry added a second entry"
 
 
 # -- 5. the CI service-container flow of the original README --------------------------------------

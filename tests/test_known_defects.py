@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
-from conftest import Server, free_port, fs_config
+from conftest import Server, free_port, fs_config, journal_entries
 from starlette.testclient import TestClient
 from test_upload_rules import (
     READ,
@@ -179,7 +179,7 @@ def test_defect_6_multi_valued_fields_kept_only_first_value(fs_server: Server, t
     """Known defect: "multi-valued fields (classifiers, requires_dist, project_urls) lost all but their
     first value".
 
-    Now: the journal (``uploads.toml``) and the sidecar (``.pywharf/<file>.toml``) keep every
+    Now: the journal (``uploads.jsonl``) and the sidecar (``.pywharf/<file>.toml``) keep every
     value, as lists, in upload order.
     """
     classifiers = ["Programming Language :: Python :: 3", "License :: OSI Approved :: MIT License",
@@ -191,10 +191,9 @@ def test_defect_6_multi_valued_fields_kept_only_first_value(fs_server: Server, t
     response = upload(fs_server, dist)
     assert response.status_code == 200, response.text
 
-    journal = tomllib.loads((fs_server.root / "cache" / "local" / "uploads.toml").read_text())
-    meta = journal["files"][dist.filename]["meta"]
+    meta = journal_entries(fs_server.root / "cache" / "local")[dist.filename]["meta"]
     sidecar = tomllib.loads((storage_of(fs_server) / ".pywharf" / f"{dist.filename}.toml").read_text())
-    for where, table in (("uploads.toml", meta), ("sidecar", sidecar)):
+    for where, table in (("uploads.jsonl", meta), ("sidecar", sidecar)):
         assert table.get("classifiers") == classifiers, (where, table)
         assert table.get("requires_dist") == requires_dist, (where, table)
         assert table.get("project_urls") == project_urls, (where, table)

@@ -19,7 +19,7 @@ import pytest
 
 from pywharf_backends.file_system import FileSystemBackend, FileSystemConfig
 from pywharf_core.index.formats import IndexFormatError, dump_index, dump_index_json, parse_index, parse_index_json
-from pywharf_core.index.local import _ENTRY_MARK, LocalIndexStore
+from pywharf_core.index.local import LocalIndexStore
 from pywharf_core.index.snapshot import IndexSnapshot
 from pywharf_core.model.errors import ConfigError, FileConflict, InvalidName
 from pywharf_core.model.names import normalize_project, parse_dist_filename, validate_repo_name
@@ -408,7 +408,7 @@ def test_journal_append_and_load(tmp_path: Path):
     store.append_journal(first)
     store.append_journal(second)
     assert LocalIndexStore(tmp_path, "local").load_journal() == [first, second]
-    assert store.journal_path == tmp_path / "cache" / "local" / "uploads.toml"
+    assert store.journal_path == tmp_path / "cache" / "local" / "uploads.jsonl"
 
 
 def test_journal_torn_trailing_entry_is_skipped(tmp_path: Path):
@@ -419,7 +419,7 @@ def test_journal_torn_trailing_entry_is_skipped(tmp_path: Path):
     store.append_journal(good)
     store.append_journal(record("demo-2.0.tar.gz"))
     data = store.journal_path.read_bytes()
-    cut = data.rindex(b"sha256") + len(b'sha256 = "aaa')  # inside the sha256 string
+    cut = data.rindex(b'"sha256"') + len(b'"sha256":"aaa')  # inside the sha256 string
     store.journal_path.write_bytes(data[:cut])
     assert store.load_journal() == [good]
     third = record("demo-3.0.tar.gz")
@@ -436,7 +436,7 @@ def test_journal_truncated_at_any_byte_never_yields_a_wrong_record(tmp_path: Pat
     store.append_journal(good)
     store.append_journal(last)
     data = store.journal_path.read_bytes()
-    start = data.rindex(_ENTRY_MARK)
+    start = data.rindex(b"\n", 0, len(data) - 1) + 1  # the last line
     wrong = []
     for cut in range(start, len(data)):
         store.journal_path.write_bytes(data[:cut])

@@ -1,40 +1,55 @@
-"""The local index a server keeps under ``ROOT/cache/<repo>/``.
+"""The local index a server keeps under ``ROOT/cache/<repo>/``, all of it rebuildable.
 
-Two files, both rebuildable from the backend:
+- ``index.json`` + ``index.token``: the last good copy of the remote index's base document (as
+  JSON: ~30x faster to load than TOML) and its version token, replaced atomically by a sync
+  that found a new base.
+- ``uploads.jsonl``: the journal, one JSON line per record that the base does not reflect yet
+  (uploads this server or another sharing ROOT accepted, entries read from the remote log,
+  yank changes). The latest line for a file wins.
 
-- ``index.json`` + ``index.token``: the last good copy of the remote index (as JSON: parsing
-  it at start-up is ~30x faster than TOML, see benchmarks/) and its version token, replaced
-  atomically by a sync.
-- ``uploads.toml``: an append-only journal of uploads this server (or another sharing ROOT)
-  accepted that the remote index does not list yet. An upload appends one small entry instead
-  of rewriting the index; a sync drops the entries the remote index has caught up with.
+Cost model (issue 12): an append writes one line and reads nothing but the lines other
+processes appended since this one last looked, so an upload costs the same at 10 or 100,000
+files. The journal is rewritten only when a new base arrives (it then keeps only what the base
+does not reflect). A line counts only once it ends with its newline, so a crash mid-append
+(a torn line) loses nothing that was acknowledged: the append is acknowledged only after the
+whole line is written and fsynced.
 
 A ``filelock`` lock serialises writers, so several server processes may share one ROOT.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from filelock import FileLock
 
-from pywharf_core.index.formats import (
-    IndexFormatError,
-    dump_index_json,
-    dump_record_entry,
-    parse_index,
-    parse_index_json,
-)
+from pywharf_core.index.formats import IndexFormatError, dump_index_json, parse_index, parse_index_json
+from pywharf_core.model.errors import InvalidName
 from pywharf_core.model.records import FileRecord
-from pywharf_core.storage.atomic_write import write_atomically
+from pywharf_core.storage.atomic_write import write_atomically, write_fully
 
 log = logging.getLogger(__name__)
 
-_ENTRY_MARK = b"# -- pywharf journal entry --\n"
-_ENTRY_END = b"# -- end of entry --\n"
 LOCK_TIMEOUT_SECONDS = 60
+_LEGACY_JOURNAL = "uploads.toml"  # pywharf 0.3.0's journal (TOML entries between markers)
+_LEGACY_MARK, _LEGACY_END = b"# -- pywharf journal entry --\n", b"# -- end of entry --\n"
+
+
+def journal_line(record: FileRecord) -> bytes:
+    """One journal line: the record's index table plus its filename, as compact JSON."""
+    return json.dumps({"filename": record.filename, **record.to_toml_table()}, separators=(",", ":")).encode() + b"\n"
+
+
+def parse_journal_line(line: bytes) -> FileRecord:
+    """The record of one complete journal line; raises ValueError/InvalidName when unusable."""
+    table = json.loads(line)
+    if not isinstance(table, dict) or not isinstance(table.get("filename"), str):
+        raise ValueError("a journal line must be an object with a filename")
+    return FileRecord.from_toml_table(table.pop("filename"), table)
 
 
 class LocalIndexStore:
@@ -42,12 +57,19 @@ class LocalIndexStore:
         self.folder = root / "cache" / repo_name
         self.index_path = self.folder / "index.json"
         self.token_path = self.folder / "index.token"
-        self.journal_path = self.folder / "uploads.toml"
+        self.journal_path = self.folder / "uploads.jsonl"
         self.folder.mkdir(parents=True, exist_ok=True)
         self.lock = FileLock(str(self.folder / ".index.lock"), timeout=LOCK_TIMEOUT_SECONDS)
+        # What this process has read of the journal: the file's identity (a rewrite replaces
+        # it), how far it has read, and the latest record per file.
+        self._identity: tuple[int, int] | None = None
+        self._offset = 0
+        self._pending: dict[str, FileRecord] = {}
+
+    # -- the synced base ------------------------------------------------------------------------
 
     def load_synced(self) -> tuple[list[FileRecord], str | None]:
-        """The last synced remote index and its token; empty when never synced or unreadable."""
+        """The last synced base and its token; empty when never synced or unreadable."""
         try:
             data = self.index_path.read_bytes()
             token = self.token_path.read_text().strip() or None
@@ -59,64 +81,131 @@ class LocalIndexStore:
             log.error("local index %s is unreadable (%s); it will be re-synced", self.index_path, exc)
             return [], None
 
-    def load_journal(self) -> list[FileRecord]:
-        """Uploads not yet in the remote index. A torn last entry (crash) is skipped."""
-        try:
-            data = self.journal_path.read_bytes()
-        except FileNotFoundError:
-            return []
-        records: list[FileRecord] = []
-        for chunk in data.split(_ENTRY_MARK):
-            if not chunk.strip():
-                continue
-            # An entry counts only if complete (a torn write can still be valid TOML); bytes
-            # after its end marker are the start of a torn next mark.
-            end = chunk.find(_ENTRY_END)
-            if end < 0:
-                log.warning("skipping a torn entry in %s", self.journal_path)
-                continue
-            try:
-                records.extend(parse_index(chunk[:end]))
-            except IndexFormatError:
-                log.warning("skipping an unreadable entry in %s", self.journal_path)
-        return records
-
-    @staticmethod
-    def _entry(record: FileRecord) -> bytes:
-        return _ENTRY_MARK + dump_record_entry(record) + _ENTRY_END
-
-    def append_journal(self, record: FileRecord) -> None:
-        """Journal one accepted upload or changed record.
-
-        The journal stays one valid TOML document with one entry per file: a byte-identical
-        retry (e.g. through another server sharing ROOT) adds nothing, and a changed record
-        (a yank) replaces the file's entry in an atomic rewrite. The journal only holds what the
-        remote index has not caught up with, so reading it here stays cheap.
-        """
-        entry = self._entry(record)
-        with self.lock:
-            pending = self.load_journal()
-            previous = {r.filename: r for r in pending}.get(record.filename)
-            if previous is not None:
-                if previous.state_key() != record.state_key():
-                    kept = [r for r in pending if r.filename != record.filename] + [record]
-                    write_atomically(self.journal_path, b"".join(self._entry(r) for r in kept))
-                return
-            fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, entry)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
     def save_synced(self, records: list[FileRecord], token: str) -> None:
-        """Replace the synced copy and drop journal entries the remote index now lists."""
+        """Replace the synced base and drop journal entries it reflects (same state); others stay."""
         remote = {r.filename: r.state_key() for r in records}
         with self.lock:
             write_atomically(self.index_path, dump_index_json(records))
             write_atomically(self.token_path, token.encode())
-            # Keep entries the remote index does not reflect yet (new files, and yank changes).
-            # Only the latest entry per file counts (an upload followed by a yank).
-            latest = {r.filename: r for r in self.load_journal()}
-            pending = [r for r in latest.values() if remote.get(r.filename) != r.state_key()]
-            write_atomically(self.journal_path, b"".join(self._entry(r) for r in pending))
+            self._catch_up()
+            kept = [r for r in self._pending.values() if remote.get(r.filename) != r.state_key()]
+            if len(kept) != len(self._pending):
+                self._rewrite(kept)
+
+    # -- the journal ----------------------------------------------------------------------------
+
+    def load_journal(self) -> list[FileRecord]:
+        """Every record of the journal (latest per file, in first-journalled order); reads it whole."""
+        with self.lock:
+            self._migrate_legacy_journal()
+            self._identity, self._offset, self._pending = None, 0, {}
+            self._catch_up()
+            return list(self._pending.values())
+
+    def pending(self) -> list[FileRecord]:
+        """The journal as this process last read it (no I/O)."""
+        return list(self._pending.values())
+
+    def read_new(self) -> list[FileRecord]:
+        """Records other processes sharing ROOT journalled since this one last looked."""
+        with self.lock:
+            return self._catch_up()
+
+    def append_journal(self, record: FileRecord) -> bool:
+        """Journal one accepted upload or changed record; False when it was already there.
+
+        Durable when this returns: the whole line is written and fsynced.
+        """
+        with self.lock:
+            self._catch_up()
+            previous = self._pending.get(record.filename)
+            if previous is not None and previous.state_key() == record.state_key():
+                return False
+            self._append([record])
+            return True
+
+    def append_many(self, records: Iterable[FileRecord]) -> None:
+        """Journal records read from the remote log (one write, one fsync)."""
+        with self.lock:
+            self._catch_up()
+            fresh = [r for r in records if (p := self._pending.get(r.filename)) is None or p != r]
+            if fresh:
+                self._append(fresh)
+
+    def _append(self, records: list[FileRecord]) -> None:
+        data = b"".join(journal_line(r) for r in records)
+        fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            st = os.fstat(fd)
+            if st.st_size and os.pread(fd, 1, st.st_size - 1) != b"\n":
+                data = b"\n" + data  # end a torn line a crash left, so ours stays whole
+            write_fully(fd, data)
+            os.fsync(fd)
+            identity = (st.st_dev, st.st_ino)
+            if self._identity in (None, identity) and self._offset == st.st_size:
+                self._identity, self._offset = identity, st.st_size + len(data)
+        finally:
+            os.close(fd)
+        for record in records:
+            self._pending.pop(record.filename, None)  # re-insert: order follows the latest line
+            self._pending[record.filename] = record
+
+    def _catch_up(self) -> list[FileRecord]:
+        """Read the journal from where this process stopped (all of it after a rewrite)."""
+        try:
+            handle = open(self.journal_path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            self._identity, self._offset, self._pending = None, 0, {}
+            return []
+        with handle:
+            st = os.fstat(handle.fileno())
+            identity = (st.st_dev, st.st_ino)
+            if identity != self._identity or st.st_size < self._offset:
+                self._identity, self._offset, self._pending = identity, 0, {}
+            if st.st_size == self._offset:
+                return []
+            handle.seek(self._offset)
+            data = handle.read(st.st_size - self._offset)
+        end = data.rfind(b"\n") + 1  # a last line without its newline is torn (or in flight)
+        fresh: list[FileRecord] = []
+        for line in data[:end].splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = parse_journal_line(line)
+            except (ValueError, TypeError, KeyError, InvalidName) as exc:
+                log.warning("skipping an unreadable line of %s: %s", self.journal_path, exc)
+                continue
+            self._pending.pop(record.filename, None)
+            self._pending[record.filename] = record
+            fresh.append(record)
+        self._offset += end
+        return fresh
+
+    def _rewrite(self, records: list[FileRecord]) -> None:
+        write_atomically(self.journal_path, b"".join(journal_line(r) for r in records))
+        self._identity, self._offset, self._pending = None, 0, {}
+        self._catch_up()
+
+    def _migrate_legacy_journal(self) -> None:
+        """Carry a 0.3.0 ``uploads.toml`` journal over once (its entries are acknowledged uploads)."""
+        legacy = self.folder / _LEGACY_JOURNAL
+        try:
+            data = legacy.read_bytes()
+        except FileNotFoundError:
+            return
+        records: dict[str, FileRecord] = {}
+        for chunk in data.split(_LEGACY_MARK):
+            end = chunk.find(_LEGACY_END)
+            if end < 0:
+                continue  # torn: it was never acknowledged
+            try:
+                records.update((r.filename, r) for r in parse_index(chunk[:end]))
+            except IndexFormatError:
+                log.warning("skipping an unreadable entry in %s", legacy)
+        if records:
+            self._catch_up()
+            self._append(list(records.values()))
+        legacy.unlink()
+        log.info("migrated %d entries of %s to %s", len(records), legacy, self.journal_path.name)
+

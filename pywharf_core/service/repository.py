@@ -113,8 +113,14 @@ class PkgRepo:
             if remote is not None:
                 self.local_index.save_synced(records, remote.token)
                 self._remote_records, self._remote_token = records, remote.token
-            journal = self.local_index.load_journal()
-            self.snapshot = IndexSnapshot.build(self._remote_records).with_records(journal)
+                journal = self.local_index.pending()
+                self.snapshot = IndexSnapshot.build(records).with_records(journal)
+            else:
+                # Unchanged base: only what other processes sharing ROOT journalled since the
+                # last look (O(changes), not O(files)).
+                fresh = self.local_index.read_new()
+                if fresh:
+                    self.snapshot = self.snapshot.with_records(fresh)
         if remote is not None:
             # A big index is a million long-lived objects; left in the collector's generations,
             # each full collection walks them all (tens of ms, seen as p99 spikes). They hold no

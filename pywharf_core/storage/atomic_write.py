@@ -20,6 +20,16 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def write_fully(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written: a short write (full disk, signal) is not an end."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:  # pragma: no cover - os.write raises rather than returning 0
+            raise OSError("short write")
+        view = view[written:]
+
+
 def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
