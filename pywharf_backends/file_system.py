@@ -1,16 +1,15 @@
-"""The ``file_system`` backend: package files in a local folder.
+"""The ``file_system`` backend: package files in a local (or network) folder.
 
-Layout of the storage folder (default ``ROOT/cache/<repo>/storage``)::
+A storage adapter (``pywharf_core.storage.api``); the layout and every policy are the core's
+(``pywharf_core.service.package_store``). Default folder: ``ROOT/cache/<repo>/storage``.
 
-    index.toml                      the remote index (written by ``update_index``)
-    <filename>                      each package file, immutable once stored
-    .pywharf/<filename>.toml        the upload's metadata (incl. description), so the index
-                                    can be rebuilt from storage alone
-    .upload-*.part                  uploads being received (same folder: atomic link/rename)
-
-Storing is create-only: the staged file is hard-linked to its final name, which fails if the
-name exists, so two concurrent uploads (even from two servers sharing the folder) cannot both
-win and nobody ever sees a partial file.
+- Blobs are created with a hard link from the staged upload (``link`` fails if the name
+  exists), so two concurrent uploads, even from two servers sharing the folder, cannot both
+  win and nobody ever sees a partial file. Uploads are staged in the same folder
+  (``.upload-*.part``) so the link is never across file systems.
+- Documents are written to a temp file and then linked (create-only) or renamed over the old
+  one; a document's version token is its inode, mtime and size. Compare-and-swap runs under
+  one ``filelock`` lock (``.pywharf/documents.lock``), so servers sharing the folder agree.
 """
 
 from __future__ import annotations
@@ -19,40 +18,23 @@ import contextlib
 import errno
 import hashlib
 import os
-import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import tomli_w
+from filelock import FileLock
 
-from pywharf_core.model.errors import FileConflict, InvalidName
-from pywharf_core.model.metadata import description_of, extract_core_metadata, read_core_metadata
-from pywharf_core.model.names import parse_dist_filename
-from pywharf_core.model.records import FileRecord, freeze_meta, is_sha256_hex
-from pywharf_core.storage.atomic_write import fsync_dir, write_atomically
-from pywharf_core.storage.backend import (
-    Backend,
-    DownloadTarget,
-    LocalFile,
-    Permission,
-    RemoteIndex,
-    StagedFile,
-    StoreOutcome,
-)
+from pywharf_core.model.errors import BackendUnavailable, InvalidName
+from pywharf_core.storage.api import BlobInfo, Document, Storage, VersionConflict
+from pywharf_core.storage.atomic_write import fsync_dir
+from pywharf_core.storage.backend import DownloadTarget, LocalFile
 from pywharf_core.storage.config import PkgRepoConfig
 from pywharf_core.storage.registry import BackendSpec
-from pywharf_core.storage.shared_secrets import shared_secret_permission
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-INDEX_FILENAME = "index.toml"
-SIDECAR_DIR = ".pywharf"
+LOCK_TIMEOUT_SECONDS = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,195 +53,143 @@ class FileSystemConfig(PkgRepoConfig):
         return problems
 
 
-class FileSystemBackend(Backend):
+class FileSystemBackend(Storage):
     config: FileSystemConfig
 
     def __init__(self, config: FileSystemConfig, context: Any) -> None:  # type: ignore[override]
         super().__init__(config, context)
         if config.storage_path:
-            self.storage = Path(config.storage_path).resolve()
+            self.root = Path(config.storage_path).resolve()
         else:
-            self.storage = (Path(context.root) / "cache" / config.name / "storage").resolve()
-        self.storage.mkdir(parents=True, exist_ok=True)
-        (self.storage / SIDECAR_DIR).mkdir(exist_ok=True)
+            self.root = (Path(context.root) / "cache" / config.name / "storage").resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / ".pywharf").mkdir(exist_ok=True)
+        # One lock for every compare-and-swap in this store (each holds it for a stat + rename).
+        self._cas_lock = FileLock(str(self.root / ".pywharf" / "documents.lock"), timeout=LOCK_TIMEOUT_SECONDS)
 
-    # -- auth --------------------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        """The path of a key the core built; refuses anything that would leave the folder."""
+        if not key or key.startswith("/") or "\\" in key or "\0" in key or ".." in key.split("/"):
+            raise InvalidName(f"invalid storage key {key!r}")
+        return self.root / key
 
-    def authenticate(self, secret: str) -> Permission:
-        return shared_secret_permission(secret, self.config.read_secret, self.config.write_secret)
+    def describe(self, key: str) -> str:
+        return str(self.root / key)
 
-    # -- files -------------------------------------------------------------------------------
-
-    def _path(self, filename: str) -> Path:
-        """The storage path of a validated filename (defence in depth against traversal)."""
-        parse_dist_filename(filename)
-        path = self.storage / filename
-        if path.parent != self.storage:
-            raise InvalidName(f"invalid distribution filename {filename!r}")
-        return path
-
-    def _sidecar(self, filename: str) -> Path:
-        return self.storage / SIDECAR_DIR / f"{filename}.toml"
-
-    def _metadata_path(self, filename: str) -> Path:
-        return self.storage / SIDECAR_DIR / f"{filename}.metadata"
+    # -- blobs -----------------------------------------------------------------------------------
 
     def staging_dir(self) -> Path:
-        return self.storage
+        return self.root
 
-    def store(
-        self,
-        record: FileRecord,
-        staged: StagedFile,
-        metadata: Mapping[str, Any],
-        core_metadata: bytes | None,
-    ) -> StoreOutcome:
-        final = self._path(record.filename)
-        # Sidecars are written to temp files first and only renamed into place once the file
-        # itself is stored, so a losing racer never overwrites the winner's sidecars.
-        pending = [(self._sidecar(record.filename), tomli_w.dumps(dict(metadata)).encode())]
-        if core_metadata is not None:
-            pending.append((self._metadata_path(record.filename), core_metadata))
-        temps: list[tuple[str, Path]] = []
+    def put_blob(self, key: str, source: Path, size: int, sha256: str) -> bool:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            for target, data in pending:
-                temps.append((_write_temp(target.parent, data), target))
-            try:
-                _link_exclusive(staged.path, final)
-            except FileExistsError:
-                if self._stored_sha256(record.filename) == staged.sha256:
-                    return StoreOutcome.IDENTICAL
-                raise FileConflict(
-                    f"File already exists: {record.filename!r} is stored with different content."
-                ) from None
-            for temp, target in temps:
-                os.replace(temp, target)
-            fsync_dir(self.storage / SIDECAR_DIR)
-            fsync_dir(self.storage)
-            return StoreOutcome.CREATED
+            _link_exclusive(source, target)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise _unavailable(exc, key) from exc
+        fsync_dir(target.parent)
+        return True
+
+    def blob_sha256(self, key: str) -> str | None:
+        try:
+            handle = open(self._path(key), "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            return None
+        digest = hashlib.sha256()
+        with handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    def has_blob(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def locate(self, key: str) -> DownloadTarget | None:
+        path = self._path(key)
+        return LocalFile(path) if path.is_file() else None
+
+    def open_blob(self, key: str) -> BinaryIO | None:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            return None
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        for entry in os.scandir(self.root):
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue
+            st = entry.stat()
+            yield BlobInfo(entry.name, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(key))
+
+    # -- documents -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _version(st: os.stat_result) -> str:
+        return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+
+    def document_version(self, key: str) -> str | None:
+        try:
+            return self._version(os.stat(self._path(key)))
+        except FileNotFoundError:
+            return None
+
+    def read_document(self, key: str) -> Document | None:
+        try:
+            with open(self._path(key), "rb") as handle:
+                st = os.fstat(handle.fileno())
+                return Document(handle.read(), self._version(st))
+        except FileNotFoundError:
+            return None
+
+    def write_document(self, key: str, data: bytes, expected: str | None) -> str:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = _write_temp(target.parent, data)
+        try:
+            if expected is None:
+                try:
+                    _link_exclusive(Path(temp), target)
+                except FileExistsError:
+                    raise VersionConflict(f"{key} exists") from None
+            else:
+                with self._cas_lock:
+                    if self.document_version(key) != expected:
+                        raise VersionConflict(f"{key} changed")
+                    os.replace(temp, target)
+            fsync_dir(target.parent)
+            return self._version(os.stat(target))
+        except OSError as exc:
+            raise _unavailable(exc, key) from exc
         finally:
-            for temp, _ in temps:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temp)
-
-    def _stored_sha256(self, filename: str) -> str:
-        meta = self._read_sidecar(filename)
-        if meta and isinstance(meta.get("sha256"), str):
-            return meta["sha256"]
-        return _sha256_of(self._path(filename))
-
-    def _read_sidecar(self, filename: str) -> dict[str, Any] | None:
-        try:
-            return tomllib.loads(self._sidecar(filename).read_text("utf-8"))
-        except (FileNotFoundError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-            return None
-
-    def locate(self, filename: str) -> DownloadTarget | None:
-        try:
-            path = self._path(filename)
-        except InvalidName:
-            return None
-        return LocalFile(path) if path.is_file() else None
-
-    def locate_metadata(self, filename: str) -> DownloadTarget | None:
-        try:
-            self._path(filename)
-        except InvalidName:
-            return None
-        path = self._metadata_path(filename)
-        return LocalFile(path) if path.is_file() else None
-
-    def set_yanked(self, filename: str, yanked: bool, reason: str) -> None:
-        path = self._path(filename)
-        if not path.is_file():
-            raise FileNotFoundError(filename)
-        meta = self._read_sidecar(filename) or read_core_metadata(path)
-        meta.update(yanked=yanked, yanked_reason=reason if yanked else "")
-        write_atomically(self._sidecar(filename), tomli_w.dumps(meta).encode())
-
-    def read_description(self, filename: str) -> tuple[str, str] | None:
-        """The upload's description, from the sidecar (the browser UI renders it)."""
-        try:
-            self._path(filename)
-        except InvalidName:
-            return None
-        return description_of(self._read_sidecar(filename) or {})
-
-    # -- index -------------------------------------------------------------------------------
-
-    def fetch_remote_index(self, known_token: str | None) -> RemoteIndex | None:
-        path = self.storage / INDEX_FILENAME
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            absent = "absent"
-            return None if known_token == absent else RemoteIndex(absent, None)
-        token = f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
-        if token == known_token:
-            return None
-        return RemoteIndex(token, path.read_bytes())
-
-    def list_files(self) -> Iterator[FileRecord]:
-        for entry in os.scandir(self.storage):
-            if entry.name.startswith(".") or not entry.is_file() or entry.name == INDEX_FILENAME:
-                continue
-            try:
-                dist = parse_dist_filename(entry.name)
-            except InvalidName:
-                continue
-            path = Path(entry.path)
-            meta = self._read_sidecar(entry.name) or read_core_metadata(path)
-            size = entry.stat().st_size
-            sha256 = meta.get("sha256") if meta.get("size") == size and is_sha256_hex(meta.get("sha256")) else None
-            yield FileRecord(
-                filename=entry.name,
-                distrib=dist.project,
-                version=str(meta.get("version") or dist.version),
-                sha256=sha256 or _sha256_of(path),
-                size=size,
-                upload_time=str(meta.get("upload_time", "")),
-                requires_python=str(meta.get("requires_python", "")),
-                meta=freeze_meta({k: v for k, v in meta.items() if k not in _RECORD_KEYS}),
-                metadata_sha256=self._backfill_metadata(entry.name, path),
-                yanked=bool(meta.get("yanked", False)),
-                yanked_reason=str(meta.get("yanked_reason", "")),
-            )
-
-    def _backfill_metadata(self, filename: str, path: Path) -> str:
-        """sha256 of the stored PEP 658 file, extracting it from the distribution if missing."""
-        target = self._metadata_path(filename)
-        try:
-            return hashlib.sha256(target.read_bytes()).hexdigest()
-        except FileNotFoundError:
-            pass
-        data = extract_core_metadata(path, filename)
-        if data is None:
-            return ""
-        write_atomically(target, data)
-        return hashlib.sha256(data).hexdigest()
-
-    def publish_remote_index(self, data: bytes) -> None:
-        write_atomically(self.storage / INDEX_FILENAME, data)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
 
 
-_RECORD_KEYS = frozenset({"sha256", "size", "upload_time", "metadata_sha256", "yanked", "yanked_reason"})
+def _unavailable(exc: OSError, key: str) -> BackendUnavailable:
+    """A storage error (full disk, read-only mount...) as a 503 naming its cause."""
+    return BackendUnavailable(f"file system error on {key!r}: {exc.strerror or exc}")
 
 
 def _write_temp(folder: Path, data: bytes) -> str:
     fd, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
+    os.chmod(name, 0o644)
     return name
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _link_exclusive(source: Path, target: Path) -> None:

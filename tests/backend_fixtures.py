@@ -228,7 +228,14 @@ def _file_system(engines: Engines, folder: Path) -> BackendUnderTest:
     """A storage folder shared by every app (``storage_path``), outside every ROOT."""
     table = {"read_secret": READ_SECRET, "write_secret": WRITE_SECRET, "storage_path": str(folder / "storage")}
     return BackendUnderTest("file_system", table, None, (REPO, WRITE_SECRET), (REPO, READ_SECRET), folder,
-                            index_on_upload=False)
+                            index_on_upload=True)
+
+
+def _memory(engines: Engines, folder: Path) -> BackendUnderTest:
+    """The reference adapter: a store in this process, shared by every app through its store_id."""
+    table = {"read_secret": READ_SECRET, "write_secret": WRITE_SECRET, "store_id": f"contract-{uuid.uuid4().hex}"}
+    return BackendUnderTest("memory", table, None, (REPO, WRITE_SECRET), (REPO, READ_SECRET), folder,
+                            index_on_upload=True)
 
 
 def _s3(engines: Engines, folder: Path) -> BackendUnderTest:
@@ -260,6 +267,7 @@ SETUPS: dict[str, Callable[[Engines, Path], BackendUnderTest]] = {
     "file_system": _file_system,
     "s3": _s3,
     "github": _github,
+    "memory": _memory,
 }
 
 

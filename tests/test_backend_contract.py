@@ -1,7 +1,7 @@
 """The storage contract, once, for every backend: what the core promises whatever stores the files.
 
 Each test runs for every backend in ``backend_fixtures.SETUPS`` (file_system, s3 on a real
-SeaweedFS, github on the GitHub REST stand-in) and drives it only through the core's use cases:
+SeaweedFS, github on the GitHub REST stand-in, and the in-memory reference adapter) and drives it only through the core's use cases:
 uploads, pages, downloads and yanks over the HTTP API of in-process apps, the ``update_index``
 command, and index sync. No test touches a backend object, so the suite holds while the backend
 interface is reshaped; a new backend is one more entry in ``SETUPS``.
@@ -130,10 +130,6 @@ def test_identical_reupload_is_200_and_changes_nothing(backend: BackendUnderTest
     assert [(f["filename"], f["upload_time_iso_8601"]) for f in rebuilt["urls"]] == [(dist.filename, first_time)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the upload handler journals the re-uploading server's own record (a new upload_time) when the backend "
-    "answers IDENTICAL for a file that server had not seen; only a later sync of an index listing the file "
-    "(s3: the next sync; file_system, github: after update_index) restores the stored one"))
 def test_identical_reupload_through_another_server_changes_nothing(backend: BackendUnderTest,
                                                                    tmp_path: Path) -> None:
     """A client retrying an upload that a load balancer sends to another server."""
@@ -237,7 +233,6 @@ def test_racing_uploads_keep_the_winners_metadata(backend: BackendUnderTest, tmp
 # -- 5: one release file per canonical identity --------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: canonical identity")
 def test_respelled_filename_of_a_stored_file_is_409(backend: BackendUnderTest, tmp_path: Path) -> None:
     """``Immut-1.0-py3-none-any.whl``, ``immut-1.0.0-...`` and ``immut-01.0-...`` are one file
     (same project, version and tags): once one is stored, the others are conflicts."""
@@ -303,13 +298,6 @@ def test_rebuilt_index_equals_what_the_uploads_built(backend: BackendUnderTest, 
     digests = {"meta.md5_digest", "meta.blake2_256_digest"}
     assert {f: {k: v for k, v in d.items() if k not in digests} for f, d in differences.items()} == {
         filename: {} for filename in uploaded}, "field: (uploaded, rebuilt)"
-    # Known failure, narrowed to the digests: everything else above must hold on every backend.
-    xfail_on(request, backend, {
-        "file_system": "md5_digest and blake2_256_digest are not kept beside the file (.pywharf/<file>.toml), "
-                       "so the rebuilt record lacks them",
-        "github": "md5_digest and blake2_256_digest are not kept in the release body, so the rebuilt record "
-                  "lacks them",
-    })
     assert differences == {filename: {} for filename in uploaded}, "field: (uploaded, rebuilt)"
 
 

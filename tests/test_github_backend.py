@@ -780,7 +780,9 @@ def _sync_timeouts(gh: GitHubStandIn, server_factory, tmp_path: Path) -> None:
     assert log.count("index sync failed") == 1, log
     assert "GitHub timed out on GET" in log and "/repos/alice/synced/contents/index.toml (timeout is 1s)" in log
     ready = requests.get(f"{reader.base}/readyz", timeout=10)
-    assert (ready.status_code, ready.text) == (200, "ready")  # it serves: the last good index
+    assert ready.status_code == 200, ready.text  # it serves: the last good index...
+    assert ready.json()["ready"] is True
+    assert "serving the last good index; sync failing" in ready.json()["warnings"][0]  # ...and says so
     gh.remove_fault(slow)
     gh.set_file(OWNER, "synced", "index.toml", "master", dump_index(records))
     wait_for(lambda: files_on(reader, "steady") == [r.filename for r in records], 10, reader.log)

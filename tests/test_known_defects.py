@@ -453,8 +453,11 @@ def test_defect_11_error_bodies_carried_tracebacks(fs_server: Server, tmp_path: 
     _assert_no_leak("locate raises", 500, response.text, tmp_path / "inproc")
     assert "/secret" not in response.text
     response = _tc_upload(client, make_wheel(tmp_path / "dists", version="2.0"))
-    assert response.status_code == 500, response.text
-    _assert_no_leak("store raises", 500, response.text, tmp_path / "inproc")
+    # A storage error is the store's fault, not the client's: 503 with its cause (issue 12),
+    # the cause's text only (strerror), never the path it names.
+    assert response.status_code == 503, response.text
+    assert "Permission denied" in response.text
+    _assert_no_leak("store raises", 503, response.text, tmp_path / "inproc")
     assert "/secret" not in response.text
     assert temp_leftovers(tmp_path / "inproc" / "cache" / "local" / "storage") == []
     # The details are not lost: they go to the server log.

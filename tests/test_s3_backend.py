@@ -38,7 +38,9 @@ from seaweed import ACCESS_KEY, SECRET_KEY, SeaweedFS, start_seaweedfs
 from streamed_upload import BOUNDARY, StreamedWheel
 from test_index_sync import legacy_upload, pip_install, project_files, twine_upload, wait_for
 
-from pywharf_core.index.formats import parse_index
+from pywharf_core.index.formats import index_log_position, parse_index
+from pywharf_core.index.local import parse_journal_line
+from pywharf_core.index.remote_log import log_key
 from pywharf_core.model.errors import ConfigError
 from pywharf_core.storage.config import ConfigSource, build_config, load_admin_secrets
 
@@ -74,13 +76,23 @@ def aws_env() -> dict[str, str]:
 
 
 def remote_index(seaweed: SeaweedFS, bucket: str, prefix: str = "") -> dict[str, Any]:
-    """The bucket's index.toml as {filename: record} (empty when there is none yet)."""
+    """What the bucket's remote index says, {filename: record}: the base document (index.toml)
+    plus the index log entries after the position it covers, as every server reads it."""
     s3 = seaweed.client()
     try:
         data = s3.get_object(Bucket=bucket, Key=f"{prefix}index.toml")["Body"].read()
     except s3.exceptions.NoSuchKey:
-        return {}
-    return {r.filename: r for r in parse_index(data)}
+        data = b""
+    records = {r.filename: r for r in parse_index(data)} if data else {}
+    seq = index_log_position(data)
+    while True:
+        seq += 1
+        try:
+            entry = s3.get_object(Bucket=bucket, Key=f"{prefix}{log_key(seq)}")["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            return records
+        record = parse_journal_line(entry)
+        records[record.filename] = record
 
 
 def keys(seaweed: SeaweedFS, bucket: str) -> set[str]:
@@ -308,16 +320,14 @@ def test_index_cas_unquotes_etags_for_stores_that_want_it(tmp_path: Path, reject
     """Some engines compare If-Match against the bare ETag: a 412 while the index provably did
     not change switches the backend to unquoted ETags, once, and the update goes through."""
     from pywharf_backends.s3 import S3Backend
-    from pywharf_core.model.records import FileRecord
     from pywharf_core.storage.backend import BackendContext
 
     backend = S3Backend(_build(), BackendContext(root=tmp_path, admin_secret="AK:SK"))  # type: ignore[arg-type]
     fake = _FakeS3(reject_quoted)
     backend.s3 = fake
-    record = FileRecord("cas-1.0-py3-none-any.whl", "cas", "1.0", "ab" * 32, 3, "2026-01-01T00:00:00.000000Z")
-    backend._index_add(record, replace=True)
+    assert backend.write_document("index.toml", b"format = 2\n# new\n", '"v1"') == '"v2"'
     assert fake.puts == (['"v1"', "v1"] if reject_quoted else ['"v1"'])
-    assert [r.filename for r in parse_index(fake.body)] == [record.filename]
+    assert fake.body == b"format = 2\n# new\n"
 
 
 def _offline_backend(tmp_path: Path, **table: object) -> Any:
@@ -340,7 +350,10 @@ def test_redirects_point_at_the_public_endpoint(tmp_path: Path) -> None:
     url = urlsplit(target.url)
     assert (url.scheme, url.netloc, url.path) == ("https", "files.example.com", "/pkgs/demo-1.0-py3-none-any.whl")
     assert "X-Amz-Expires=120" in url.query
-    assert backend.locate("../etc/passwd") is None
+    from pywharf_core.model.errors import InvalidName
+
+    with pytest.raises(InvalidName):  # defence in depth: the adapter refuses a key leaving its prefix
+        backend.locate("../etc/passwd")
 
 
 def test_store_errors_become_one_line_backend_unavailable(tmp_path: Path) -> None:
@@ -356,8 +369,8 @@ def test_store_errors_become_one_line_backend_unavailable(tmp_path: Path) -> Non
 
     backend = _offline_backend(tmp_path)
     backend.s3 = type("Refuse", (), {"get_object": lambda self, **kw: refuse(**kw)})()
-    with pytest.raises(BackendUnavailable, match=r"^S3 index sync: NoSuchBucket The specified bucket does not exist$"):
-        backend.fetch_remote_index(None)
+    with pytest.raises(BackendUnavailable, match=r"^S3 read: NoSuchBucket The specified bucket does not exist$"):
+        backend.read_document("index.toml")
 
 
 # -- 2. the engine honours the conditional writes the backend relies on -------------------------
@@ -401,8 +414,11 @@ def test_upload_to_a_installs_from_b_after_one_sync(pair: tuple[Server, Server],
     assert on_b[wheel.name]["href"].endswith(f"#sha256={digest}")
     assert on_b[wheel.name]["data-requires-python"] == ">=3.8"
 
-    assert {wheel.name, f".pywharf/{wheel.name}.toml", f".pywharf/{wheel.name}.metadata", "index.toml"} == keys(
-        seaweed, bucket)
+    stored = keys(seaweed, bucket)
+    claims = {k for k in stored if k.startswith(".pywharf/identity/")}
+    assert len(claims) == 1, stored  # the distribution's identity, claimed by this spelling
+    assert stored - claims == {wheel.name, f".pywharf/{wheel.name}.toml", f".pywharf/{wheel.name}.metadata",
+                               ".pywharf/log/000000000001.json"}
     assert remote_index(seaweed, bucket)[wheel.name].sha256 == digest
     head = seaweed.client().head_object(Bucket=bucket, Key=wheel.name)
     assert head["Metadata"]["sha256"] == digest
@@ -551,7 +567,8 @@ def test_identical_retry_completes_an_upload_cut_off_after_the_file(pair: tuple[
 
     retry = legacy_upload(b, spec, wheel)
     assert retry.status_code == 200, retry.text
-    assert {f".pywharf/{wheel.name}.toml", f".pywharf/{wheel.name}.metadata", "index.toml"} <= keys(seaweed, bucket)
+    assert {f".pywharf/{wheel.name}.toml", f".pywharf/{wheel.name}.metadata",
+            ".pywharf/log/000000000001.json"} <= keys(seaweed, bucket)
     assert remote_index(seaweed, bucket)[wheel.name].sha256 == digest
     wait_for(lambda: project_files(a, "cutoff"), SYNC_WAIT, lambda: f"A never listed it:\n{a.log()}")
     other = build_wheel(DistSpec("cutoff", "1.0", module_body="VALUE = 'other'\n"), tmp_path / "other")
@@ -688,7 +705,7 @@ def test_prefix_keeps_repositories_apart(server_factory, seaweed: SeaweedFS, buc
     spec = DistSpec("prefixed", "1.0")
     wheel = build_wheel(spec, tmp_path / "dist")
     assert legacy_upload(one, spec, wheel).status_code == 200
-    assert {f"team-one/{wheel.name}", "team-one/index.toml"} <= keys(seaweed, bucket)
+    assert {f"team-one/{wheel.name}", "team-one/.pywharf/log/000000000001.json"} <= keys(seaweed, bucket)
     assert set(remote_index(seaweed, bucket, "team-one/")) == {wheel.name}
     time.sleep(INTERVAL + 0.5)
     assert project_files(two, "prefixed") == {}

@@ -25,6 +25,7 @@ from pywharf_core.model.errors import ConfigError, FileConflict, InvalidName
 from pywharf_core.model.names import normalize_project, parse_dist_filename, validate_repo_name
 from pywharf_core.model.records import FileRecord, freeze_meta
 from pywharf_core.service import repository as pkg_repo_module
+from pywharf_core.service.package_store import PackageStore
 from pywharf_core.service.repository import AuthExpiry, PkgRepo
 from pywharf_core.storage.backend import Backend, BackendContext, Permission, StagedFile, StoreOutcome
 from pywharf_core.storage.config import ConfigSource, build_config, load_admin_secrets, load_repo_configs
@@ -715,13 +716,14 @@ def test_auth_cache_is_keyed_by_hash_not_secret(auth_repo):
 
 
 @pytest.fixture
-def fs_backend(tmp_path: Path) -> FileSystemBackend:
+def fs_backend(tmp_path: Path) -> PackageStore:
+    """The file_system adapter inside the core's PackageStore (what a server runs)."""
     config = build_config(FileSystemConfig, "local", {**FS_TABLE, "read_secret": "read-secret",
                                                       "write_secret": "write-secret"}, SOURCE)
-    return FileSystemBackend(config, BackendContext(root=tmp_path / "root"))
+    return PackageStore(FileSystemBackend(config, BackendContext(root=tmp_path / "root")))
 
 
-def stage(backend: FileSystemBackend, data: bytes, tag: str) -> StagedFile:
+def stage(backend: PackageStore, data: bytes, tag: str) -> StagedFile:
     path = backend.staging_dir() / f".upload-{tag}.part"
     path.write_bytes(data)
     return StagedFile(path, len(data), hashlib.sha256(data).hexdigest(),
@@ -729,7 +731,7 @@ def stage(backend: FileSystemBackend, data: bytes, tag: str) -> StagedFile:
                       hashlib.blake2b(data, digest_size=32).hexdigest())
 
 
-def store(backend: FileSystemBackend, filename: str, data: bytes, tag: str):
+def store(backend: PackageStore, filename: str, data: bytes, tag: str):
     staged = stage(backend, data, tag)
     rec = record(filename, sha256=staged.sha256, size=staged.size)
     meta = {"name": rec.distrib, "version": rec.version, "sha256": staged.sha256, "size": staged.size,
@@ -740,53 +742,54 @@ def store(backend: FileSystemBackend, filename: str, data: bytes, tag: str):
         staged.path.unlink(missing_ok=True)  # what the core does after store()
 
 
-def test_store_creates_file_and_sidecar(fs_backend: FileSystemBackend):
+def test_store_creates_file_and_sidecar(fs_backend: PackageStore):
     """A new upload lands under its name with its metadata beside it (for update_index)."""
     assert store(fs_backend, "demo-1.0.tar.gz", b"first", "1") is StoreOutcome.CREATED
-    stored = fs_backend.storage / "demo-1.0.tar.gz"
+    stored = fs_backend.storage.root / "demo-1.0.tar.gz"
     assert stored.read_bytes() == b"first"
-    assert fs_backend.storage == (fs_backend.context.root / "cache" / "local" / "storage").resolve()
-    sidecar = fs_backend.storage / ".pywharf" / "demo-1.0.tar.gz.toml"
+    assert fs_backend.storage.root == (fs_backend.context.root / "cache" / "local" / "storage").resolve()
+    sidecar = fs_backend.storage.root / ".pywharf" / "demo-1.0.tar.gz.toml"
     assert hashlib.sha256(b"first").hexdigest() in sidecar.read_text()
     assert [r.filename for r in fs_backend.list_files()] == ["demo-1.0.tar.gz"]
-    leftovers = [p.name for p in fs_backend.storage.rglob("*") if p.name.endswith((".tmp", ".part"))]
+    leftovers = [p.name for p in fs_backend.storage.root.rglob("*") if p.name.endswith((".tmp", ".part"))]
     assert leftovers == []
 
 
-def test_store_identical_bytes_is_a_no_op(fs_backend: FileSystemBackend):
+def test_store_identical_bytes_is_a_no_op(fs_backend: PackageStore):
     """CI retries re-upload the same file: that must succeed and change nothing."""
     store(fs_backend, "demo-1.0.tar.gz", b"same", "1")
-    stored = fs_backend.storage / "demo-1.0.tar.gz"
+    stored = fs_backend.storage.root / "demo-1.0.tar.gz"
     inode = stored.stat().st_ino
     assert store(fs_backend, "demo-1.0.tar.gz", b"same", "2") is StoreOutcome.IDENTICAL
     assert stored.stat().st_ino == inode
     assert stored.read_bytes() == b"same"
 
 
-def test_store_different_bytes_conflicts_and_keeps_original(fs_backend: FileSystemBackend):
+def test_store_different_bytes_conflicts_and_keeps_original(fs_backend: PackageStore):
     """A filename is immutable once stored (PyPI semantics): different bytes are refused and
     neither the file nor its metadata is touched."""
     store(fs_backend, "demo-1.0.tar.gz", b"original", "1")
-    sidecar = fs_backend.storage / ".pywharf" / "demo-1.0.tar.gz.toml"
+    sidecar = fs_backend.storage.root / ".pywharf" / "demo-1.0.tar.gz.toml"
     sidecar_before = sidecar.read_bytes()
     with pytest.raises(FileConflict, match="already exists"):
         store(fs_backend, "demo-1.0.tar.gz", b"tampered", "2")
-    assert (fs_backend.storage / "demo-1.0.tar.gz").read_bytes() == b"original"
+    assert (fs_backend.storage.root / "demo-1.0.tar.gz").read_bytes() == b"original"
     assert sidecar.read_bytes() == sidecar_before
-    assert [p.name for p in (fs_backend.storage / ".pywharf").iterdir()] == ["demo-1.0.tar.gz.toml"]
+    companions = sorted(p.name for p in (fs_backend.storage.root / ".pywharf").iterdir())
+    assert companions == ["demo-1.0.tar.gz.toml", "identity"]
 
 
-def test_store_refuses_traversal_filename(fs_backend: FileSystemBackend, tmp_path: Path):
+def test_store_refuses_traversal_filename(fs_backend: PackageStore, tmp_path: Path):
     """Defence in depth: even if a bad record reached the backend, nothing leaves storage."""
     staged = stage(fs_backend, b"x", "evil")
     bad = FileRecord(filename="../evil-1.0.tar.gz", distrib="evil", version="1.0", sha256=staged.sha256,
                      size=1, upload_time="")
     with pytest.raises(InvalidName):
         fs_backend.store(bad, staged, {}, None)
-    assert not (fs_backend.storage.parent / "evil-1.0.tar.gz").exists()
+    assert not (fs_backend.storage.root.parent / "evil-1.0.tar.gz").exists()
 
 
-def test_authenticate_uses_constant_time_comparison(fs_backend: FileSystemBackend, monkeypatch):
+def test_authenticate_uses_constant_time_comparison(fs_backend: PackageStore, monkeypatch):
     """Secrets must be compared with hmac.compare_digest (no timing oracle), and both secrets
     are always compared so timing does not reveal which one matched."""
     calls: list[tuple[bytes, bytes]] = []
@@ -807,7 +810,7 @@ def test_authenticate_uses_constant_time_comparison(fs_backend: FileSystemBacken
         assert all(a == secret.encode() for a, _ in calls)
 
 
-def test_authenticate_decision_comes_only_from_compare_digest(fs_backend: FileSystemBackend, monkeypatch):
+def test_authenticate_decision_comes_only_from_compare_digest(fs_backend: PackageStore, monkeypatch):
     """If compare_digest says no, no other comparison (``==``) may grant access."""
     monkeypatch.setattr(hmac, "compare_digest", lambda a, b: False)
     assert fs_backend.authenticate("write-secret") is Permission.NONE

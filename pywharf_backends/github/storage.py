@@ -743,6 +743,16 @@ class GitHubBackend(Backend):
             check_response(response, f"downloading asset {asset.name!r}")
             return self._save(response, local, expected.lower(), limit=MAX_METADATA_BYTES)
 
+    def stored_record(self, filename: str) -> FileRecord | None:
+        """The record the release holds (an identical re-upload through another server answers
+        with it, original upload time included)."""
+        try:
+            parse_dist_filename(filename)
+        except InvalidName:
+            return None
+        release = self._release(filename, fresh=True)
+        return record_from_release(release) if release is not None else None
+
     def read_description(self, filename: str) -> tuple[str, str] | None:
         """The long description kept in the release body (None if it was too long to keep there)."""
         try:

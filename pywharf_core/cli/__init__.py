@@ -21,8 +21,8 @@ import fire
 import fire.helptext
 import fire.trace
 
-from pywharf_core.index.formats import dump_index
 from pywharf_core.model.errors import PywharfError
+from pywharf_core.service.backends import open_backend, rebuild_remote_index
 from pywharf_core.service.repository import AuthExpiry
 from pywharf_core.service.server_state import ServerSettings, ServerState, build_repos, load_setup
 from pywharf_core.storage.backend import BackendContext
@@ -145,10 +145,8 @@ def update_index(
             table[key] = str(secret or "unused-by-update-index")
     repo_config = build_config(spec.config_class, str(name), table, ConfigSource("<command line>"))
     context = BackendContext(root=Path(str(root or ".")).resolve(), admin_secret=_opt_str(secret))
-    backend = spec.backend_class(repo_config, context)
-    records = list(backend.list_files())
-    backend.publish_remote_index(dump_index(records))
-    print(f"update_index: {name}: wrote an index of {len(records)} files")
+    count = rebuild_remote_index(open_backend(spec, repo_config, context))
+    print(f"update_index: {name}: wrote an index of {count} files")
 
 
 def _change_yank(

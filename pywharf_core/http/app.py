@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import dataclasses
-import hashlib
 import hmac
 import logging
 import os
@@ -24,7 +22,14 @@ from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from pywharf_core.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_content_type
@@ -35,12 +40,11 @@ from pywharf_core.http.reason_phrase import set_reason_phrase
 from pywharf_core.http.upload_form import receive_upload
 from pywharf_core.http.web import session_credentials, web_routes
 from pywharf_core.model.errors import BackendUnavailable, ConfigError, FileConflict, InvalidName, UploadRejected
-from pywharf_core.model.metadata import extract_core_metadata
 from pywharf_core.model.names import normalize_project, parse_dist_filename
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import ServerState, build_repos, load_setup
-from pywharf_core.service.upload import validate_upload
-from pywharf_core.storage.backend import LocalFile, Permission, Redirect, StoreOutcome, StreamedFile
+from pywharf_core.service.upload import accept_upload
+from pywharf_core.storage.backend import LocalFile, Permission, Redirect, StreamedFile
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +181,8 @@ async def download(request: Request) -> Response:
     if dist.project != normalized:
         raise HTTPException(404, "Not Found")
     record = repo.snapshot.files.get(filename)
+    if want_metadata and record is not None and not record.metadata_sha256:
+        raise HTTPException(404, "Not Found")  # none, or not reliable (PEP 643 dynamic fields)
     locate = repo.backend.locate_metadata if want_metadata else repo.backend.locate
     target = await anyio.to_thread.run_sync(locate, filename)
     if target is None:
@@ -258,25 +264,17 @@ async def unyank(request: Request) -> Response:
 
 
 async def upload(request: Request) -> Response:
+    """The legacy upload API: stream the form to staging, then the upload use case."""
     repo = await authorize(request, Permission.WRITE)
-    received = await receive_upload(request, repo.backend.staging_dir(), repo.config.max_file_bytes)
     try:
-        record, metadata = validate_upload(received)
-        core_metadata = await anyio.to_thread.run_sync(
-            extract_core_metadata, received.staged.path, received.dist.filename
-        )
-        if core_metadata is not None:
-            digest = hashlib.sha256(core_metadata).hexdigest()
-            record = dataclasses.replace(record, metadata_sha256=digest)
-            metadata["metadata_sha256"] = digest
-        outcome = await anyio.to_thread.run_sync(
-            repo.backend.store, record, received.staged, metadata, core_metadata
-        )
+        received = await receive_upload(request, repo.backend.staging_dir(), repo.config.max_file_bytes)
+    except OSError as exc:  # the staging folder is full or gone: the store's fault, not the client's
+        raise BackendUnavailable(f"storage error while receiving the upload: {exc.strerror or exc}") from exc
+    try:
+        outcome, record = await anyio.to_thread.run_sync(accept_upload, repo, received)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(received.staged.path)
-    if outcome is StoreOutcome.CREATED or record.filename not in repo.snapshot.files:
-        await anyio.to_thread.run_sync(repo.record_upload, record)
     log.info("repo %r: %s %s (%d bytes)", repo.name, outcome.value, record.filename, record.size)
     return PlainTextResponse("OK")
 
@@ -287,14 +285,30 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Readiness: configured, and every repository has synced its index at least once."""
+    """Readiness: configured, and every repository serves an index (synced, or its last good copy).
+
+    JSON ``{"ready": bool, "warnings": [...]}``. A repository whose sync fails, or that has not
+    synced since start but serves the copy under ROOT, is ready with a warning: a load balancer
+    must not drop a server that answers correctly from its last good index.
+    """
     state: ServerState = request.app.state.pywharf
     if not state.configured:
-        return PlainTextResponse("not configured: waiting for POST /initialize/", status_code=503)
-    waiting = [name for name, repo in state.repos.items() if repo.last_sync is None]
+        return JSONResponse({"ready": False, "warnings": ["not configured: waiting for POST /initialize/"]},
+                            status_code=503)
+    waiting, warnings = [], []
+    for name, repo in state.repos.items():
+        if repo.last_sync_error:
+            warnings.append(f"{name}: serving the last good index; sync failing: {repo.last_sync_error}")
+        elif repo.last_sync is None and repo.has_local_copy:
+            warnings.append(f"{name}: serving the last good index from ROOT; not synced since start")
+        elif repo.last_sync is None:
+            waiting.append(name)
+        if repo.last_sync is None and not repo.has_local_copy and name not in waiting:
+            waiting.append(name)
     if waiting:
-        return PlainTextResponse(f"index not synced yet: {', '.join(waiting)}", status_code=503)
-    return PlainTextResponse("ready")
+        return JSONResponse({"ready": False, "warnings": [f"index not synced yet: {', '.join(waiting)}", *warnings]},
+                            status_code=503)
+    return JSONResponse({"ready": True, "warnings": warnings})
 
 
 async def index_mtime(request: Request) -> Response:

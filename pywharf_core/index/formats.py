@@ -7,6 +7,7 @@ lookups on the snapshot it started with.
 Index file format (``format = 2``)::
 
     format = 2
+    log_position = 42           # this document covers index log entries 1..42 (remote_log.py)
     [files."demo-1.0-py3-none-any.whl"]
     distrib = "demo"            # normalised project name
     version = "1.0"
@@ -24,6 +25,7 @@ layout (``mtime`` + ``[[pkgs]]`` with ``[pkgs.meta]``) is still read.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -90,7 +92,7 @@ def _parse_in_batches(text: str) -> list[FileRecord] | None:
         top = tomllib.loads(head)
     except tomllib.TOMLDecodeError:
         return None
-    if set(top) - {"format"}:
+    if set(top) - {"format", "log_position"}:
         return None
     blocks = (_ENTRY_HEADER + body).split("\n" + _ENTRY_HEADER)
     records: list[FileRecord] = []
@@ -139,8 +141,8 @@ def parse_index_json(data: bytes) -> list[FileRecord]:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise IndexFormatError(f"index is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise IndexFormatError("index must be an object")
+    if not isinstance(document, dict) or "files" not in document:
+        raise IndexFormatError("index must be an object with 'files'")
     return records_from_document(document)
 
 
@@ -202,10 +204,33 @@ def _legacy_record(entry: Mapping[str, Any]) -> FileRecord:
     )
 
 
-def dump_index(records: Iterable[FileRecord]) -> bytes:
-    """Serialise records to the current index format (sorted, so output is reproducible)."""
+def dump_index(records: Iterable[FileRecord], log_position: int | None = None) -> bytes:
+    """Serialise records to the current index format (sorted, so output is reproducible).
+
+    ``log_position``: the last index log entry the records reflect (None: the store keeps no log).
+    """
     files = {r.filename: r.to_toml_table() for r in sorted(records, key=lambda r: r.filename)}
-    return tomli_w.dumps({"format": INDEX_FORMAT, "files": files}).encode("utf-8")
+    document: dict[str, Any] = {"format": INDEX_FORMAT}
+    if log_position is not None:
+        document["log_position"] = log_position
+    document["files"] = files
+    return tomli_w.dumps(document).encode("utf-8")
+
+
+_LOG_POSITION = re.compile(rb"^log_position\s*=\s*(\d{1,18})\s*$", re.M)
+
+
+def index_log_position(data: bytes | None) -> int:
+    """The ``log_position`` of an index document (0 when it has none: read the log from its start).
+
+    Only the document's head (before its first table) is searched, so this costs nothing on a
+    big index and a value inside a table can never pass for it.
+    """
+    if not data:
+        return 0
+    head = data.split(b"\n[", 1)[0]
+    match = _LOG_POSITION.search(head)
+    return int(match.group(1)) if match else 0
 
 
 def dump_index_json(records: Iterable[FileRecord]) -> bytes:

@@ -1,8 +1,8 @@
 """The local index a server keeps under ``ROOT/cache/<repo>/``, all of it rebuildable.
 
 - ``index.json`` + ``index.token``: the last good copy of the remote index's base document (as
-  JSON: ~30x faster to load than TOML) and its version token, replaced atomically by a sync
-  that found a new base.
+  JSON: ~30x faster to load than TOML), its version token and the index log position it covers,
+  replaced atomically by a sync that found a new base.
 - ``uploads.jsonl``: the journal, one JSON line per record that the base does not reflect yet
   (uploads this server or another sharing ROOT accepted, entries read from the remote log,
   yank changes). The latest line for a file wins.
@@ -72,7 +72,7 @@ class LocalIndexStore:
         """The last synced base and its token; empty when never synced or unreadable."""
         try:
             data = self.index_path.read_bytes()
-            token = self.token_path.read_text().strip() or None
+            token = self.token_path.read_text().split("\n", 1)[0].strip() or None
         except FileNotFoundError:
             return [], None
         try:
@@ -81,14 +81,32 @@ class LocalIndexStore:
             log.error("local index %s is unreadable (%s); it will be re-synced", self.index_path, exc)
             return [], None
 
-    def save_synced(self, records: list[FileRecord], token: str) -> None:
-        """Replace the synced base and drop journal entries it reflects (same state); others stay."""
+    def synced_log_position(self) -> int:
+        """The index log position the synced base covers (0: none, or no log)."""
+        try:
+            lines = self.token_path.read_text().split("\n")
+            return int(lines[1]) if len(lines) > 1 and lines[1].strip().isdigit() else 0
+        except FileNotFoundError:
+            return 0
+
+    def save_synced(self, records: list[FileRecord], token: str, log_position: int = 0,
+                    authoritative: bool = False) -> None:
+        """Replace the synced base and drop the journal entries it reflects; others stay.
+
+        ``authoritative``: the store keeps an index log, so every acknowledged change is in the
+        base or in the log after ``log_position`` (read next): entries of files the base lists
+        go, whatever their state (a stale local entry must not override a newer base). Without a
+        log, an entry goes only when the base shows the same state.
+        """
         remote = {r.filename: r.state_key() for r in records}
         with self.lock:
             write_atomically(self.index_path, dump_index_json(records))
-            write_atomically(self.token_path, token.encode())
+            write_atomically(self.token_path, f"{token}\n{log_position}\n".encode())
             self._catch_up()
-            kept = [r for r in self._pending.values() if remote.get(r.filename) != r.state_key()]
+            if authoritative:
+                kept = [r for r in self._pending.values() if r.filename not in remote]
+            else:
+                kept = [r for r in self._pending.values() if remote.get(r.filename) != r.state_key()]
             if len(kept) != len(self._pending):
                 self._rewrite(kept)
 

@@ -241,7 +241,7 @@ def read_core_metadata(path: Path) -> dict[str, Any]:
     return parse_metadata(data) if data is not None else {}
 
 
-def _sdist_metadata_is_reliable(data: bytes) -> bool:
+def sdist_metadata_is_reliable(data: bytes) -> bool:
     """Whether an sdist's PKG-INFO says what the wheel built from it will say (PEP 643).
 
     Only from Metadata-Version 2.2 may a field be trusted as static, and only if it is not
@@ -276,7 +276,7 @@ def extract_core_metadata(path: Path, filename: str) -> bytes | None:
     data = read_metadata_bytes(path, filename)
     if data is None or filename.endswith(".whl"):
         return data
-    return data if _sdist_metadata_is_reliable(data) else None
+    return data if sdist_metadata_is_reliable(data) else None
 
 
 def description_of(fields: Mapping[str, Any]) -> tuple[str, str] | None:

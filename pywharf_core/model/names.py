@@ -15,6 +15,7 @@ from packaging.utils import (
     InvalidWheelFilename,
     NormalizedName,
     canonicalize_name,
+    canonicalize_version,
     parse_sdist_filename,
     parse_wheel_filename,
 )
@@ -26,7 +27,10 @@ from pywharf_core.model.errors import InvalidName
 _REPO_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 # PEP 508 project name (before normalisation).
 _PROJECT_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
-_MAX_FILENAME = 255
+# Stored files get companions named ``<filename>.toml`` and ``<filename>.metadata``: with 255
+# bytes the longest name most file systems and object stores allow, a filename must leave room
+# for the longest suffix, or the file would be stored but its sidecar refused (issue 12).
+_MAX_FILENAME = 255 - len(".metadata")
 DIST_SUFFIXES = (".whl", ".tar.gz", ".zip")
 
 
@@ -55,6 +59,7 @@ class DistFilename:
     project: NormalizedName
     version: Version
     filetype: str  # "bdist_wheel" or "sdist", as the legacy upload API names them
+    identity: str = ""  # what makes two spellings the same distribution (see dist_identity)
 
 
 def check_safe_filename(filename: str) -> str:
@@ -74,6 +79,12 @@ def check_safe_filename(filename: str) -> str:
 
 def parse_dist_filename(filename: str) -> DistFilename:
     """Parse a wheel or sdist filename, rejecting anything that could escape a folder.
+
+    The result's ``identity`` names the distribution whatever the spelling: normalised project,
+    version compared as PEP 440 does (``1.0`` = ``1.0.0`` = ``01.0``), and for wheels the build
+    tag and the set of tags; every sdist of a version is one identity (PyPI allows one sdist
+    per release). A second spelling of a stored identity must be refused, or a published
+    release could be replaced by a file pip prefers.
 
     Accepted: ``*.whl`` (PEP 427/491 grammar) and sdists ``*.tar.gz`` / ``*.zip`` whose project
     part is a valid PEP 508 name.
@@ -97,4 +108,9 @@ def parse_dist_filename(filename: str) -> DistFilename:
         raise InvalidName(f"Invalid distribution filename {filename!r}: {exc}") from exc
     if not _PROJECT_NAME.fullmatch(raw_name):
         raise InvalidName(f"Invalid distribution filename {filename!r}: bad project name {raw_name!r}")
-    return DistFilename(filename, project, version, filetype)
+    if filetype == "sdist":
+        identity = f"{project}|{canonicalize_version(version)}|sdist"
+    else:
+        tags = ".".join(sorted(str(tag) for tag in _tags))
+        identity = f"{project}|{canonicalize_version(version)}|{''.join(map(str, _build))}|{tags}"
+    return DistFilename(filename, project, version, filetype, identity)

@@ -3,8 +3,12 @@
 Holds the backend, the current :class:`IndexSnapshot` and the auth-verdict cache (the page
 cache lives in ``pywharf_core.http.page_cache``). Readers take ``self.snapshot`` once per request
 (a plain attribute read, atomic in CPython) and never lock; writers (upload, sync) build a new
-snapshot and swap it in under
-``self._write_lock``.
+snapshot and swap it in under ``self._write_lock``.
+
+The snapshot is the remote index's base document, plus the entries of the remote index log
+after the position the base covers, plus this server's journal (what it acknowledged and the
+store does not show yet). A new base that shrinks implausibly (damage, not deletions: far fewer
+files than storage holds) is refused and the last good index keeps being served.
 """
 
 from __future__ import annotations
@@ -19,16 +23,24 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from pywharf_core.index.formats import IndexFormatError, parse_index
+from pywharf_core.index.formats import IndexFormatError, index_log_position, parse_index
 from pywharf_core.index.local import LocalIndexStore
 from pywharf_core.index.snapshot import IndexSnapshot
 from pywharf_core.model.records import FileRecord
-from pywharf_core.storage.backend import Backend, Permission
+from pywharf_core.service.package_store import PackageStore
+from pywharf_core.storage.backend import Backend, Permission, RemoteIndex
 from pywharf_core.storage.config import PkgRepoConfig
 
 log = logging.getLogger(__name__)
 
 _AUTH_CACHE_MAX = 10_000
+# A new base listing fewer than this share of the files served now is checked against storage.
+SHRINK_CHECK_RATIO = 0.5
+SHRINK_CHECK_MIN_FILES = 5
+
+
+class IndexRefused(IndexFormatError):
+    """A new remote index was not applied (it would hide files storage still holds)."""
 
 
 def _same_version(a: str, b: str) -> bool:
@@ -64,6 +76,9 @@ class PkgRepo:
         self.last_sync_error: str | None = None
         self._remote_token: str | None = None
         self._remote_records: list[FileRecord] = []
+        self._log_position = 0  # index log entries 1..n are applied (stores with a log)
+        self.has_log = isinstance(backend, PackageStore)
+        self.has_local_copy = False  # an index synced before this start is served from ROOT
         self._write_lock = threading.Lock()
         self._auth_cache: dict[bytes, tuple[Permission, float]] = {}
 
@@ -73,8 +88,12 @@ class PkgRepo:
         """Serve what ROOT already holds, before the first sync completes."""
         with self._write_lock:
             self._remote_records, self._remote_token = self.local_index.load_synced()
+            # The log is re-read from the base's position at start: the journal may be damaged,
+            # the log is the store's, and entries since the last compaction are few and small.
+            self._log_position = self.local_index.synced_log_position() if self._remote_token else 0
             journal = self.local_index.load_journal()
             self.snapshot = IndexSnapshot.build(self._remote_records).with_records(journal)
+            self.has_local_copy = self._remote_token is not None
         gc.freeze()  # see sync_once
 
     def record_upload(self, record: FileRecord) -> None:
@@ -94,33 +113,46 @@ class PkgRepo:
             chosen = [r for r in records if _same_version(r.version, target)]
         for record in chosen:
             self.backend.set_yanked(record.filename, yanked, reason)
-            self.record_upload(dataclasses.replace(record, yanked=yanked, yanked_reason=reason if yanked else ""))
+            changed = dataclasses.replace(record, yanked=yanked, yanked_reason=reason if yanked else "")
+            self.backend.announce(changed)
+            self.record_upload(changed)
         return [r.filename for r in chosen]
 
     def sync_once(self) -> bool:
-        """Pull the remote index if it changed. Returns True when a new index was applied.
+        """Pull the remote index: a new base if there is one, then the log entries after it.
 
-        Raises on failure; the caller logs it and the current snapshot keeps being served.
+        Returns True when anything new was applied. Raises on failure (the caller logs it) and
+        then changes nothing: the current snapshot keeps being served.
         """
         remote = self.backend.fetch_remote_index(self._remote_token)
+        records: list[FileRecord] = []
+        position = self._log_position
         if remote is not None:
             data = remote.data or b""
             try:
                 records = parse_index(data) if data else []
             except IndexFormatError as exc:
                 raise IndexFormatError(f"remote index of {self.name!r} is corrupt: {exc}") from exc
+            position = index_log_position(data)
+            self._check_plausible(records, remote)
+        entries = self.backend.read_log(position)
+        logged = [record for _, record in entries if record is not None]
         with self._write_lock:
             if remote is not None:
-                self.local_index.save_synced(records, remote.token)
+                self.local_index.save_synced(records, remote.token, position, authoritative=self.has_log)
                 self._remote_records, self._remote_token = records, remote.token
-                journal = self.local_index.pending()
-                self.snapshot = IndexSnapshot.build(records).with_records(journal)
+                snapshot = IndexSnapshot.build(records).with_records(self.local_index.pending())
             else:
                 # Unchanged base: only what other processes sharing ROOT journalled since the
                 # last look (O(changes), not O(files)).
                 fresh = self.local_index.read_new()
-                if fresh:
-                    self.snapshot = self.snapshot.with_records(fresh)
+                snapshot = self.snapshot.with_records(fresh) if fresh else self.snapshot
+            if logged:
+                self.local_index.append_many(logged)
+                snapshot = snapshot.with_records(logged)
+            self._log_position = entries[-1][0] if entries else position
+            changed = snapshot is not self.snapshot
+            self.snapshot = snapshot
         if remote is not None:
             # A big index is a million long-lived objects; left in the collector's generations,
             # each full collection walks them all (tens of ms, seen as p99 spikes). They hold no
@@ -128,7 +160,23 @@ class PkgRepo:
             gc.freeze()
         self.last_sync = time.time()
         self.last_sync_error = None
-        return remote is not None
+        return remote is not None or changed
+
+    def _check_plausible(self, records: list[FileRecord], remote: RemoteIndex) -> None:
+        """Refuse a base that would hide files storage still holds (an empty, unrelated or
+        truncated document); a base that shrank because storage did is applied."""
+        serving = len(self.snapshot)
+        if serving < SHRINK_CHECK_MIN_FILES or len(records) >= serving * SHRINK_CHECK_RATIO:
+            return
+        stored = self.backend.count_files()
+        if len(records) >= stored * SHRINK_CHECK_RATIO and (records or not stored):
+            return
+        raise IndexRefused(
+            f"the remote index of {self.name!r} ({self.backend.describe_remote_index()}, version "
+            f"{remote.token[:40]!r}) lists {len(records)} files but storage holds {stored}: refused as "
+            f"damaged; serving the last good index ({serving} files). Rebuild it from storage with "
+            "`pywharf update_index`."
+        )
 
     # -- auth --------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pywharf_core.index.local import LocalIndexStore
 from pywharf_core.model.errors import ConfigError
+from pywharf_core.service.backends import open_backend
 from pywharf_core.service.repository import AuthExpiry, PkgRepo
 from pywharf_core.service.sync import IndexSyncService
 from pywharf_core.storage.backend import BackendContext
@@ -76,7 +77,7 @@ def build_repos(setup: RepoSetup, settings: ServerSettings) -> dict[str, PkgRepo
     for name, repo_config in setup.configs.items():
         spec = backends[repo_config.type]
         context = BackendContext(root=settings.root, admin_secret=setup.admin_secrets.get(name))
-        backend = spec.backend_class(repo_config, context)
+        backend = open_backend(spec, repo_config, context)
         repo = PkgRepo(repo_config, backend, LocalIndexStore(settings.root, name), settings.auth_expiry)
         repo.load_local_index()
         repos[name] = repo

@@ -1,21 +1,36 @@
-"""The upload use case: check a received upload against its file and build its record.
+"""The upload use case (the legacy API's contract, in one place), after the HTTP layer has
+streamed the form to the staging folder.
 
-Nothing the client claims about the bytes is trusted: digests are recomputed while the file is
-received, and the filename must agree with the form's ``name``/``version``/``filetype``.
+1. Validate: nothing the client claims about the bytes is trusted (digests are recomputed while
+   the file is received) and the filename must agree with ``name``/``version``/``filetype``.
+2. Refuse a second spelling of a stored distribution (409 naming the stored file).
+3. Extract the PEP 658 metadata file from the distribution itself.
+4. Store (create-only: IDENTICAL or CREATED, or a 409 for other bytes under the name).
+5. Announce it in the remote index log, then journal it locally; only then is it acknowledged.
+   If the announcement fails the stored file is removed again and the answer is a 503, so a
+   failed upload leaves nothing behind and a 200 is never lost.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from pywharf_core.model.errors import InvalidName, UploadRejected
-from pywharf_core.model.names import DistFilename, normalize_project
+from pywharf_core.model.errors import BackendUnavailable, FileConflict, InvalidName, UploadRejected
+from pywharf_core.model.metadata import extract_core_metadata
+from pywharf_core.model.names import DistFilename, normalize_project, parse_dist_filename
 from pywharf_core.model.records import MULTI_VALUED_FIELDS, TRANSPORT_FIELDS, FileRecord, freeze_meta, utc_timestamp
-from pywharf_core.storage.backend import StagedFile
+from pywharf_core.service.repository import PkgRepo
+from pywharf_core.storage.backend import StagedFile, StoreOutcome
+
+log = logging.getLogger(__name__)
 
 _DIGEST_FIELDS = {"md5_digest": "md5", "sha256_digest": "sha256", "blake2_256_digest": "blake2_256"}
 
@@ -92,5 +107,56 @@ def validate_upload(upload: ReceivedUpload) -> tuple[FileRecord, dict[str, Any]]
         requires_python=_single(fields, "requires_python"),
         meta=freeze_meta({**metadata, "md5_digest": staged.md5, "blake2_256_digest": staged.blake2_256}),
     )
-    metadata.update(sha256=staged.sha256, size=staged.size, upload_time=record.upload_time)
+    metadata.update(sha256=staged.sha256, size=staged.size, upload_time=record.upload_time,
+                    md5_digest=staged.md5, blake2_256_digest=staged.blake2_256)
     return record, metadata
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _identity(filename: str) -> str:
+    try:
+        return parse_dist_filename(filename).identity
+    except InvalidName:
+        return ""
+
+
+def check_identity(repo: PkgRepo, dist: DistFilename) -> None:
+    """409 when the repository already serves the same distribution under another spelling."""
+    for record in repo.snapshot.projects.get(dist.project, ()):
+        if record.filename != dist.filename and _identity(record.filename) == dist.identity:
+            raise FileConflict(
+                f"File already exists: {record.filename!r} is the same distribution as {dist.filename!r} "
+                "(same project, version and tags); a release cannot be replaced."
+            )
+
+
+def accept_upload(repo: PkgRepo, upload: ReceivedUpload) -> tuple[StoreOutcome, FileRecord]:
+    """Steps 1-5 of the module docstring; blocking (run it in a worker thread)."""
+    record, metadata = validate_upload(upload)
+    check_identity(repo, upload.dist)
+    core_metadata = extract_core_metadata(upload.staged.path, upload.dist.filename)
+    if core_metadata is not None:
+        digest = hashlib.sha256(core_metadata).hexdigest()
+        record = dataclasses.replace(record, metadata_sha256=digest)
+        metadata["metadata_sha256"] = digest
+    backend = repo.backend
+    try:
+        outcome = backend.store(record, upload.staged, metadata, core_metadata)
+    except OSError as exc:  # full disk, read-only mount...: the store's fault, not the client's
+        raise BackendUnavailable(f"storage error: {exc.strerror or exc}") from exc
+    if outcome is StoreOutcome.IDENTICAL:
+        record = repo.snapshot.files.get(record.filename) or backend.stored_record(record.filename) or record
+    if outcome is StoreOutcome.CREATED or record.filename not in repo.snapshot.files:
+        try:
+            backend.announce(record)
+        except Exception as exc:
+            if outcome is StoreOutcome.CREATED:
+                backend.discard(record.filename)
+            log.error("repo %r: %s could not be added to the index log, upload undone: %s",
+                      repo.name, record.filename, exc)
+            raise BackendUnavailable(f"the upload could not be added to the index: {exc}") from exc
+        try:
+            repo.record_upload(record)
+        except OSError as exc:
+            raise BackendUnavailable(f"local journal error: {exc.strerror or exc}") from exc
+    return outcome, record

@@ -1,7 +1,9 @@
-"""The interface every storage backend implements.
+"""The interface the service layer talks to for one repository's storage.
 
-The core owns HTTP, auth caching, upload streaming and validation, the index and its sync; a
-backend only answers four questions: *who may do what* (:meth:`Backend.authenticate`), *keep
+New backends do not implement it: they implement the much smaller storage adapter of
+``pywharf_core.storage.api`` and the core's ``PackageStore`` turns that into this interface,
+with every policy in one place. A backend may still implement it directly (the github backend
+does, until it is ported); then it answers four questions: *who may do what* (:meth:`Backend.authenticate`), *keep
 this file* (:meth:`Backend.store`), *where are this file's bytes* (:meth:`Backend.locate`) and
 *what does the remote index say* (:meth:`Backend.fetch_remote_index`, plus
 :meth:`Backend.list_files` / :meth:`Backend.publish_remote_index` for ``update_index``).
@@ -153,6 +155,37 @@ class Backend(ABC):
     @abstractmethod
     def publish_remote_index(self, data: bytes) -> None:
         """Replace the remote index atomically with ``data``."""
+
+    # -- optional: the remote index log (a PackageStore has one; direct backends need not) ------
+
+    def stored_record(self, filename: str) -> FileRecord | None:
+        """The record storage holds for ``filename`` (to answer an identical re-upload with the
+        original record, upload time included); None when unknown or not supported."""
+        return None
+
+    def announce(self, record: FileRecord) -> None:
+        """Make an acknowledged record visible to every server sharing the storage (index log).
+
+        Raises when it cannot: the upload is then undone and answered 503. Default: nothing
+        (the backend updates its remote index itself, or relies on ``update_index``)."""
+        return None
+
+    def discard(self, filename: str) -> None:
+        """Undo a store whose announcement failed, so a failed upload leaves nothing behind."""
+        return None
+
+    def read_log(self, after: int) -> list[tuple[int, FileRecord | None]]:
+        """Index log entries after position ``after`` (see ``pywharf_core.index.remote_log``)."""
+        return []
+
+    def describe_remote_index(self) -> str:
+        """Where the remote index lives, for error messages (a path, a key, a URL)."""
+        return f"the remote index of {self.config.name!r}"
+
+    def count_files(self) -> int:
+        """How many distribution files storage holds (asked only when a new remote index
+        shrinks implausibly, to tell damage from deletions)."""
+        return sum(1 for _ in self.list_files())
 
     def read_description(self, filename: str) -> tuple[str, str] | None:
         """``(long description, its content type)`` kept beside ``filename``, or None.

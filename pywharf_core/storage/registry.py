@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
+from pywharf_core.storage.api import Storage
 from pywharf_core.storage.backend import Backend
 from pywharf_core.storage.config import PkgRepoConfig
 
@@ -30,7 +31,9 @@ class BackendSpec:
 
     type: str
     config_class: type[PkgRepoConfig]
-    backend_class: type[Backend]
+    # A storage adapter (what new backends implement; the core wraps it in its PackageStore), or
+    # a class implementing the whole Backend interface itself.
+    backend_class: type[Storage] | type[Backend]
     commands: Mapping[str, Callable[..., object]] = field(default_factory=dict)
     # Whether index sync needs an admin secret (e.g. a GitHub token); file_system does not.
     admin_secret_required: bool = False

@@ -1,0 +1,414 @@
+"""Every storage-independent policy, once: a :class:`Storage` adapter becomes a package store.
+
+A backend only adapts a store (``pywharf_core.storage.api``); this class decides, the same way
+for all of them:
+
+- **names and identity**: only valid distribution filenames become keys, and one distribution
+  (normalised project + PEP 440 version + build tag + tags) can be stored under one spelling
+  only: an identity claim (a create-only document) is taken before the file, so of two servers
+  racing with ``Demo-1.0`` and ``demo-1.0.0`` one gets a 409 naming the other's file;
+- **the conflict rule**: the same bytes under a stored name are IDENTICAL (nothing changes),
+  different bytes are a 409;
+- **what is kept beside a file**: the sidecar (``pywharf_core.model.sidecar``) and the PEP 658
+  metadata file;
+- **rebuilding records from storage** (``update_index``): from the sidecar when it is
+  consistent with the file, else from the file itself (and the sidecar is then written so the
+  next rebuild is cheap);
+- **the remote index**: a base document plus the append-only log (``pywharf_core.index.remote_log``);
+  an upload is acknowledged only once its log entry is written, otherwise it is undone.
+
+Layout in the store (the file_system and s3 layout of pywharf 0.3, so existing stores keep
+working)::
+
+    index.toml                          the base document (TOML, written by update_index)
+    <filename>                          each distribution file, immutable
+    .pywharf/<filename>.toml            its sidecar
+    .pywharf/<filename>.metadata        its PEP 658 metadata file, immutable
+    .pywharf/log/<seq>.json             the index log
+    .pywharf/identity/<hash>.txt        identity claims: the filename that holds the identity
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pywharf_core.index.formats import dump_index
+from pywharf_core.index.remote_log import RemoteLog
+from pywharf_core.model.errors import FileConflict, InvalidName
+from pywharf_core.model.metadata import (
+    MAX_METADATA_BYTES,
+    description_of,
+    extract_core_metadata,
+    read_core_metadata,
+    sdist_metadata_is_reliable,
+)
+from pywharf_core.model.names import DistFilename, parse_dist_filename
+from pywharf_core.model.records import FileRecord, is_sha256_hex, utc_timestamp
+from pywharf_core.model.sidecar import (
+    dump_sidecar,
+    parse_sidecar,
+    record_from_sidecar,
+    sidecar_fields,
+    usable_sha256,
+)
+from pywharf_core.storage.api import BlobInfo, Storage, VersionConflict
+from pywharf_core.storage.backend import (
+    Backend,
+    DownloadTarget,
+    Permission,
+    RemoteIndex,
+    StagedFile,
+    StoreOutcome,
+)
+from pywharf_core.storage.shared_secrets import shared_secret_permission
+
+log = logging.getLogger(__name__)
+
+INDEX_KEY = "index.toml"
+ABSENT = "absent"  # the version token of a repository without a base document yet
+COMPANIONS = ".pywharf/"
+STALE_STAGING_SECONDS = 6 * 3600  # an upload still being received after this was abandoned
+REBUILD_THREADS = 16  # network stores answer faster to parallel reads
+PUBLISH_ATTEMPTS = 5
+
+
+def sidecar_key(filename: str) -> str:
+    return f"{COMPANIONS}{filename}.toml"
+
+
+def metadata_key(filename: str) -> str:
+    return f"{COMPANIONS}{filename}.metadata"
+
+
+def identity_key(dist: DistFilename) -> str:
+    return f"{COMPANIONS}identity/{hashlib.sha256(dist.identity.encode()).hexdigest()[:40]}.txt"
+
+
+class PackageStore(Backend):
+    """The core's :class:`Backend`, built on a storage adapter."""
+
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage.config, storage.context)
+        self.storage = storage
+        self.log = RemoteLog(storage)
+        with contextlib.suppress(OSError):
+            removed = storage.cleanup_staging(STALE_STAGING_SECONDS)
+            if removed:
+                log.info("repo %r: removed %d abandoned staged uploads", storage.config.name, removed)
+
+    # -- auth ------------------------------------------------------------------------------------
+
+    def authenticate(self, secret: str) -> Permission:
+        decided = self.storage.authenticate(secret)
+        if decided is not None:
+            return decided
+        config: Any = self.config
+        return shared_secret_permission(secret, config.read_secret, config.write_secret)
+
+    # -- uploads ---------------------------------------------------------------------------------
+
+    def staging_dir(self) -> Path:
+        return self.storage.staging_dir()
+
+    def store(
+        self,
+        record: FileRecord,
+        staged: StagedFile,
+        metadata: Mapping[str, Any],
+        core_metadata: bytes | None,
+    ) -> StoreOutcome:
+        dist = parse_dist_filename(record.filename)
+        claimed = self._claim_identity(dist)
+        try:
+            created = self.storage.put_blob(record.filename, staged.path, staged.size, staged.sha256)
+        except BaseException:
+            if claimed:
+                self.storage.delete(identity_key(dist))
+            raise
+        if not created:
+            known = self.stored_record(record.filename)
+            stored = known.sha256 if known is not None and known.size == staged.size else None
+            if stored != staged.sha256:
+                stored = self.storage.blob_sha256(record.filename)  # no usable sidecar: read the file
+            if stored != staged.sha256:
+                raise FileConflict(f"File already exists: {record.filename!r} is stored with different content.")
+        try:
+            if core_metadata is not None:
+                self._put_bytes(metadata_key(record.filename), core_metadata)
+            fields = sidecar_fields(record, metadata)
+            if created:
+                self._write_sidecar(record.filename, fields)
+            else:  # same bytes: finish what an interrupted earlier upload may have left undone
+                with contextlib.suppress(VersionConflict):
+                    self.storage.write_document(sidecar_key(record.filename), dump_sidecar(fields), None)
+        except BaseException:
+            if created:
+                self.discard(record.filename)
+            raise
+        return StoreOutcome.CREATED if created else StoreOutcome.IDENTICAL
+
+    def _claim_identity(self, dist: DistFilename) -> bool:
+        """Take the distribution's identity for this spelling; True when this call created the claim.
+
+        A claim naming another spelling whose file is gone (an upload that failed after claiming)
+        is taken over with compare-and-swap.
+        """
+        key = identity_key(dist)
+        for _ in range(PUBLISH_ATTEMPTS):
+            try:
+                self.storage.write_document(key, dist.filename.encode(), None)
+                return True
+            except VersionConflict:
+                pass
+            current = self.storage.read_document(key)
+            if current is None:
+                continue
+            holder = current.data.decode("utf-8", "replace")
+            if holder == dist.filename:
+                return False
+            if self.storage.has_blob(holder):
+                raise FileConflict(
+                    f"File already exists: {holder!r} is the same distribution as {dist.filename!r} "
+                    "(same project, version and tags); a release cannot be replaced."
+                )
+            with contextlib.suppress(VersionConflict):
+                self.storage.write_document(key, dist.filename.encode(), current.version)
+                return True
+        raise FileConflict(f"Could not claim {dist.filename!r}: concurrent uploads of the same distribution.")
+
+    def _put_bytes(self, key: str, data: bytes) -> None:
+        """A small immutable blob (PEP 658 file) from memory, create-only (an existing one stays)."""
+        folder = self.storage.staging_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.storage.put_blob(key, Path(name), len(data), hashlib.sha256(data).hexdigest())
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+
+    def _write_sidecar(self, filename: str, fields: Mapping[str, Any]) -> None:
+        """Write (or replace) a sidecar, whatever version is there (this writer owns the file)."""
+        data = dump_sidecar(fields)
+        for _ in range(PUBLISH_ATTEMPTS):
+            current = self.storage.document_version(sidecar_key(filename))
+            try:
+                self.storage.write_document(sidecar_key(filename), data, current)
+                return
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"the sidecar of {filename!r} keeps changing")
+
+    def stored_record(self, filename: str) -> FileRecord | None:
+        try:
+            dist = parse_dist_filename(filename)
+        except InvalidName:
+            return None
+        document = self.storage.read_document(sidecar_key(filename))
+        fields = parse_sidecar(document.data) if document is not None else None
+        if not fields or not is_sha256_hex(fields.get("sha256")) or not isinstance(fields.get("size"), int):
+            return None
+        metadata_sha256 = str(fields.get("metadata_sha256") or "")
+        return record_from_sidecar(dist, fields, sha256=str(fields["sha256"]), size=int(fields["size"]),
+                                   metadata_sha256=metadata_sha256 if is_sha256_hex(metadata_sha256) else "")
+
+    def announce(self, record: FileRecord) -> None:
+        self.log.append(record)
+
+    def discard(self, filename: str) -> None:
+        dist = parse_dist_filename(filename)
+        for key in (sidecar_key(filename), metadata_key(filename), filename):
+            with contextlib.suppress(Exception):
+                self.storage.delete(key)
+        with contextlib.suppress(Exception):
+            claim = self.storage.read_document(identity_key(dist))
+            if claim is not None and claim.data.decode("utf-8", "replace") == filename:
+                self.storage.delete(identity_key(dist))
+
+    # -- downloads -------------------------------------------------------------------------------
+
+    def locate(self, filename: str) -> DownloadTarget | None:
+        try:
+            parse_dist_filename(filename)
+        except InvalidName:
+            return None
+        return self.storage.locate(filename)
+
+    def locate_metadata(self, filename: str) -> DownloadTarget | None:
+        try:
+            parse_dist_filename(filename)
+        except InvalidName:
+            return None
+        return self.storage.locate(metadata_key(filename))
+
+    def read_description(self, filename: str) -> tuple[str, str] | None:
+        try:
+            parse_dist_filename(filename)
+        except InvalidName:
+            return None
+        document = self.storage.read_document(sidecar_key(filename))
+        return description_of(parse_sidecar(document.data) or {}) if document is not None else None
+
+    # -- yank ------------------------------------------------------------------------------------
+
+    def set_yanked(self, filename: str, yanked: bool, reason: str) -> None:
+        dist = parse_dist_filename(filename)
+        if not self.storage.has_blob(filename):
+            raise FileNotFoundError(filename)
+        for _ in range(PUBLISH_ATTEMPTS):
+            document = self.storage.read_document(sidecar_key(filename))
+            fields = parse_sidecar(document.data) if document is not None else None
+            if not fields:
+                fields = self._fields_from_file(dist, BlobInfo(filename, -1))[0]
+            fields.update(yanked=yanked, yanked_reason=reason if yanked else "")
+            try:
+                self.storage.write_document(sidecar_key(filename), dump_sidecar(fields),
+                                            document.version if document is not None else None)
+                return
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"the sidecar of {filename!r} keeps changing")
+
+    # -- the remote index ------------------------------------------------------------------------
+
+    def fetch_remote_index(self, known_token: str | None) -> RemoteIndex | None:
+        version = self.storage.document_version(INDEX_KEY)
+        if version is not None and version == known_token:
+            return None
+        document = self.storage.read_document(INDEX_KEY) if version is not None else None
+        if document is None:
+            return None if known_token == ABSENT else RemoteIndex(ABSENT, None)
+        return RemoteIndex(document.version, document.data)
+
+    def describe_remote_index(self) -> str:
+        return self.storage.describe(INDEX_KEY)
+
+    def read_log(self, after: int) -> list[tuple[int, FileRecord | None]]:
+        return list(self.log.read_after(after, limit=1 << 62))
+
+    def publish_remote_index(self, data: bytes) -> None:
+        """Replace the base document (compare-and-swap on the version read just before)."""
+        for _ in range(PUBLISH_ATTEMPTS):
+            try:
+                self.storage.write_document(INDEX_KEY, data, self.storage.document_version(INDEX_KEY))
+                return
+            except VersionConflict:
+                continue
+        raise VersionConflict("the remote index keeps changing: another update_index is running?")
+
+    def rebuild_index(self) -> int:
+        """``update_index``: a base document of every file storage holds, covering the log so far.
+
+        The log's end is read *before* listing, so every entry up to it belongs to a file the
+        listing sees (a file is stored before its entry is written); later entries stay in the
+        log for readers. Nothing acknowledged can be dropped: a file leaves the index only when
+        storage no longer holds it.
+        """
+        position = self.log.end()
+        records = list(self.list_files())
+        self.publish_remote_index(dump_index(records, log_position=position))
+        return len(records)
+
+    def count_files(self) -> int:
+        return sum(1 for blob in self.storage.list_blobs() if _dist_or_none(blob.key) is not None)
+
+    def list_files(self) -> Iterator[FileRecord]:
+        blobs = [(dist, blob) for blob in self.storage.list_blobs() if (dist := _dist_or_none(blob.key)) is not None]
+        blobs.sort(key=lambda pair: pair[1].key)
+        with ThreadPoolExecutor(max_workers=REBUILD_THREADS, thread_name_prefix="pywharf-rebuild") as pool:
+            for record in pool.map(lambda pair: self._rebuild_record(*pair), blobs):
+                if record is not None:
+                    yield record
+
+    def _rebuild_record(self, dist: DistFilename, blob: BlobInfo) -> FileRecord | None:
+        document = self.storage.read_document(sidecar_key(dist.filename))
+        fields = parse_sidecar(document.data) if document is not None else None
+        sha256 = usable_sha256(fields, blob.size) if fields else None
+        metadata_sha256 = fields.get("metadata_sha256") if fields and sha256 else None
+        if not (isinstance(metadata_sha256, str) and (metadata_sha256 == "" or is_sha256_hex(metadata_sha256))):
+            metadata_sha256 = None
+        if sha256 is None or metadata_sha256 is None or fields is None:
+            found = self._fields_from_file(dist, blob, fields)
+            if found is None:
+                return None
+            fields, sha256, metadata_sha256 = found
+            with contextlib.suppress(VersionConflict):  # a concurrent upload's sidecar wins
+                self.storage.write_document(sidecar_key(dist.filename), dump_sidecar(fields),
+                                            document.version if document is not None else None)
+        if metadata_sha256 and dist.filetype == "sdist" and not self._reliable_sdist_metadata(dist.filename):
+            # Stored before pywharf checked PEP 643 (or by hand): dynamic dependencies must not be
+            # served as static metadata. Record the verdict so the next rebuild need not re-read.
+            metadata_sha256 = ""
+            fields = {**fields, "metadata_sha256": ""}
+            with contextlib.suppress(VersionConflict):
+                current = self.storage.document_version(sidecar_key(dist.filename))
+                self.storage.write_document(sidecar_key(dist.filename), dump_sidecar(fields), current)
+        upload_time = utc_timestamp(blob.modified) if blob.modified else ""
+        return record_from_sidecar(dist, fields, sha256=sha256, size=blob.size, metadata_sha256=metadata_sha256,
+                                   upload_time=upload_time)
+
+    def _reliable_sdist_metadata(self, filename: str) -> bool:
+        source = self.storage.open_blob(metadata_key(filename))
+        if source is None:
+            return False
+        with contextlib.closing(source):
+            data = source.read(MAX_METADATA_BYTES + 1)
+        return len(data) <= MAX_METADATA_BYTES and sdist_metadata_is_reliable(data)
+
+    def _fields_from_file(
+        self, dist: DistFilename, blob: BlobInfo, fields: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], str, str] | None:
+        """Read a stored file (without a usable sidecar): its metadata, sha256 and PEP 658 digest.
+
+        The PEP 658 file is stored too when missing. The file goes through a temporary copy in
+        the staging folder, never memory.
+        """
+        source = self.storage.open_blob(dist.filename)
+        if source is None:
+            return None
+        folder = self.storage.staging_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".rebuild-") as tmp:
+            path = Path(tmp) / dist.filename
+            digest = hashlib.sha256()
+            size = 0
+            with contextlib.closing(source), open(path, "wb") as handle:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    digest.update(chunk)
+                    handle.write(chunk)
+                    size += len(chunk)
+            sha256 = digest.hexdigest()
+            kept = dict(fields) if fields and fields.get("sha256") == sha256 else None
+            found = kept if kept is not None else read_core_metadata(path)
+            core = extract_core_metadata(path, dist.filename)
+        metadata_sha256 = hashlib.sha256(core).hexdigest() if core is not None else ""
+        if core is not None:
+            self._put_bytes(metadata_key(dist.filename), core)
+        found.update(sha256=sha256, size=size, metadata_sha256=metadata_sha256)
+        if not found.get("upload_time"):
+            found["upload_time"] = utc_timestamp(blob.modified) if blob.modified else utc_timestamp()
+        found.setdefault("yanked", False)
+        found.setdefault("yanked_reason", "")
+        return found, sha256, metadata_sha256
+
+
+def _dist_or_none(key: str) -> DistFilename | None:
+    if "/" in key or key.startswith(".") or key == INDEX_KEY:
+        return None
+    try:
+        return parse_dist_filename(key)
+    except InvalidName:
+        return None
+
