@@ -1,7 +1,8 @@
 """The storage contract, once, for every backend: what the core promises whatever stores the files.
 
 Each test runs for every backend in ``backend_fixtures.SETUPS`` (file_system, s3 on a real
-SeaweedFS, github on the GitHub REST stand-in, and the in-memory reference adapter) and drives it only through the core's use cases:
+SeaweedFS, github on the GitHub REST stand-in, and the in-memory reference adapter) and drives
+it only through the core's use cases:
 uploads, pages, downloads and yanks over the HTTP API of in-process apps, the ``update_index``
 command, and index sync. No test touches a backend object, so the suite holds while the backend
 interface is reshaped; a new backend is one more entry in ``SETUPS``.

@@ -25,16 +25,19 @@ class RepoSyncThread(threading.Thread):
     def run(self) -> None:
         interval = self.repo.config.sync_index_interval
         while not self._stop_event.is_set():
-            try:
-                if self.repo.sync_once():
-                    log.info("repo %r: synced %d files", self.repo.name, len(self.repo.snapshot))
-            except Exception as exc:
-                message = f"{type(exc).__name__}: {exc}"
-                if message != self.repo.last_sync_error:
-                    log.error("repo %r: index sync failed, serving the last good index: %s",
-                              self.repo.name, message)
-                self.repo.last_sync_error = message
+            self.sync_round()
             self._stop_event.wait(interval)
+
+    def sync_round(self) -> None:
+        """One sync; a failure is logged once per distinct message and never raised."""
+        try:
+            if self.repo.sync_once():
+                log.info("repo %r: synced %d files", self.repo.name, len(self.repo.snapshot))
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self.repo.last_sync_error:
+                log.error("repo %r: index sync failed, serving the last good index: %s", self.repo.name, message)
+            self.repo.last_sync_error = message
 
     def stop(self) -> None:
         self._stop_event.set()
