@@ -215,12 +215,6 @@ def test_racing_uploads_keep_the_winners_metadata(backend: BackendUnderTest, tmp
         rounds.append((racers, statuses.index(200)))
     backend.update_index()
     fresh = backend.app("fresh")
-    if backend.type == "github":
-        # Not strict: a race. On this backend a loser's metadata wins about 4 times in 5 per
-        # filename, so ~99% of runs fail over 3 filenames. Make it strict once fixed.
-        request.applymarker(pytest.mark.xfail(strict=False, reason=(
-            "github: a losing racer on another server deletes the winner's .metadata asset and uploads its "
-            "own ('other metadata bytes: ours replace them'); its cleanup keeps it since the dist exists")))
     for round_, (racers, winner) in enumerate(rounds):
         metadata = [sha256(wheel_metadata(r)) for r in racers]
         record = fresh.record(racers[0].filename)

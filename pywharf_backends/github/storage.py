@@ -406,23 +406,34 @@ class GitHubBackend(Backend):
         if existing is not None:
             return self._compare(client, release, existing, staged.sha256)
         uploaded_metadata: AssetInfo | None = None
+        dist: AssetInfo | StoreOutcome | None = None
         try:
             if release.body != body:
                 # A leftover release of a failed attempt: make its body describe these bytes.
                 self._patch_body(client, release, body)
-            stale = [a for a in release.assets if not a.uploaded or a.is_metadata]
-            for asset in stale:  # starter assets, or a metadata file of other bytes
-                self._delete_asset(client, asset)
-            if core_metadata is not None:
-                uploaded_metadata = self._upload_asset(
-                    client, release, f"{filename}{METADATA_SUFFIX}", core_metadata, len(core_metadata),
-                    hashlib.sha256(core_metadata).hexdigest(), is_metadata=True,
-                )
+            for asset in release.assets:  # starter (half-uploaded) distribution assets
+                if not asset.uploaded and not asset.is_metadata:
+                    self._delete_asset(client, asset)
+            # The distribution first: only the racer whose bytes GitHub keeps under the name may
+            # then touch the metadata asset (a loser replaced the winner's .metadata before).
             dist = self._upload_asset(client, release, filename, staged.path, staged.size, staged.sha256)
+            if isinstance(dist, AssetInfo):
+                for asset in self._list_assets(client, release):
+                    if asset.is_metadata and (core_metadata is None or not asset.uploaded
+                                              or asset.digest != hashlib.sha256(core_metadata).hexdigest()):
+                        self._delete_asset(client, asset)  # a failed earlier attempt's, not this file's
+                if core_metadata is not None:
+                    uploaded_metadata = self._upload_asset(
+                        client, release, f"{filename}{METADATA_SUFFIX}", core_metadata, len(core_metadata),
+                        hashlib.sha256(core_metadata).hexdigest(), is_metadata=True,
+                    )
         except FileConflict:
-            self._cleanup(client, release, uploaded_metadata, delete_release=False)
+            self._cleanup(client, release, None, delete_release=False)
             raise
         except BaseException:
+            if isinstance(dist, AssetInfo):  # ours, but without its metadata: a failed upload leaves nothing
+                with contextlib.suppress(GitHubUnavailable):
+                    self._delete_asset(client, dist)
             self._cleanup(client, release, uploaded_metadata, delete_release=created)
             raise
         if isinstance(dist, StoreOutcome):  # lost a race to an identical upload elsewhere
