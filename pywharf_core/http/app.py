@@ -289,7 +289,9 @@ async def readyz(request: Request) -> Response:
 
     JSON ``{"ready": bool, "warnings": [...]}``. A repository whose sync fails, or that has not
     synced since start but serves the copy under ROOT, is ready with a warning: a load balancer
-    must not drop a server that answers correctly from its last good index.
+    must not drop a server that answers correctly from its last good index. The endpoint needs
+    no credentials, so warnings name the repository and the state, never the error (paths,
+    buckets, hosts): that is in the server's log.
     """
     state: ServerState = request.app.state.pywharf
     if not state.configured:
@@ -298,7 +300,7 @@ async def readyz(request: Request) -> Response:
     waiting, warnings = [], []
     for name, repo in state.repos.items():
         if repo.last_sync_error:
-            warnings.append(f"{name}: serving the last good index; sync failing: {repo.last_sync_error}")
+            warnings.append(f"{name}: serving the last good index; sync failing (see the server log)")
         elif repo.last_sync is None and repo.has_local_copy:
             warnings.append(f"{name}: serving the last good index from ROOT; not synced since start")
         elif repo.last_sync is None:
