@@ -41,7 +41,7 @@ def record(i: int, project: str = "pkg") -> FileRecord:
                       metadata_sha256=f"{i + 1:064x}")
 
 
-def cpu(action) -> float:  # noqa: ANN001 - a zero-argument callable
+def cpu(action) -> float:
     started = time.process_time()
     action()
     return (time.process_time() - started) * 1000

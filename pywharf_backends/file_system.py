@@ -20,7 +20,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,26 +31,17 @@ from pywharf_core.model.errors import BackendUnavailable, InvalidName
 from pywharf_core.storage.api import BlobInfo, Document, Storage, VersionConflict
 from pywharf_core.storage.atomic_write import fsync_dir
 from pywharf_core.storage.backend import DownloadTarget, LocalFile
-from pywharf_core.storage.config import PkgRepoConfig
+from pywharf_core.storage.config import SharedSecretConfig
 from pywharf_core.storage.registry import BackendSpec
 
 LOCK_TIMEOUT_SECONDS = 30
 
 
 @dataclass(frozen=True, kw_only=True)
-class FileSystemConfig(PkgRepoConfig):
-    read_secret: str = field(repr=False)  # clients with it may read (install)
-    write_secret: str = field(repr=False)  # clients with it may read and upload
+class FileSystemConfig(SharedSecretConfig):
     max_file_bytes: int = 5368709119
     storage_path: str | None = None  # where files are stored; None: ROOT/cache/<repo>/storage
 
-    def check(self) -> list[tuple[str, str]]:
-        problems = super().check()
-        if not self.read_secret:
-            problems.append(("read_secret", "must not be empty"))
-        if not self.write_secret:
-            problems.append(("write_secret", "must not be empty"))
-        return problems
 
 
 class FileSystemBackend(Storage):

@@ -22,26 +22,17 @@ from typing import BinaryIO
 
 from pywharf_core.storage.api import BlobInfo, Document, Storage, VersionConflict
 from pywharf_core.storage.backend import BackendContext, DownloadTarget, StreamedFile
-from pywharf_core.storage.config import PkgRepoConfig
+from pywharf_core.storage.config import SharedSecretConfig
 from pywharf_core.storage.registry import BackendSpec
 
 CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, kw_only=True)
-class MemoryConfig(PkgRepoConfig):
-    read_secret: str = field(repr=False)  # clients with it may read (install)
-    write_secret: str = field(repr=False)  # clients with it may read and upload
+class MemoryConfig(SharedSecretConfig):
     max_file_bytes: int = 64 * 1024 * 1024  # it all lives in RAM: keep files small
     store_id: str = ""  # repositories with the same id share one store ("": the repository's name)
 
-    def check(self) -> list[tuple[str, str]]:
-        problems = super().check()
-        if not self.read_secret:
-            problems.append(("read_secret", "must not be empty"))
-        if not self.write_secret:
-            problems.append(("write_secret", "must not be empty"))
-        return problems
 
 
 @dataclass

@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, TypeVar
 
@@ -53,7 +53,7 @@ from pywharf_core.storage.backend import (
     Redirect,
     StreamedFile,
 )
-from pywharf_core.storage.config import ConfigSource, PkgRepoConfig, build_config
+from pywharf_core.storage.config import ConfigSource, SharedSecretConfig, build_config
 from pywharf_core.storage.registry import BackendSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,12 +73,10 @@ _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
 @dataclass(frozen=True, kw_only=True)
-class S3Config(PkgRepoConfig):
+class S3Config(SharedSecretConfig):
     # Keys an admin-secret table may hold for this backend (instead of raw/env "ID:SECRET").
     admin_secret_keys: ClassVar[tuple[str, ...]] = ("aws_access_key_id", "aws_secret_access_key")
 
-    read_secret: str = field(repr=False)  # client secret that may read
-    write_secret: str = field(repr=False)  # client secret that may read and upload
     bucket: str  # the bucket (it must exist)
     prefix: str = ""  # key prefix, e.g. "team/pkgs": several repositories can share a bucket
     endpoint_url: str | None = None  # the store's URL for non-AWS stores (None: AWS, by region)
@@ -98,10 +96,6 @@ class S3Config(PkgRepoConfig):
 
     def check(self) -> list[tuple[str, str]]:
         problems = super().check()
-        if not self.read_secret:
-            problems.append(("read_secret", "must not be empty"))
-        if not self.write_secret:
-            problems.append(("write_secret", "must not be empty"))
         if not _BUCKET_RE.fullmatch(self.bucket) or ".." in self.bucket:
             problems.append(("bucket", "must be an S3 bucket name (3-63 of a-z 0-9 . -)"))
         parts = self.prefix.strip("/").split("/") if self.prefix.strip("/") else []

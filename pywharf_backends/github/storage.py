@@ -54,6 +54,7 @@ from pywharf_core.model.errors import FileConflict, InvalidName, UploadRejected
 from pywharf_core.model.metadata import description_of
 from pywharf_core.model.names import parse_dist_filename
 from pywharf_core.model.records import FileRecord, freeze_meta, is_sha256_hex, utc_timestamp
+from pywharf_core.model.sidecar import sidecar_fields
 from pywharf_core.storage.backend import (
     Backend,
     BackendContext,
@@ -209,17 +210,8 @@ def render_body(fields: Mapping[str, Any]) -> str:
 
 
 def body_fields(record: FileRecord, metadata: Mapping[str, Any]) -> dict[str, Any]:
-    fields = dict(metadata)
-    fields.update(
-        distrib=record.distrib,  # as 0.2.3 wrote it
-        version=record.version,
-        sha256=record.sha256,
-        size=record.size,
-        upload_time=record.upload_time,
-    )
-    if record.metadata_sha256:
-        fields["metadata_sha256"] = record.metadata_sha256
-    return fields
+    """The core's sidecar document, plus ``distrib`` as 0.2.3 wrote it."""
+    return {**sidecar_fields(record, metadata), "distrib": record.distrib}
 
 
 def _iso_to_timestamp(value: str) -> str:

@@ -51,6 +51,23 @@ class PkgRepoConfig:
         return problems
 
 
+@dataclass(frozen=True, kw_only=True)
+class SharedSecretConfig(PkgRepoConfig):
+    """A repository whose clients authenticate with one of two configured secrets (the core
+    compares them, in constant time); for stores that keep no user accounts of their own."""
+
+    read_secret: str = dataclasses.field(repr=False)  # clients with it may read (install)
+    write_secret: str = dataclasses.field(repr=False)  # clients with it may read and upload
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = super().check()
+        if not self.read_secret:
+            problems.append(("read_secret", "must not be empty"))
+        if not self.write_secret:
+            problems.append(("write_secret", "must not be empty"))
+        return problems
+
+
 # Keys set by the loader, never read from a table.
 _IMPLICIT_KEYS = frozenset({"name"})
 
