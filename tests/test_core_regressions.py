@@ -331,3 +331,21 @@ def test_an_old_base_document_is_still_read(tmp_path: Path) -> None:
     fresh = Server(tmp_path / "fresh", config_text(storage_path=str(storage)))
     fresh.sync()
     assert fresh.files("old") == [dist.filename]
+
+
+def test_update_index_claims_the_identity_of_files_stored_before_claims(tmp_path: Path) -> None:
+    """A store filled by an older pywharf (or by hand) has no identity claims: update_index
+    writes them, so a second server that never listed the file still refuses a respelling."""
+    storage = tmp_path / "storage"
+    first = Server(tmp_path / "a", config_text(storage_path=str(storage)))
+    dist = make_wheel(tmp_path / "d", "Legacy", "1.0")
+    assert first.upload(dist).status_code == 200
+    for claim in (storage / ".pywharf" / "identity").iterdir():
+        claim.unlink()  # as an older pywharf left it
+    rebuild_remote_index(first.repo.backend)
+    assert len(list((storage / ".pywharf" / "identity").iterdir())) == 1
+    second = Server(tmp_path / "b", config_text(storage_path=str(storage)))  # never synced: lists nothing
+    respelled = make_wheel(tmp_path / "d2", "legacy", "1.0.0")
+    refused = second.upload(respelled)
+    assert refused.status_code == 409, refused.text
+    assert dist.filename in refused.text

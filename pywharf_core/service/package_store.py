@@ -333,6 +333,7 @@ class PackageStore(Backend):
                     yield record
 
     def _rebuild_record(self, dist: DistFilename, blob: BlobInfo) -> FileRecord | None:
+        self._backfill_claim(dist)
         document = self.storage.read_document(sidecar_key(dist.filename))
         fields = parse_sidecar(document.data) if document is not None else None
         sha256 = usable_sha256(fields, blob.size) if fields else None
@@ -358,6 +359,21 @@ class PackageStore(Backend):
         upload_time = utc_timestamp(blob.modified) if blob.modified else ""
         return record_from_sidecar(dist, fields, sha256=sha256, size=blob.size, metadata_sha256=metadata_sha256,
                                    upload_time=upload_time)
+
+    def _backfill_claim(self, dist: DistFilename) -> None:
+        """Files stored before identity claims existed get theirs, so another spelling of them is
+        refused by every server, not only by one whose index lists them."""
+        key = identity_key(dist)
+        if self.storage.document_version(key) is not None:
+            return
+        try:
+            self.storage.write_document(key, dist.filename.encode(), None)
+        except VersionConflict:
+            holder = self.storage.read_document(key)
+            if holder is not None and holder.data.decode("utf-8", "replace") != dist.filename:
+                log.warning("repo %r: %s and %s are the same distribution (stored before pywharf refused "
+                            "respellings); new uploads of either spelling are refused", self.config.name,
+                            dist.filename, holder.data.decode("utf-8", "replace"))
 
     def _reliable_sdist_metadata(self, filename: str) -> bool:
         source = self.storage.open_blob(metadata_key(filename))
