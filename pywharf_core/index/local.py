@@ -5,7 +5,9 @@
   replaced atomically by a sync that found a new base.
 - ``uploads.jsonl``: the journal, one JSON line per record that the base does not reflect yet
   (uploads this server or another sharing ROOT accepted, entries read from the remote log,
-  yank changes). The latest line for a file wins.
+  yank changes). The latest line for a file wins. A ``{"log_position": N}`` line records that
+  index log entries up to N are in it, so a restart reads only the log entries after N (unless
+  the journal is damaged: then from the base's position, the log being the store's truth).
 
 Cost model (issue 12): an append writes one line and reads nothing but the lines other
 processes appended since this one last looked, so an upload costs the same at 10 or 100,000
@@ -65,6 +67,8 @@ class LocalIndexStore:
         self._identity: tuple[int, int] | None = None
         self._offset = 0
         self._pending: dict[str, FileRecord] = {}
+        self.log_position = 0  # the highest index log position journalled
+        self.damaged = False  # an unreadable or torn line was found: do not trust log_position
 
     # -- the synced base ------------------------------------------------------------------------
 
@@ -117,7 +121,13 @@ class LocalIndexStore:
         with self.lock:
             self._migrate_legacy_journal()
             self._identity, self._offset, self._pending = None, 0, {}
+            self.log_position, self.damaged = 0, False
             self._catch_up()
+            try:
+                if self.journal_path.stat().st_size > self._offset:
+                    self.damaged = True  # a torn last line
+            except FileNotFoundError:
+                pass
             return list(self._pending.values())
 
     def pending(self) -> list[FileRecord]:
@@ -142,16 +152,19 @@ class LocalIndexStore:
             self._append([record])
             return True
 
-    def append_many(self, records: Iterable[FileRecord]) -> None:
-        """Journal records read from the remote log (one write, one fsync)."""
+    def append_many(self, records: Iterable[FileRecord], log_position: int | None = None) -> None:
+        """Journal records read from the remote log and the log position they reach (one write)."""
         with self.lock:
             self._catch_up()
             fresh = [r for r in records if (p := self._pending.get(r.filename)) is None or p != r]
-            if fresh:
-                self._append(fresh)
+            marker = log_position is not None and log_position > self.log_position
+            if fresh or marker:
+                self._append(fresh, log_position if marker else None)
 
-    def _append(self, records: list[FileRecord]) -> None:
+    def _append(self, records: list[FileRecord], log_position: int | None = None) -> None:
         data = b"".join(journal_line(r) for r in records)
+        if log_position is not None:
+            data += b'{"log_position":%d}\n' % log_position
         fd = os.open(self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             st = os.fstat(fd)
@@ -167,6 +180,8 @@ class LocalIndexStore:
         for record in records:
             self._pending.pop(record.filename, None)  # re-insert: order follows the latest line
             self._pending[record.filename] = record
+        if log_position is not None:
+            self.log_position = max(self.log_position, log_position)
 
     def _catch_up(self) -> list[FileRecord]:
         """Read the journal from where this process stopped (all of it after a rewrite)."""
@@ -180,6 +195,7 @@ class LocalIndexStore:
             identity = (st.st_dev, st.st_ino)
             if identity != self._identity or st.st_size < self._offset:
                 self._identity, self._offset, self._pending = identity, 0, {}
+                self.log_position = 0
             if st.st_size == self._offset:
                 return []
             handle.seek(self._offset)
@@ -189,10 +205,17 @@ class LocalIndexStore:
         for line in data[:end].splitlines():
             if not line.strip():
                 continue
+            if line.startswith(b'{"log_position":'):
+                try:
+                    self.log_position = max(self.log_position, int(json.loads(line)["log_position"]))
+                except (ValueError, TypeError, KeyError):
+                    self.damaged = True
+                continue
             try:
                 record = parse_journal_line(line)
             except (ValueError, TypeError, KeyError, InvalidName) as exc:
                 log.warning("skipping an unreadable line of %s: %s", self.journal_path, exc)
+                self.damaged = True
                 continue
             self._pending.pop(record.filename, None)
             self._pending[record.filename] = record

@@ -88,10 +88,12 @@ class PkgRepo:
         """Serve what ROOT already holds, before the first sync completes."""
         with self._write_lock:
             self._remote_records, self._remote_token = self.local_index.load_synced()
-            # The log is re-read from the base's position at start: the journal may be damaged,
-            # the log is the store's, and entries since the last compaction are few and small.
-            self._log_position = self.local_index.synced_log_position() if self._remote_token else 0
             journal = self.local_index.load_journal()
+            # The log is read on from what the journal holds; from the base's position when the
+            # journal is damaged (the log is the store's truth, the journal only a cache).
+            base_position = self.local_index.synced_log_position() if self._remote_token else 0
+            journalled = 0 if self.local_index.damaged else self.local_index.log_position
+            self._log_position = max(base_position, journalled)
             self.snapshot = IndexSnapshot.build(self._remote_records).with_records(journal)
             self.has_local_copy = self._remote_token is not None
         gc.freeze()  # see sync_once
@@ -134,9 +136,10 @@ class PkgRepo:
             except IndexFormatError as exc:
                 raise IndexFormatError(f"remote index of {self.name!r} is corrupt: {exc}") from exc
             position = index_log_position(data)
-            self._check_plausible(records, remote)
         entries = self.backend.read_log(position)
         logged = [record for _, record in entries if record is not None]
+        if remote is not None:
+            self._check_plausible(records, logged, remote)
         with self._write_lock:
             if remote is not None:
                 self.local_index.save_synced(records, remote.token, position, authoritative=self.has_log)
@@ -147,10 +150,10 @@ class PkgRepo:
                 # last look (O(changes), not O(files)).
                 fresh = self.local_index.read_new()
                 snapshot = self.snapshot.with_records(fresh) if fresh else self.snapshot
-            if logged:
-                self.local_index.append_many(logged)
-                snapshot = snapshot.with_records(logged)
             self._log_position = entries[-1][0] if entries else position
+            if entries:
+                self.local_index.append_many(logged, self._log_position)
+                snapshot = snapshot.with_records(logged)
             changed = snapshot is not self.snapshot
             self.snapshot = snapshot
         if remote is not None:
@@ -162,18 +165,21 @@ class PkgRepo:
         self.last_sync_error = None
         return remote is not None or changed
 
-    def _check_plausible(self, records: list[FileRecord], remote: RemoteIndex) -> None:
+    def _check_plausible(self, records: list[FileRecord], logged: list[FileRecord], remote: RemoteIndex) -> None:
         """Refuse a base that would hide files storage still holds (an empty, unrelated or
-        truncated document); a base that shrank because storage did is applied."""
+        truncated document); a base that shrank because storage did is applied. What counts is
+        the base plus the log entries after it (a store whose uploads are all still in the log
+        has an empty base)."""
         serving = len(self.snapshot)
-        if serving < SHRINK_CHECK_MIN_FILES or len(records) >= serving * SHRINK_CHECK_RATIO:
+        listed = len({r.filename for r in records} | {r.filename for r in logged})
+        if serving < SHRINK_CHECK_MIN_FILES or listed >= serving * SHRINK_CHECK_RATIO:
             return
         stored = self.backend.count_files()
-        if len(records) >= stored * SHRINK_CHECK_RATIO and (records or not stored):
+        if listed >= stored * SHRINK_CHECK_RATIO and (listed or not stored):
             return
         raise IndexRefused(
             f"the remote index of {self.name!r} ({self.backend.describe_remote_index()}, version "
-            f"{remote.token[:40]!r}) lists {len(records)} files but storage holds {stored}: refused as "
+            f"{remote.token[:40]!r}) lists {listed} files but storage holds {stored}: refused as "
             f"damaged; serving the last good index ({serving} files). Rebuild it from storage with "
             "`pywharf update_index`."
         )
