@@ -202,13 +202,13 @@ class PackageStore(Backend):
     def _write_sidecar(self, filename: str, fields: Mapping[str, Any]) -> None:
         """Write (or replace) a sidecar, whatever version is there (this writer owns the file)."""
         data = dump_sidecar(fields)
+        current: str | None = None  # usually there is none yet: one conditional write, no read
         for _ in range(PUBLISH_ATTEMPTS):
-            current = self.storage.document_version(sidecar_key(filename))
             try:
                 self.storage.write_document(sidecar_key(filename), data, current)
                 return
             except VersionConflict:
-                continue
+                current = self.storage.document_version(sidecar_key(filename))
         raise VersionConflict(f"the sidecar of {filename!r} keeps changing")
 
     def stored_record(self, filename: str) -> FileRecord | None:
