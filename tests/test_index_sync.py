@@ -240,6 +240,12 @@ def test_every_twine_field_survives_update_index_and_sync(shared_pair, env: dict
         "project_urls": {"Homepage": "https://example.invalid/home", "Issues": "https://example.invalid/issues"},
     }
     assert {key: info.get(key) for key in expected} == expected
+    # The upload's digests, kept in the sidecar, survive the rebuild (issue 12: lost on file_system).
+    (url,) = get(b, "/pypi/round-trip/json").json()["urls"]
+    content = wheel.read_bytes()
+    assert url["digests"] == {"sha256": sha256_of(wheel),
+                              "md5": hashlib.md5(content, usedforsecurity=False).hexdigest(),
+                              "blake2b_256": hashlib.blake2b(content, digest_size=32).hexdigest()}
 
     page = requests.get(f"{b.base}/simple/round-trip/", auth=(REPO, READ), timeout=10,
                         headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
