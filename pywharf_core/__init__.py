@@ -1,20 +1,18 @@
 """pywharf core: everything that does not depend on a particular storage backend.
 
-Layout (one concept per module):
+Grouped by responsibility; each layer imports only the ones listed before it (import-linter
+checks it, see pyproject.toml and tests/test_layers.py):
 
-- ``names``       -- package repository names, project names, distribution filenames.
-- ``config``      -- loading and validating the repo config and admin secrets (TOML).
-- ``backend``     -- the interface a storage backend implements.
-- ``registry``    -- discovery of backends through the ``pywharf.backends`` entry points.
-- ``index``       -- the index model: file records, immutable snapshots, TOML (de)serialisation.
-- ``local_index`` -- the on-disk local index under ROOT (synced copy + upload journal).
-- ``pkg_repo``    -- one configured package repository at run time (backend + index + auth cache).
-- ``sync``        -- the background task that keeps local indexes in step with remote ones.
-- ``upload``      -- streaming the legacy upload form to a staged file and validating it.
-- ``pages``       -- rendering of the PEP 503 HTML pages.
-- ``app``         -- the Starlette application (routes, auth, error handling).
-- ``serve``       -- running the app under uvicorn (default) or waitress.
-- ``cli``         -- the ``pywharf`` command line (fire), including environment mode.
+- ``model``   -- names and distribution identity, file records, core metadata, the sidecar.
+- ``storage`` -- the storage seam: the adapter API a backend implements (``api``), the
+  interface the service talks to (``backend``), config base classes, the backend registry.
+- ``index``   -- index document formats, in-memory snapshots, the local copy under ROOT
+  (``local``: synced base + journal) and the remote index log (``remote_log``).
+- ``service`` -- use cases: the core's package store over an adapter (every storage policy),
+  uploads, repositories and their sync, the server's repository set.
+- ``http``    -- the Starlette app: routes, pages and their cache, negotiation, upload
+  streaming, the browser UI, running under uvicorn or waitress.
+- ``cli``     -- the ``pywharf`` command line (fire), including environment mode.
 """
 
 __version__ = "0.3.0"
