@@ -24,7 +24,7 @@ from github import GithubException, UnknownObjectException
 from pywharf_backends.github.client import ClientPolicy, GitHubClient, GitHubUnavailable, describe
 from pywharf_backends.github.config import DEFAULT_API_BASE_URL, GitHubConfig
 from pywharf_backends.github.contents import get_file, put_file
-from pywharf_backends.github.storage import COMPANIONS, METADATA_SUFFIX, GitHubBackend, raw
+from pywharf_backends.github.storage import COMPANIONS, METADATA_SUFFIX, GitHubBackend
 from pywharf_core.model.errors import PywharfError
 from pywharf_core.model.records import FileRecord
 from pywharf_core.storage.backend import BackendContext
@@ -194,8 +194,7 @@ def init_pkg_repo(
     client = GitHubClient(secret, ClientPolicy(config.api_base_url, config.timeout, config.max_rate_limit_wait),
                           lazy=False)
     created = _get_or_create_repo(client, config, private=not bool(public))
-    gh_repo = client.github().get_repo(config.full_name)
-    default_branch = raw(gh_repo).get("default_branch") or "main"
+    default_branch = client.github().get_repo(config.full_name).default_branch or "main"
     workflow = render_workflow(config, _str(pywharf_version) or _pywharf_version(), bool(enable_gh_pages))
     wrote_workflow = put_file(client, config, WORKFLOW_PATH, workflow.encode(), default_branch,
                               "pywharf: index update workflow")

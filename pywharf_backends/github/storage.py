@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import requests
 import tomli_w
-from github import BadCredentialsException, GithubException, RateLimitExceededExceedsMaxWait, UnknownObjectException
-from github.GithubObject import GithubObject
 
 from pywharf_backends.github.client import (
     ClientPolicy,
@@ -98,11 +97,6 @@ SIGNED_URL_TTL = 30.0
 RELEASE_CACHE_TTL = 600.0
 UPLOAD_ATTEMPTS = 3
 _CHUNK = 1 << 20
-
-
-def raw(obj: GithubObject) -> dict[str, Any]:
-    """The JSON GitHub sent for ``obj``, read without PyGithub's lazy completion (a GET)."""
-    return GithubObject.raw_data.fget(obj)  # type: ignore[attr-defined]
 
 
 # -- release / asset snapshots -------------------------------------------------------------------
@@ -231,13 +225,6 @@ def _response_already_exists(response: requests.Response) -> bool:
     return any(isinstance(e, Mapping) and e.get("code") == "already_exists" for e in data.get("errors", []) or [])
 
 
-def _already_exists(exc: GithubException) -> bool:
-    data = exc.data if isinstance(exc.data, Mapping) else {}
-    return exc.status == 422 and any(
-        isinstance(e, Mapping) and e.get("code") == "already_exists" for e in data.get("errors", []) or []
-    )
-
-
 # -- the adapter ---------------------------------------------------------------------------------
 
 
@@ -309,22 +296,15 @@ class GitHubBackend(Storage):
         GitHub reports the token owner's role on the repository; a token GitHub refuses (401),
         or that cannot see the repository (404: private repos are invisible), grants nothing.
         """
-        client = GitHubClient(secret, self.policy, lazy=False)
+        client = GitHubClient(secret, self.policy)
         what = f"GET /repos/{self.config.full_name} (auth check)"
         try:
-            permissions = raw(client.repo(self.config.full_name)).get("permissions") or {}
-        except (BadCredentialsException, UnknownObjectException):
-            return Permission.NONE
-        except RateLimitExceededExceedsMaxWait as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy), 429) from None
-        except GithubException as exc:
-            if exc.status in (401, 403, 404):
-                return Permission.NONE
-            raise GitHubUnavailable(describe(exc, what, self.policy), exc.status) from None
-        except requests.RequestException as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy)) from None
+            response = client.request("GET", self._repo_path(), what=what)
         finally:
             client.close()
+        if response.status_code in (401, 403, 404):
+            return Permission.NONE
+        permissions = check_response(response, what).json().get("permissions") or {}
         if permissions.get("push") or permissions.get("admin") or permissions.get("maintain"):
             return Permission.WRITE
         if permissions.get("pull"):
@@ -333,19 +313,15 @@ class GitHubBackend(Storage):
 
     # -- releases ------------------------------------------------------------------------------
 
+    def _repo_path(self, tail: str = "") -> str:
+        return f"repos/{self.config.owner}/{self.config.repo}{tail}"
+
     def _fetch_release(self, filename: str) -> ReleaseInfo | None:
         """The published release tagged ``filename`` (one GET), or None; refreshes the lookup cache."""
         what = f"reading release {filename!r}"
-        try:
-            release = ReleaseInfo.from_json(raw(self.admin().repo(self.config.full_name).get_release(filename)))
-        except UnknownObjectException:
-            release = None
-        except RateLimitExceededExceedsMaxWait as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy), 429) from None
-        except GithubException as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy), exc.status) from None
-        except requests.RequestException as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy)) from None
+        response = self.admin().request("GET", self._repo_path(f"/releases/tags/{quote(filename, safe='')}"),
+                                        what=what)
+        release = None if response.status_code == 404 else ReleaseInfo.from_json(check_response(response, what).json())
         if release is None or release.dist_asset() is None:
             self._releases.pop(filename, None)
         else:
@@ -363,15 +339,8 @@ class GitHubBackend(Storage):
     def iter_releases(self) -> Iterator[ReleaseInfo]:
         """Every release of the repository (paginated, 100 a page), drafts included."""
         what = f"listing the releases of {self.config.full_name}"
-        try:
-            for release in self.admin().repo(self.config.full_name).get_releases():
-                yield ReleaseInfo.from_json(raw(release))
-        except RateLimitExceededExceedsMaxWait as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy), 429) from None
-        except GithubException as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy), exc.status) from None
-        except requests.RequestException as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy)) from None
+        for release in self.admin().paginate(self._repo_path("/releases"), what):
+            yield ReleaseInfo.from_json(release)
 
     def _list_assets(self, release: ReleaseInfo) -> list[AssetInfo]:
         response = self.admin().request("GET", f"{release.url}/assets", params={"per_page": 100})
@@ -399,8 +368,10 @@ class GitHubBackend(Storage):
         if kind == "dist":
             return self._put_dist(filename, source, size, sha256)
         if kind == "metadata":
+            # Stored after its distribution (whose asset a lagging read might not list yet: only the
+            # release is required; a metadata asset without its file is a leftover _put_dist removes).
             release = self._fetch_release(filename)
-            if release is None or release.dist_asset() is None:
+            if release is None:
                 raise GitHubUnavailable(f"no release holds {filename!r}: its metadata file has nowhere to go")
             if any(a.is_metadata and a.uploaded for a in release.assets):
                 return False
@@ -436,17 +407,13 @@ class GitHubBackend(Storage):
     def _create_or_get_release(self, filename: str) -> tuple[ReleaseInfo, bool]:
         """The release for ``filename``: created now with a header-only body (True), or the existing one."""
         what = f"creating release {filename!r}"
-        try:
-            created = self.admin().repo(self.config.full_name).create_git_release(
-                tag=filename, name=filename, message=BODY_HEADER, make_latest="false")
-            return ReleaseInfo.from_json(raw(created)), True
-        except RateLimitExceededExceedsMaxWait as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy), 429) from None
-        except GithubException as exc:
-            if not _already_exists(exc):
-                raise GitHubUnavailable(describe(exc, what, self.policy), exc.status) from None
-        except requests.RequestException as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy)) from None
+        # Retried by the client on 5xx: a POST GitHub applied before failing then meets its own release.
+        response = self.admin().request("POST", self._repo_path("/releases"), what=what, json={
+            "tag_name": filename, "name": filename, "body": BODY_HEADER, "make_latest": "false"})
+        if response.status_code == 201:
+            return ReleaseInfo.from_json(response.json()), True
+        if not _response_already_exists(response):
+            check_response(response, what)
         release = self._fetch_release(filename)
         if release is None:
             raise GitHubUnavailable(f"GitHub says a release tagged {filename!r} exists but it cannot be read")
