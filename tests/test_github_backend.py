@@ -455,8 +455,9 @@ def test_other_documents_are_files_on_the_branch_with_compare_and_swap(gh: GitHu
     """Index log entries, identity claims and the index are files on ``branch`` (created from the
     default branch when missing), beside ``index_filename``; their version is the blob sha.
     Create-only and compare-and-swap hold (GitHub's 422 / 409), one commit per write and none when
-    the bytes are already there - also when GitHub applied a PUT and answered 503 (the retry meets
-    our own commit) or when the branch moved under a write to another file (409: tried again)."""
+    the bytes are already there - also when GitHub applied a PUT and answered 503 (the client's
+    retry meets our own commit: success, not a conflict) or when the branch moved under a write to
+    another file (409: tried again)."""
     backend = adapter(gh, tmp_path, branch="pkg-index", index_filename="pkgs/index.toml")
     entry = ".pywharf/log/000000000001.json"
     first = backend.write_document(entry, b'{"a": 1}\n', None)
@@ -476,6 +477,8 @@ def test_other_documents_are_files_on_the_branch_with_compare_and_swap(gh: GitHu
     assert backend.document_version("index.toml") == index
     gh.add_fault("PUT", r"/contents/pkgs/\.pywharf/identity/x\.txt$", 409)  # the branch head moved
     backend.write_document(".pywharf/identity/x.txt", b"demo-1.0.tar.gz", None)
+    with pytest.raises(VersionConflict):  # the same bytes, but not written by this call: not "created"
+        backend.write_document(".pywharf/identity/x.txt", b"demo-1.0.tar.gz", None)
     messages = [message for _, message in gh.history(OWNER, REPO_NAME, "pkg-index")]
     assert messages[:5] == ["pywharf: .pywharf/identity/x.txt", "pywharf update_index",
                             f"pywharf: {entry}", f"pywharf: {entry}", "Initial commit"]

@@ -8,9 +8,11 @@ with ``sha`` replaces exactly that version (409 otherwise). Each write is one co
 Why the answers after a failed write are looked at, not trusted: GitHub may apply a PUT and
 then answer 5xx (the client retries it and meets its own commit: 409 / 422), and two commits to
 *different* files of one branch at the same moment can give a 409 too (the branch head moved).
-So a 409 / 422 is followed by a read: our bytes there -> success (no second commit); the file
-at the version we expected -> the branch moved under us, the write is tried again; anything
-else -> :class:`VersionConflict`.
+So a 409 / 422 is followed by a read: our bytes there after a PUT the client had retried (it
+may have been applied) -> success, no second commit; the file at the version we expected -> the
+branch moved under us, the write is tried again; anything else -> :class:`VersionConflict`.
+(The same bytes created by someone else are a conflict: an identity claim must know whether
+this call made it.)
 
 Reading the index every ``sync_index_interval`` is a conditional GET (the ETag of the last
 answer as ``If-None-Match``): GitHub's 304 for an unchanged file is free of the rate limit.
@@ -117,6 +119,7 @@ def write_file(client: GitHubClient, config: GitHubConfig, path: str, data: byte
     body = {"message": message, "content": base64.b64encode(data).decode("ascii"), "branch": branch}
     if expected is not None:
         body["sha"] = expected
+    maybe_applied = False
     for attempt in range(BRANCH_RACE_ATTEMPTS):
         response = client.request("PUT", _contents(config, path), json=body)
         if response.status_code in (200, 201):
@@ -125,9 +128,10 @@ def write_file(client: GitHubClient, config: GitHubConfig, path: str, data: byte
             continue  # the branch did not exist yet (a repository init_pkg_repo did not prepare)
         if response.status_code not in (409, 422):
             check_response(response, what)
+        maybe_applied = maybe_applied or _was_retried(response)
         current = get_file(client, config, path, branch)
-        if current is not None and current.sha == wanted:
-            return wanted  # ours (applied before a retried PUT), or the very same bytes
+        if current is not None and current.sha == wanted and (maybe_applied or expected is not None):
+            return wanted  # ours (applied before the retried PUT), or a replacement by the same bytes
         if (current.sha if current is not None else None) != expected:
             raise VersionConflict(f"{path} on {config.full_name}@{branch} changed (expected {expected})")
         if response.status_code == 422 and expected is None:
@@ -135,6 +139,12 @@ def write_file(client: GitHubClient, config: GitHubConfig, path: str, data: byte
         log.info("%s: the branch moved meanwhile (%d); trying again", what, response.status_code)
         time.sleep(min(2.0, 0.25 * 2**attempt))
     raise GitHubUnavailable(f"{what}: gave up after {BRANCH_RACE_ATTEMPTS} attempts (the branch keeps moving)")
+
+
+def _was_retried(response: requests.Response) -> bool:
+    """Whether the client sent this request more than once (urllib3 keeps the history of its retries)."""
+    retries = getattr(response.raw, "retries", None)
+    return bool(getattr(retries, "history", ()))
 
 
 def delete_file(client: GitHubClient, config: GitHubConfig, path: str, branch: str, message: str) -> None:
