@@ -590,12 +590,13 @@ class GitHubBackend(Storage):
             return Redirect(url)
         return self._relay(response, asset)  # GitHub sent the bytes itself: pass them on
 
-    def _stream(self, asset: AssetInfo) -> StreamedFile | None:
+    def _stream(self, asset: AssetInfo, sha256: str = "") -> StreamedFile | None:
         response = self.admin().request("GET", asset.url, headers={"Accept": OCTET_STREAM}, stream=True)
-        return self._relay(response, asset)
+        return self._relay(response, asset, sha256)
 
-    def _relay(self, response: requests.Response, asset: AssetInfo) -> StreamedFile | None:
-        """The bytes of an open asset download as a StreamedFile (None when GitHub says 404)."""
+    def _relay(self, response: requests.Response, asset: AssetInfo, sha256: str = "") -> StreamedFile | None:
+        """The bytes of an open asset download as a StreamedFile (None when GitHub says 404),
+        checked against GitHub's digest (else ``sha256``) at their end."""
         if response.status_code == 404:
             response.close()
             return None
@@ -605,7 +606,8 @@ class GitHubBackend(Storage):
             if response.status_code != 200:
                 response.close()
         length = response.headers.get("Content-Length", "")
-        return StreamedFile(_chunks(response, asset, self.policy), int(length) if length.isdigit() else asset.size)
+        chunks = _chunks(response, asset.name, asset.digest or sha256.lower(), self.policy)
+        return StreamedFile(chunks, int(length) if length.isdigit() else asset.size)
 
     def _locate_metadata(self, filename: str) -> DownloadTarget | None:
         """The PEP 658 file, fetched once from the ``.metadata`` asset and kept under ROOT.
@@ -622,40 +624,25 @@ class GitHubBackend(Storage):
         asset = release.metadata_asset() if release is not None else None
         if release is None or asset is None:
             return None
-        expected = asset.digest or str(parse_body(release.body).get("metadata_sha256") or "")
-        response = self.admin().request("GET", asset.url, headers={"Accept": OCTET_STREAM}, stream=True)
-        with contextlib.closing(response):
-            if response.status_code == 404:
-                return None
-            check_response(response, f"downloading asset {asset.name!r}")
-            return self._save(response, local, expected.lower(), limit=MAX_METADATA_BYTES)
-
-    def _metadata_cache(self, filename: str) -> Path:
-        return self.cache_dir / "metadata" / f"{filename}{METADATA_SUFFIX}"
-
-    def _save(self, response: requests.Response, local: Path, sha256: str, limit: int) -> LocalFile:
-        """Stream ``response`` into ``local`` atomically, checking the sha256 when known."""
+        target = self._stream(asset, str(parse_body(release.body).get("metadata_sha256") or ""))
+        if target is None:
+            return None
         local.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(dir=local.parent, prefix=".download-", suffix=".part")
-        digest = hashlib.sha256()
-        size = 0
         try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in response.iter_content(_CHUNK):
-                    size += len(chunk)
-                    if size > limit:
-                        raise GitHubUnavailable(f"asset {local.name!r} is larger than {limit} bytes")
-                    digest.update(chunk)
+            with os.fdopen(fd, "wb") as handle, contextlib.closing(target.chunks):  # type: ignore[type-var]
+                for chunk in target.chunks:
+                    if handle.tell() + len(chunk) > MAX_METADATA_BYTES:
+                        raise GitHubUnavailable(f"asset {asset.name!r} is larger than {MAX_METADATA_BYTES} bytes")
                     handle.write(chunk)
-            if sha256 and digest.hexdigest() != sha256:
-                raise GitHubUnavailable(f"asset {local.name!r} does not match its sha256 (download corrupted?)")
             os.replace(temp, local)
-        except requests.RequestException as exc:
-            raise GitHubUnavailable(describe(exc, f"downloading {redact(response.url)}", self.policy)) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
         return LocalFile(local)
+
+    def _metadata_cache(self, filename: str) -> Path:
+        return self.cache_dir / "metadata" / f"{filename}{METADATA_SUFFIX}"
 
     def list_blobs(self) -> Iterator[BlobInfo]:
         """Releases with an uploaded distribution asset (drafts skipped), upload time = the asset's creation."""
@@ -804,17 +791,17 @@ class _ChunkReader(io.RawIOBase):
         super().close()
 
 
-def _chunks(response: requests.Response, asset: AssetInfo, policy: ClientPolicy) -> Iterator[bytes]:
+def _chunks(response: requests.Response, name: str, sha256: str, policy: ClientPolicy) -> Iterator[bytes]:
     """The body of an asset download; its ``close()`` (called by the server when the bytes are not
-    wanted) closes the connection. A download that does not match GitHub's digest is cut short,
-    so the client sees a broken transfer rather than wrong bytes."""
+    wanted) closes the connection. A download that does not match ``sha256`` (when known) is cut
+    short, so the client sees a broken transfer rather than wrong bytes."""
     digest = hashlib.sha256()
     try:
         for chunk in response.iter_content(_CHUNK):
             digest.update(chunk)
             yield chunk
-        if asset.digest and digest.hexdigest() != asset.digest:
-            raise GitHubUnavailable(f"asset {asset.name!r} does not match its sha256 (download corrupted?)")
+        if sha256 and digest.hexdigest() != sha256:
+            raise GitHubUnavailable(f"asset {name!r} does not match its sha256 (download corrupted?)")
     except requests.RequestException as exc:
         raise GitHubUnavailable(describe(exc, f"downloading {redact(response.url)}", policy)) from None
     finally:
