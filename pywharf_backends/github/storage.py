@@ -31,6 +31,7 @@ import os
 import posixpath
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -252,6 +253,8 @@ class GitHubBackend(Storage):
         self._releases: dict[str, tuple[float, ReleaseInfo]] = {}
         self._signed: dict[str, tuple[float, str]] = {}
         self._index: FileState | None = None  # the index as last read: its ETag makes unchanged polls 304s
+        self._upload_locks: dict[str, threading.Lock] = {}
+        self._upload_locks_guard = threading.Lock()
 
     def use_token(self, token: str | None) -> None:
         """Work with ``token`` (None: anonymously, enough to read a public repository)."""
@@ -364,7 +367,15 @@ class GitHubBackend(Storage):
         return path
 
     def put_blob(self, key: str, source: Path, size: int, sha256: str) -> bool:
+        """Uploads of one release on this server take turns (so neither takes the other's upload in
+        progress for a leftover); across servers GitHub's unique tags and asset names decide."""
         kind, filename = self._split(key)
+        with self._upload_locks_guard:
+            lock = self._upload_locks.setdefault(filename, threading.Lock())
+        with lock:
+            return self._put_blob(kind, key, filename, source, size, sha256)
+
+    def _put_blob(self, kind: str, key: str, filename: str, source: Path, size: int, sha256: str) -> bool:
         if kind == "dist":
             return self._put_dist(filename, source, size, sha256)
         if kind == "metadata":
