@@ -260,7 +260,7 @@ def _github(engines: Engines, folder: Path) -> BackendUnderTest:
     table = {"owner": GH_OWNER, "repo": name, "api_base_url": standin.api_url, "max_rate_limit_wait": 3,
              "timeout": 20}
     return BackendUnderTest("github", table, GH_ADMIN, (REPO, GH_WRITER), (REPO, GH_READER), folder,
-                            index_on_upload=False)
+                            index_on_upload=True)
 
 
 SETUPS: dict[str, Callable[[Engines, Path], BackendUnderTest]] = {

@@ -372,8 +372,7 @@ def test_listing_after_compaction(backend: BackendUnderTest, tmp_path: Path) -> 
 def test_another_server_lists_an_upload_after_one_sync(backend: BackendUnderTest, tmp_path: Path) -> None:
     """Scale-out: an upload through one server reaches the remote index, so another lists it."""
     if not backend.index_on_upload:
-        pytest.skip(f"{backend.type}: uploads reach the remote index only through update_index "
-                    "(github: the release-event workflow runs it)")
+        pytest.skip(f"{backend.type}: uploads reach the remote index only through update_index")
     a, b = backend.app("a"), backend.app("b")
     dist = wheel(tmp_path, "spread", "1.0")
     ok(a.upload(dist))

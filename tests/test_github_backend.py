@@ -13,6 +13,7 @@ patched. Nothing reaches the internet (``--extra_index_url=``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -42,16 +43,19 @@ from urllib3 import HTTPResponse
 from pywharf_backends.github.client import BoundedGithubRetry, ClientPolicy, GitHubClient, GitHubUnavailable
 from pywharf_backends.github.commands import render_workflow
 from pywharf_backends.github.config import GitHubConfig
-from pywharf_backends.github.remote_index import git_blob_sha
+from pywharf_backends.github.contents import git_blob_sha
 from pywharf_backends.github.storage import (
+    BODY_HEADER,
     BODY_LIMIT,
     GitHubBackend,
     ReleaseInfo,
+    body_version,
     parse_body,
-    record_from_release,
     render_body,
 )
 from pywharf_core.model.errors import ConfigError
+from pywharf_core.service.package_store import PackageStore
+from pywharf_core.storage.api import VersionConflict
 from pywharf_core.storage.backend import BackendContext
 from pywharf_core.storage.config import ConfigSource, build_config
 
@@ -161,29 +165,24 @@ BODY_0_2_3 = tomli_w.dumps({
 })
 
 
-def test_record_from_a_0_2_3_release():
-    record = record_from_release(_release("oldpkg-0.1-py3-none-any.whl", BODY_0_2_3,
-                                          [_asset("oldpkg-0.1-py3-none-any.whl", 1234)]))
-    assert record is not None
-    assert (record.filename, record.distrib, record.version, record.sha256, record.size) == (
-        "oldpkg-0.1-py3-none-any.whl", "oldpkg", "0.1", "ab" * 32, 1234)
-    assert record.requires_python == ">=3.7"
-    assert record.upload_time == "2020-03-24T12:00:01.000000Z"  # the asset's creation time
-    assert record.meta["summary"] == "An old package"
-    assert ":action" not in record.meta and "description" not in record.meta and "sha256" not in record.meta
-
-
-def test_record_prefers_githubs_digest_and_skips_non_files():
+def test_release_assets_and_body_as_blobs_and_sidecar():
+    """The distribution asset is the uploaded non-.metadata one (the body's ``asset`` decides between
+    two); half-uploaded assets are not files; an empty or header-only body is no sidecar, a 0.2.3
+    body (no header) is one, its version the body's hash."""
     body = render_body({"sha256": "aa" * 32, "version": "1.0", "asset": "x-1.0.local-py3-none-any.whl"})
-    assets = [_asset("x-1.0.local-py3-none-any.whl", digest="sha256:" + "bb" * 32, id=1),
-              _asset("x-1.0.local-py3-none-any.whl.metadata", digest="sha256:" + "cc" * 32, id=2)]
-    record = record_from_release(_release("x-1.0+local-py3-none-any.whl", body, assets))
-    assert record is not None and record.filename == "x-1.0+local-py3-none-any.whl"
-    assert record.sha256 == "bb" * 32 and record.metadata_sha256 == "cc" * 32
-    starter = [_asset("x-1.0-py3-none-any.whl", state="starter")]
-    assert record_from_release(_release("x-1.0-py3-none-any.whl", body, starter)) is None
-    assert record_from_release(_release("x-1.0-py3-none-any.whl", body, assets, draft=True)) is None
-    assert record_from_release(_release("v1.0", body, assets)) is None  # not a distribution filename
+    assets = [_asset("x-1.0.other-py3-none-any.whl", id=3), _asset("x-1.0.local-py3-none-any.whl", id=1),
+              _asset("x-1.0.local-py3-none-any.whl.metadata", id=2)]
+    release = _release("x-1.0+local-py3-none-any.whl", body, assets)
+    dist, metadata = release.dist_asset(), release.metadata_asset()
+    assert dist is not None and dist.id == 1 and metadata is not None and metadata.id == 2
+    starter = _release("x-1.0-py3-none-any.whl", body, [_asset("x-1.0-py3-none-any.whl", state="open")])
+    assert starter.dist_asset() is None and starter.metadata_asset() is None
+    sidecar = release.sidecar()
+    assert sidecar is not None and sidecar.data == body.encode() and sidecar.version == body_version(body)
+    assert _release("a-1.0.tar.gz", "", []).sidecar() is None
+    assert _release("a-1.0.tar.gz", BODY_HEADER.replace("\n", "\r\n"), []).sidecar() is None  # web-edited
+    old = _release("oldpkg-0.1-py3-none-any.whl", BODY_0_2_3, [])
+    assert old.sidecar() is not None and parse_body(BODY_0_2_3)["sha256"] == "AB" * 32
 
 
 def test_release_body_keeps_description_only_while_it_fits():
@@ -355,6 +354,142 @@ def dist_assets(standin: GitHubStandIn, tag: str) -> list[dict[str, Any]]:
     return [a for a in standin.assets(OWNER, REPO_NAME, tag) if not a["name"].endswith(".metadata")]
 
 
+def adapter(standin: GitHubStandIn, root: Path, **table: Any) -> GitHubBackend:
+    """The storage adapter itself (what the core's PackageStore drives), with the admin token."""
+    return GitHubBackend(make_config(api_base_url=standin.api_url, max_rate_limit_wait=3, **table),
+                         BackendContext(root=root, admin_secret=ADMIN))
+
+
+def admin_repo(standin: GitHubStandIn, repo: str = REPO_NAME) -> Any:
+    return Github(auth=Auth.Token(ADMIN), base_url=standin.api_url, seconds_between_requests=0,
+                  seconds_between_writes=0).get_repo(f"{OWNER}/{repo}")
+
+
+def test_a_0_2_3_release_is_a_file_and_its_body_the_sidecar(gh: GitHubStandIn, tmp_path: Path):
+    """What 0.2.3 left (a release, its asset, a flat TOML body) is a blob and a sidecar: the core
+    rebuilds the record from the body (upload time: the asset's creation), upgrades the body in
+    place (header, size, asset name) and adds the PEP 658 asset. Drafts, releases without an
+    uploaded asset and releases that are not distribution files are no files. The sha256 of a
+    blob is GitHub's digest, whatever the body claims."""
+    wheel = build_wheel(DistSpec("oldpkg", "0.1"), tmp_path / "dist")
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    repo = admin_repo(gh)
+    repo.create_git_release(wheel.name, wheel.name, tomli_w.dumps(tomllib.loads(BODY_0_2_3) | {"sha256": sha})
+                            ).upload_asset(str(wheel))
+    repo.create_git_release("v1", "v1", "notes").upload_asset(str(wheel))  # not a distribution filename
+    repo.create_git_release("oldpkg-0.2-py3-none-any.whl", "draft", "", draft=True).upload_asset(str(wheel))
+    repo.create_git_release("oldpkg-0.3-py3-none-any.whl", "no asset", "")
+    backend = adapter(gh, tmp_path)
+    blobs = list(backend.list_blobs())
+    assert [(b.key, b.size) for b in blobs] == [("v1", wheel.stat().st_size), (wheel.name, wheel.stat().st_size)]
+    created = gh.assets(OWNER, REPO_NAME, wheel.name)[0]["created_at"]
+    assert blobs[1].modified is not None and blobs[1].modified.strftime("%Y-%m-%dT%H:%M:%SZ") == created
+
+    sidecar = backend.read_document(f".pywharf/{wheel.name}.toml")
+    assert sidecar is not None and tomllib.loads(sidecar.data.decode())["summary"] == "An old package"
+    [record] = PackageStore(backend).list_files()
+    assert (record.filename, record.distrib, record.version, record.sha256, record.size) == (
+        wheel.name, "oldpkg", "0.1", sha, wheel.stat().st_size)
+    assert record.requires_python == ">=3.7" and record.meta["summary"] == "An old package"
+    assert record.upload_time == blobs[1].modified.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert ":action" not in record.meta and "description" not in record.meta and "sha256" not in record.meta
+    body = next(r for r in gh.releases(OWNER, REPO_NAME) if r["tag_name"] == wheel.name)["body"]
+    upgraded = tomllib.loads(body)
+    assert body.startswith(BODY_HEADER) and upgraded["size"] == record.size and upgraded["asset"] == wheel.name
+    assert upgraded["distrib"] == "oldpkg" and upgraded["metadata_sha256"] == record.metadata_sha256 != ""
+    assert backend.blob_sha256(f".pywharf/{wheel.name}.metadata") == record.metadata_sha256
+
+    repo.get_release(wheel.name).update_release(wheel.name, tomli_w.dumps({"sha256": "aa" * 32}))
+    assert backend.blob_sha256(wheel.name) == sha  # GitHub's digest, not the body's claim
+    assert backend.blob_sha256("oldpkg-0.3-py3-none-any.whl") is None
+    assert not backend.has_blob("oldpkg-0.2-py3-none-any.whl")
+
+
+def test_the_sidecar_is_the_release_body_with_compare_and_swap(gh: GitHubStandIn, tmp_path: Path):
+    """put_blob is create-only (a release and its asset); the body is a document whose version is
+    its hash: written only over the version read (a web edit in between is a conflict), with the
+    asset's name and ``distrib`` added for 0.2.3's tools and ``description`` dropped when the body
+    would be too long for GitHub. Deleting undoes each part."""
+    backend = adapter(gh, tmp_path)
+    wheel = build_wheel(DistSpec("cas", "1.0"), tmp_path / "dist")
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    key, sidecar, metadata = wheel.name, f".pywharf/{wheel.name}.toml", f".pywharf/{wheel.name}.metadata"
+    assert backend.put_blob(key, wheel, wheel.stat().st_size, sha) is True
+    assert backend.put_blob(key, wheel, wheel.stat().st_size, sha) is False
+    assert backend.read_document(sidecar) is None and backend.document_version(sidecar) is None  # header only
+
+    first = backend.write_document(sidecar, tomli_w.dumps({"sha256": sha, "yanked": False}).encode(), None)
+    body = gh.releases(OWNER, REPO_NAME)[0]["body"]
+    assert body.startswith(BODY_HEADER) and body_version(body) == first
+    assert tomllib.loads(body) == {"sha256": sha, "yanked": False, "distrib": "cas", "asset": wheel.name}
+    with pytest.raises(VersionConflict):
+        backend.write_document(sidecar, b"yanked = true\n", None)
+    second = backend.write_document(sidecar, tomli_w.dumps({"description": "y" * BODY_LIMIT}).encode(), first)
+    assert "description" not in tomllib.loads(gh.releases(OWNER, REPO_NAME)[0]["body"])
+    with pytest.raises(VersionConflict):
+        backend.write_document(sidecar, b"yanked = true\n", first)
+    admin_repo(gh).get_release(wheel.name).update_release(wheel.name, body.replace("\n", "\r\n"))  # web UI
+    edited = backend.read_document(sidecar)
+    assert edited is not None and edited.version != second and parse_body(edited.data.decode())["sha256"] == sha
+    with pytest.raises(VersionConflict):
+        backend.write_document(sidecar, b"yanked = true\n", second)
+
+    core = b"Metadata-Version: 2.1\nName: cas\nVersion: 1.0\n"
+    (tmp_path / "METADATA").write_bytes(core)
+    assert backend.put_blob(metadata, tmp_path / "METADATA", len(core), hashlib.sha256(core).hexdigest()) is True
+    assert backend.put_blob(metadata, tmp_path / "METADATA", len(core), hashlib.sha256(core).hexdigest()) is False
+    with contextlib.closing(backend.open_blob(metadata)) as source:  # type: ignore[arg-type]
+        assert source.read() == core
+    with contextlib.closing(backend.open_blob(key)) as source:  # type: ignore[arg-type]
+        assert source.read() == wheel.read_bytes()
+    backend.delete(sidecar)
+    assert backend.read_document(sidecar) is None
+    backend.delete(metadata)
+    assert not backend.has_blob(metadata) and backend.has_blob(key)
+    backend.delete(key)
+    assert not backend.has_blob(key) and gh.releases(OWNER, REPO_NAME) == []
+    backend.delete(key)  # absent: no error
+
+
+def test_other_documents_are_files_on_the_branch_with_compare_and_swap(gh: GitHubStandIn, tmp_path: Path):
+    """Index log entries, identity claims and the index are files on ``branch`` (created from the
+    default branch when missing), beside ``index_filename``; their version is the blob sha.
+    Create-only and compare-and-swap hold (GitHub's 422 / 409), one commit per write and none when
+    the bytes are already there - also when GitHub applied a PUT and answered 503 (the client's
+    retry meets our own commit: success, not a conflict) or when the branch moved under a write to
+    another file (409: tried again)."""
+    backend = adapter(gh, tmp_path, branch="pkg-index", index_filename="pkgs/index.toml")
+    entry = ".pywharf/log/000000000001.json"
+    first = backend.write_document(entry, b'{"a": 1}\n', None)
+    assert first == git_blob_sha(b'{"a": 1}\n')
+    assert gh.file_content(OWNER, REPO_NAME, f"pkgs/{entry}", "pkg-index") == b'{"a": 1}\n'
+    with pytest.raises(VersionConflict):
+        backend.write_document(entry, b"other", None)
+    second = backend.write_document(entry, b"second", first)
+    with pytest.raises(VersionConflict):
+        backend.write_document(entry, b"third", first)
+    head = gh.branch_sha(OWNER, REPO_NAME, "pkg-index")
+    assert backend.write_document(entry, b"second", second) == second and gh.branch_sha(
+        OWNER, REPO_NAME, "pkg-index") == head  # no empty commit
+
+    gh.add_fault("PUT", r"/contents/pkgs/index\.toml$", 503, apply_first=True)
+    index = backend.write_document("index.toml", b"format = 2\n", None)
+    assert backend.document_version("index.toml") == index
+    gh.add_fault("PUT", r"/contents/pkgs/\.pywharf/identity/x\.txt$", 409)  # the branch head moved
+    backend.write_document(".pywharf/identity/x.txt", b"demo-1.0.tar.gz", None)
+    with pytest.raises(VersionConflict):  # the same bytes, but not written by this call: not "created"
+        backend.write_document(".pywharf/identity/x.txt", b"demo-1.0.tar.gz", None)
+    messages = [message for _, message in gh.history(OWNER, REPO_NAME, "pkg-index")]
+    assert messages[:5] == ["pywharf: .pywharf/identity/x.txt", "pywharf update_index",
+                            f"pywharf: {entry}", f"pywharf: {entry}", "Initial commit"]
+    document = backend.read_document(entry)
+    assert document is not None and (document.data, document.version) == (b"second", second)
+    backend.delete(entry)
+    assert backend.read_document(entry) is None and backend.document_version(entry) is None
+    backend.delete(entry)
+    assert backend.describe("index.toml") == "pkgs/index.toml on alice/pkgs@pkg-index"
+
+
 def test_upload_install_auth_and_conflicts(gh: GitHubStandIn, server_factory, env: dict[str, str],
                                           tmp_path: Path):
     """twine uploads with a push token: the file becomes a release asset; pip installs through a
@@ -369,6 +504,9 @@ def test_upload_install_auth_and_conflicts(gh: GitHubStandIn, server_factory, en
     assert release["tag_name"] == release["name"] == wheel.name
     body = tomllib.loads(release["body"])
     assert body["sha256"] == hashlib.sha256(wheel.read_bytes()).hexdigest() and body["asset"] == wheel.name
+    # The body is written once the asset is there: its PATCH fires `release: edited` for the workflow.
+    writes = [(r.method, r.path) for r in gh.requests if r.method in ("POST", "PATCH") and "/releases" in r.path]
+    assert [method for method, _ in writes] == ["POST", "POST", "POST", "PATCH"], writes  # release, wheel, .metadata
 
     download = requests.get(f"{server.base}/simple/demo/{wheel.name}", auth=(NAME, READER), allow_redirects=False,
                             timeout=10)
@@ -453,12 +591,11 @@ def test_listing_follows_pagination(gh: GitHubStandIn, tmp_path: Path):
     for i in range(5):
         wheel = build_wheel(DistSpec("paged", f"1.{i}"), tmp_path / "dist")
         admin.create_git_release(wheel.name, wheel.name, "").upload_asset(str(wheel))
-    config = make_config(api_base_url=gh.api_url)
-    backend = GitHubBackend(config, BackendContext(root=tmp_path, admin_secret=ADMIN))
+    backend = adapter(gh, tmp_path)
     backend.policy = dataclasses.replace(backend.policy, per_page=2)
     backend.use_token(ADMIN)
-    records = list(backend.list_files())
-    assert sorted(r.version for r in records) == [f"1.{i}" for i in range(5)]
+    names = sorted(f"paged-1.{i}-py3-none-any.whl" for i in range(5))
+    assert sorted(blob.key for blob in backend.list_blobs()) == names
     assert gh.request_count("GET", r"/releases$") == 3  # pages 1-3 (PyGithub follows the Link header)
 
 
@@ -472,7 +609,7 @@ def test_an_index_over_1_mb_is_read_through_the_blob_api(gh: GitHubStandIn, tmp_
                           meta={"summary": "x" * 200}) for i in range(4000)]
     data = dump_index(records)
     assert len(data) > 1 << 20
-    backend = GitHubBackend(make_config(api_base_url=gh.api_url), BackendContext(root=tmp_path, admin_secret=ADMIN))
+    backend = PackageStore(adapter(gh, tmp_path))
     backend.publish_remote_index(data)
     remote = backend.fetch_remote_index(None)
     assert remote is not None and remote.data == data and len(parse_index(remote.data)) == 4000
@@ -492,8 +629,9 @@ def test_revoked_token_is_refused_after_the_cache_window(gh: GitHubStandIn, serv
 
 def test_update_index_then_another_server_syncs_with_304s(gh: GitHubStandIn, server_factory,
                                                          env: dict[str, str], tmp_path: Path):
-    """update_index lists every release (paginated) and commits index.toml in one commit; a second
-    server syncs it and serves it; unchanged polls are conditional GETs answered 304."""
+    """Uploads and yanks reach another server at its next sync (the index log), before any
+    update_index; update_index lists every release (paginated) and commits index.toml in one
+    commit, which the other server then syncs; unchanged polls are conditional GETs answered 304."""
     server = start(server_factory, gh)
     wheels = [build_wheel(DistSpec("many", f"1.{i}"), tmp_path / "dist") for i in range(3)]
     for wheel in wheels:
@@ -506,9 +644,12 @@ def test_update_index_then_another_server_syncs_with_304s(gh: GitHubStandIn, ser
     yanked = requests.post(f"{server.base}/yank/many/{wheels[0].name}", data={"reason": "broken"},
                            auth=(NAME, WRITER), timeout=10)
     assert yanked.status_code == 200, yanked.text
+    second = start(server_factory, gh, root_name="second")
+    wait_for(lambda: sorted(files_on(second, "many")) == sorted(w.name for w in wheels), 10, second.log)
+    assert gh.file_content(OWNER, REPO_NAME, "index.toml", "master") is None  # from the log alone
     commits_before = gh.branch_sha(OWNER, REPO_NAME, "master")
     # Faults on the way: a rate limit (Retry-After: 1) while listing releases, and a 503 after
-    # the commit was applied (PyGithub retries the PUT and gets 409: we must see our commit).
+    # the commit was applied (the client retries the PUT and gets 422: we must see our commit).
     gh.add_fault("GET", r"/repos/alice/pkgs/releases$", 403, headers={"Retry-After": "1"})
     gh.add_fault("PUT", r"/contents/index\.toml$", 503, apply_first=True)
     result = update_index(gh, env, tmp_path)
@@ -522,9 +663,6 @@ def test_update_index_then_another_server_syncs_with_304s(gh: GitHubStandIn, ser
     unchanged = gh.branch_sha(OWNER, REPO_NAME, "master")
     update_index(gh, env, tmp_path)  # nothing changed: no commit
     assert gh.branch_sha(OWNER, REPO_NAME, "master") == unchanged
-
-    second = start(server_factory, gh, root_name="second")
-    wait_for(lambda: sorted(files_on(second, "many")) == sorted(w.name for w in wheels), 10, second.log)
 
     def polls() -> list[int]:
         return [r.status for r in gh.requests if r.path.endswith("/contents/index.toml") and r.method == "GET"]

@@ -1,10 +1,11 @@
 """The ``github`` backend: packages stored as GitHub releases, the index as a file on a branch.
 
 Registered as ``github = "pywharf_backends.github:BACKEND"`` in the ``pywharf.backends``
-entry-point group. Modules: :mod:`.config` (the ``[repo]`` table), :mod:`.client` (PyGithub
-construction, retry and rate-limit policy), :mod:`.storage` (releases as storage, the
-:class:`~.storage.GitHubBackend`), :mod:`.remote_index` (index file via the contents API) and
-:mod:`.commands` (``github.init_pkg_repo``, ``github.gen_gh_pages``).
+entry-point group. A storage adapter: the core's ``PackageStore`` owns every policy. Modules:
+:mod:`.config` (the ``[repo]`` table), :mod:`.client` (PyGithub construction, retry and
+rate-limit policy), :mod:`.storage` (the :class:`~.storage.GitHubBackend`: releases hold the
+files, their bodies the sidecars), :mod:`.contents` (the other documents, files on a branch
+through the contents API) and :mod:`.commands` (``github.init_pkg_repo``, ``github.gen_gh_pages``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -206,11 +206,13 @@ class GitHubClient:
             return path_or_url
         return f"{self.policy.base}/{path_or_url.lstrip('/')}"
 
-    def request(self, method: str, path_or_url: str, *, retry: bool = True, **kwargs: Any) -> requests.Response:
+    def request(self, method: str, path_or_url: str, *, retry: bool = True, what: str | None = None,
+                **kwargs: Any) -> requests.Response:
         """One HTTP request with the token; ``retry=False`` for non-idempotent writes.
 
-        Raises GitHubUnavailable for transport failures and over-long rate-limit waits; HTTP
-        error statuses are returned for the caller to interpret.
+        Raises GitHubUnavailable for transport failures and over-long rate-limit waits, naming
+        ``what`` was attempted (default: the method and URL); HTTP error statuses are returned
+        for the caller to interpret.
         """
         session = (
             self._session("session", make_retry(self.policy))
@@ -220,14 +222,24 @@ class GitHubClient:
         kwargs.setdefault("timeout", (min(10, self.policy.timeout), self.policy.timeout))
         headers = {"Accept": JSON_ACCEPT, **kwargs.pop("headers", {})}
         url = self.url(path_or_url)
+        what = what or f"{method} {redact(url)}"
         try:
             return session.request(method, url, headers=headers, **kwargs)
         except RateLimitExceededExceedsMaxWait as exc:
-            raise GitHubUnavailable(describe(exc, f"{method} {redact(url)}", self.policy), 429) from None
+            raise GitHubUnavailable(describe(exc, what, self.policy), 429) from None
         except GithubException as exc:
-            raise GitHubUnavailable(describe(exc, f"{method} {redact(url)}", self.policy), exc.status) from None
+            raise GitHubUnavailable(describe(exc, what, self.policy), exc.status) from None
         except requests.RequestException as exc:
-            raise GitHubUnavailable(describe(exc, f"{method} {redact(url)}", self.policy)) from None
+            raise GitHubUnavailable(describe(exc, what, self.policy)) from None
+
+    def paginate(self, path: str, what: str) -> Iterator[Any]:
+        """The items of a list endpoint, page by page (``per_page`` a page, GitHub's ``Link: rel="next"``)."""
+        url: str | None = self.url(path)
+        params: dict[str, Any] | None = {"per_page": self.policy.per_page}
+        while url:
+            response = check_response(self.request("GET", url, params=params, what=what), what)
+            yield from response.json()
+            url, params = response.links.get("next", {}).get("url"), None  # the next URL carries the query
 
 
 def redact(url: str) -> str:

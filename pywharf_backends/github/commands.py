@@ -8,12 +8,11 @@ index of the releases, for public package repositories served from GitHub Pages 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
-import shutil
 import tempfile
-from collections.abc import Sequence
-from html import escape
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,13 @@ from github import GithubException, UnknownObjectException
 
 from pywharf_backends.github.client import ClientPolicy, GitHubClient, GitHubUnavailable, describe
 from pywharf_backends.github.config import DEFAULT_API_BASE_URL, GitHubConfig
-from pywharf_backends.github.remote_index import current_sha, put_file
-from pywharf_backends.github.storage import GitHubBackend, ReleaseInfo, raw, record_from_release
-from pywharf_core.http.pages import API_VERSION, file_json, sorted_versions
-from pywharf_core.index.formats import dump_index
+from pywharf_backends.github.contents import get_file, put_file
+from pywharf_backends.github.storage import COMPANIONS, METADATA_SUFFIX, GitHubBackend
 from pywharf_core.model.errors import PywharfError
 from pywharf_core.model.records import FileRecord
-from pywharf_core.storage.backend import BackendContext, LocalFile
+from pywharf_core.storage.backend import BackendContext
 from pywharf_core.storage.config import ConfigSource, build_config
+from pywharf_core.storage.services import core_services
 
 WORKFLOW_PATH = ".github/workflows/pywharf-update-index.yml"
 TOKEN_ENV = "PYWHARF_GITHUB_TOKEN"  # noqa: S105 - the name of a variable, not a secret
@@ -71,10 +69,12 @@ def _toml_str(value: str) -> str:
 def render_workflow(config: GitHubConfig, pywharf_version: str, enable_gh_pages: bool) -> str:
     """The GitHub Actions workflow that keeps the remote index (and optionally Pages) current.
 
-    Triggers: ``release`` published / edited / deleted. pywharf creates a release, uploads its
-    asset, then edits the release body (recording the asset's name), so the ``edited`` event
-    comes after the file exists; yanks edit the body too. A schedule and manual dispatch
-    catch anything missed. One run at a time: each rebuilds the whole index from the releases.
+    Servers add each upload to the index log themselves; a run compacts the log into the index
+    (servers starting later read fewer entries) and picks up releases made by hand. Triggers:
+    ``release`` published / edited / deleted. pywharf creates a release, uploads its asset, then
+    edits the release body (its metadata), so the ``edited`` event comes after the file exists;
+    yanks edit the body too. A schedule and manual dispatch catch anything missed. One run at a
+    time: each rebuilds the whole index from the releases.
     """
     args = (
         f'pywharf update_index github {_shell(config.name)}'
@@ -120,6 +120,7 @@ jobs:
     if enable_gh_pages:
         pages = (
             f"pywharf github.gen_gh_pages --owner {_shell(config.owner)} --repo {_shell(config.repo)}"
+            f" --branch {_shell(config.branch)} --index_filename {_shell(config.index_filename)}"
             f' --output _site --api_base_url "${{{{ github.api_url }}}}" --token_env {TOKEN_ENV}'
         )
         text += f"""
@@ -193,13 +194,13 @@ def init_pkg_repo(
     client = GitHubClient(secret, ClientPolicy(config.api_base_url, config.timeout, config.max_rate_limit_wait),
                           lazy=False)
     created = _get_or_create_repo(client, config, private=not bool(public))
-    gh_repo = client.github().get_repo(config.full_name)
-    default_branch = raw(gh_repo).get("default_branch") or "main"
+    default_branch = client.github().get_repo(config.full_name).default_branch or "main"
     workflow = render_workflow(config, _str(pywharf_version) or _pywharf_version(), bool(enable_gh_pages))
     wrote_workflow = put_file(client, config, WORKFLOW_PATH, workflow.encode(), default_branch,
                               "pywharf: index update workflow")
-    if current_sha(client, config, config.index_filename, config.branch) is None:
-        put_file(client, config, config.index_filename, dump_index([]), config.branch, "pywharf: empty index")
+    if get_file(client, config, config.index_filename, config.branch) is None:
+        put_file(client, config, config.index_filename, core_services().empty_index(), config.branch,
+                 "pywharf: empty index")
         index_state = "created"
     else:
         index_state = "kept (already there)"
@@ -252,29 +253,6 @@ def _get_or_create_repo(client: GitHubClient, config: GitHubConfig, *, private: 
 # -- gen_gh_pages ------------------------------------------------------------------------------
 
 
-def _anchor(record: FileRecord, href: str, with_metadata: bool) -> str:
-    attrs = []
-    if record.requires_python:
-        attrs.append(f' data-requires-python="{escape(record.requires_python, quote=True)}"')
-    if with_metadata and record.metadata_sha256:
-        digest = f"sha256={record.metadata_sha256}"
-        attrs.append(f' data-core-metadata="{digest}" data-dist-info-metadata="{digest}"')
-    if record.yanked:
-        attrs.append(f' data-yanked="{escape(record.yanked_reason, quote=True)}"')
-    return (f'<a href="{escape(href, quote=True)}#sha256={record.sha256}"{"".join(attrs)}>'
-            f"{escape(record.filename)}</a><br>\n")
-
-
-def _page(title: str, lines: Sequence[str]) -> str:
-    return (
-        "<!DOCTYPE html>\n<html>\n<head>\n"
-        f'<meta name="pypi:repository-version" content="{API_VERSION}">\n'
-        f"<title>{escape(title)}</title>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n"
-        + "".join(lines)
-        + "</body>\n</html>\n"
-    )
-
-
 def gen_gh_pages(
     owner: str,
     repo: str,
@@ -284,8 +262,10 @@ def gen_gh_pages(
     api_base_url: str = DEFAULT_API_BASE_URL,
     with_files: bool = False,
     push_branch: str | None = None,
+    branch: str = "master",
+    index_filename: str = "index.toml",
 ) -> None:
-    """Render a static PEP 503 (+ PEP 691 JSON) index of a repository's releases into a folder.
+    """Render a static PEP 503 (+ PEP 691 JSON) index of a package repository into a folder.
 
     Args:
         owner: GitHub user or organisation.
@@ -300,9 +280,12 @@ def gen_gh_pages(
         push_branch: Also commit the rendered pages to this branch (e.g. gh-pages), one commit
             per changed page. The workflow of init_pkg_repo --enable_gh_pages deploys with
             GitHub Actions instead, which needs no branch.
+        branch: Branch of the remote index (the files listed are the index's, as servers serve them).
+        index_filename: Path of the remote index in the repository.
     """
     secret = _token(token, token_env, required=False)
-    table = {"type": "github", "owner": str(owner), "repo": str(repo), "api_base_url": str(api_base_url)}
+    table = {"type": "github", "owner": str(owner), "repo": str(repo), "api_base_url": str(api_base_url),
+             "branch": str(branch), "index_filename": str(index_filename)}
     config = build_config(GitHubConfig, "gh-pages", table, ConfigSource("<command line>"))
     assert isinstance(config, GitHubConfig)
     out = Path(str(output)).resolve()
@@ -314,48 +297,32 @@ def gen_gh_pages(
 
 def _render_pages(backend: GitHubBackend, config: GitHubConfig, out: Path, with_files: bool,
                   branch: str | None) -> None:
-    releases: dict[str, tuple[FileRecord, ReleaseInfo]] = {}
-    for release in backend.iter_releases():
-        record = record_from_release(release)
-        if record is not None and record.filename not in releases:
-            releases[record.filename] = (record, release)
-    if out.exists():
-        shutil.rmtree(out)
-    simple = out / "simple"
-    simple.mkdir(parents=True)
-    projects: dict[str, list[tuple[FileRecord, ReleaseInfo]]] = {}
-    for record, release in releases.values():
-        projects.setdefault(record.distrib, []).append((record, release))
-    written: list[Path] = []
-    for project, entries in sorted(projects.items()):
-        folder = simple / project
-        folder.mkdir()
-        entries.sort(key=lambda e: e[0].filename)
-        anchors, files = [], []
-        for record, release in entries:
-            href, with_metadata = _file_href(backend, folder, record, release, with_files)
-            anchors.append(_anchor(record, href, with_metadata))
-            entry = file_json(record)
-            entry["url"] = href
-            if not with_metadata:
-                entry["core-metadata"] = entry["dist-info-metadata"] = False
-            files.append(entry)
-        records = [r for r, _ in entries]
-        (folder / "index.html").write_text(_page(f"Links for {project}", anchors), encoding="utf-8")
-        (folder / "index.json").write_text(json.dumps(
-            {"meta": {"api-version": API_VERSION}, "name": project, "versions": sorted_versions(records),
-             "files": files}, separators=(",", ":")), encoding="utf-8")
-        written += [folder / "index.html", folder / "index.json"]
-    names = sorted(projects)
-    (simple / "index.html").write_text(
-        _page("Simple index", [f'<a href="{quote(n)}/">{escape(n)}</a><br>\n' for n in names]), encoding="utf-8")
-    (simple / "index.json").write_text(json.dumps(
-        {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}), encoding="utf-8")
-    (out / "index.html").write_text(_page(f"{config.full_name}: Python packages",
-                                          ['<a href="simple/">simple/</a><br>\n']), encoding="utf-8")
+    services = core_services()
+    records = services.read_index(backend)
+    # Without the files, links go to the assets' public download URLs: one listing, not a call per file.
+    releases = {} if with_files else {r.tag: r for r in backend.iter_releases() if not r.draft}
+
+    def link(record: FileRecord, folder: Path) -> tuple[str, bool] | None:
+        if with_files:
+            if not _copy(backend, record.filename, folder / record.filename, record.sha256):
+                return None
+            metadata = f"{record.filename}{METADATA_SUFFIX}"
+            return quote(record.filename), bool(record.metadata_sha256) and _copy(
+                backend, f"{COMPANIONS}{metadata}", folder / metadata, record.metadata_sha256)
+        release = releases.get(record.filename)
+        asset = release.dist_asset() if release is not None else None
+        if release is None or asset is None:
+            return None
+        # PEP 658 wants the metadata at the file's URL + ".metadata": true unless GitHub renamed one of them.
+        metadata = release.metadata_asset()
+        url = asset.browser_download_url
+        return url, metadata is not None and metadata.browser_download_url == f"{url}.metadata"
+
+    written = services.write_static_index(records, out, link, f"{config.full_name}: Python packages")
     (out / ".nojekyll").write_text("")  # GitHub Pages: serve files as they are
-    written += [simple / "index.html", simple / "index.json", out / "index.html", out / ".nojekyll"]
-    print(f"pywharf github.gen_gh_pages: {len(releases)} files of {len(projects)} projects -> {out}")
+    written.append(out / ".nojekyll")
+    projects = len({r.distrib for r in records})
+    print(f"pywharf github.gen_gh_pages: {len(records)} files of {projects} projects -> {out}")
     if branch:
         client = backend.admin()
         changed = 0
@@ -366,22 +333,17 @@ def _render_pages(backend: GitHubBackend, config: GitHubConfig, out: Path, with_
         print(f"pywharf github.gen_gh_pages: {changed} pages committed to {config.full_name}@{branch}")
 
 
-def _file_href(backend: GitHubBackend, folder: Path, record: FileRecord, release: ReleaseInfo,
-               with_files: bool) -> tuple[str, bool]:
-    """The link to a file, and whether its PEP 658 metadata is reachable at link + ".metadata"."""
-    asset = release.dist_asset()
-    metadata = release.metadata_asset()
-    assert asset is not None
-    if with_files:
-        backend.download_to(asset, folder / record.filename, record.sha256)
-        has_metadata = False
-        if metadata is not None:
-            target = backend.cache_dir / "gh-pages-metadata" / f"{record.filename}.metadata"
-            copy = backend.download_to(metadata, target, record.metadata_sha256)
-            if isinstance(copy, LocalFile):
-                shutil.move(str(copy.path), folder / f"{record.filename}.metadata")
-                has_metadata = True
-        return quote(record.filename), has_metadata
-    # Release assets of a public repository download without auth from browser_download_url.
-    has_metadata = metadata is not None and metadata.browser_download_url == f"{asset.browser_download_url}.metadata"
-    return asset.browser_download_url, has_metadata
+def _copy(backend: GitHubBackend, key: str, target: Path, sha256: str) -> bool:
+    """Download a blob to ``target``, checked against ``sha256``; False when storage does not hold it."""
+    source = backend.open_blob(key)
+    if source is None:
+        return False
+    digest = hashlib.sha256()
+    with contextlib.closing(source), open(target, "wb") as handle:
+        for chunk in iter(lambda: source.read(1 << 20), b""):
+            digest.update(chunk)
+            handle.write(chunk)
+    if digest.hexdigest() != sha256:
+        target.unlink()
+        raise GitHubUnavailable(f"{key!r} does not match the sha256 the index gives (download corrupted?)")
+    return True

@@ -1,20 +1,23 @@
-"""GitHub releases as package storage.
+"""GitHub releases as a storage adapter (``pywharf_core.storage.api``), in pywharf 0.2.3's layout.
 
-Layout (the one pywharf 0.2.3 wrote, so its repositories keep working):
+Where each key the core uses lives (0.2.3 repositories keep working as they are):
 
-- one **release per file**: tag = release name = the distribution filename;
-- the release **body** is the file's metadata as TOML (the upload's core-metadata fields plus
-  ``sha256``, ``size``, ``upload_time``...; 0.2.3 bodies have the same flat shape);
-- the file is the release's **asset**. GitHub renames some characters in asset names (``+`` of
-  local versions, ``~``, spaces...): the tag keeps the real filename, and ``asset`` in the body
-  records GitHub's name for it, so the filename round-trips whatever GitHub did;
-- new: the PEP 658 metadata file is a second asset ``<filename>.metadata`` of the same release;
-  ``yanked`` / ``yanked_reason`` in the body hold the PEP 592 state;
-- drafts and releases without an uploaded asset are not files (skipped).
+- ``<filename>``, a distribution file: the asset of the release tagged ``<filename>`` (tag =
+  release name = filename). GitHub renames some characters in asset names (``+`` of local
+  versions, ``~``, spaces...): the tag keeps the real filename and ``asset`` in the release body
+  records GitHub's name, so the filename round-trips whatever GitHub did.
+- ``.pywharf/<filename>.metadata``, its PEP 658 file: a second asset ``<filename>.metadata``.
+- ``.pywharf/<filename>.toml``, its sidecar: the release **body**, TOML under a one-line comment
+  (0.2.3 bodies are the same flat TOML; ``distrib`` is kept in them for 0.2.3's tools).
+- every other document (the remote index ``index.toml``, the index log, identity claims): a
+  file on ``branch``, the index at ``index_filename`` and the others in ``.pywharf/`` beside it
+  (:mod:`.contents`).
 
-Uploads are create-only with the core's rule: the same bytes again -> IDENTICAL, different
-bytes under an existing name -> FileConflict (409). A failed upload leaves nothing behind:
-half-created ("starter") assets are deleted, and so is a release this attempt created.
+Drafts and releases without an uploaded distribution asset hold no file. Every policy (names,
+conflicts, what a sidecar says, the index) is the core's; this module only moves bytes, and is
+careful where GitHub is surprising: uploads are streamed from disk and never blindly retried
+(after a failure, what GitHub holds decides), half-uploaded ("starter") assets are deleted,
+rate-limit waits are bounded by ``max_rate_limit_wait`` and every request by ``timeout``.
 """
 
 from __future__ import annotations
@@ -22,24 +25,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import logging
 import os
+import posixpath
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import requests
 import tomli_w
-from github import BadCredentialsException, GithubException, RateLimitExceededExceedsMaxWait, UnknownObjectException
-from github.GithubObject import GithubObject
 
-from pywharf_backends.github import remote_index
 from pywharf_backends.github.client import (
     ClientPolicy,
     GitHubClient,
@@ -50,21 +53,26 @@ from pywharf_backends.github.client import (
     response_message,
 )
 from pywharf_backends.github.config import GitHubConfig
-from pywharf_core.model.errors import FileConflict, InvalidName, UploadRejected
-from pywharf_core.model.metadata import description_of
+from pywharf_backends.github.contents import (
+    NOT_MODIFIED,
+    FileState,
+    check_visible,
+    delete_file,
+    get_file,
+    read_blob,
+    write_file,
+)
+from pywharf_core.model.errors import InvalidName, UploadRejected
+from pywharf_core.model.metadata import MAX_METADATA_BYTES
 from pywharf_core.model.names import parse_dist_filename
-from pywharf_core.model.records import FileRecord, freeze_meta, is_sha256_hex, utc_timestamp
-from pywharf_core.model.sidecar import sidecar_fields
+from pywharf_core.model.records import is_sha256_hex
+from pywharf_core.storage.api import BlobInfo, Document, Storage, VersionConflict
 from pywharf_core.storage.backend import (
-    Backend,
     BackendContext,
     DownloadTarget,
     LocalFile,
     Permission,
     Redirect,
-    RemoteIndex,
-    StagedFile,
-    StoreOutcome,
     StreamedFile,
 )
 
@@ -75,27 +83,21 @@ else:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+INDEX_KEY = "index.toml"  # the core's key of the remote index (base document)
+COMPANIONS = ".pywharf/"
 METADATA_SUFFIX = ".metadata"
+SIDECAR_SUFFIX = ".toml"
+INDEX_COMMIT_MESSAGE = "pywharf update_index"
 OCTET_STREAM = "application/octet-stream"
 # GitHub refuses release bodies over 125,000 characters; keep a margin.
 BODY_LIMIT = 120_000
 BODY_HEADER = "# pywharf: this release holds one package file (its asset); this body is its metadata (TOML).\n"
-# Body keys that are about the stored file, not core metadata (never copied into ``meta``).
-RECORD_KEYS = frozenset(
-    {"sha256", "size", "upload_time", "metadata_sha256", "yanked", "yanked_reason", "asset", "distrib", "filename"}
-)
 # Signed download URLs live a few minutes on GitHub; reuse one only briefly.
 SIGNED_URL_TTL = 30.0
-# Release lookups (tag -> asset URLs) of immutable files; a deleted release is noticed on 404.
+# Release lookups (tag -> asset URLs) for downloads of immutable files; a deleted release is noticed on 404.
 RELEASE_CACHE_TTL = 600.0
 UPLOAD_ATTEMPTS = 3
-MAX_METADATA_BYTES = 16 * 1024 * 1024
 _CHUNK = 1 << 20
-
-
-def raw(obj: GithubObject) -> dict[str, Any]:
-    """The JSON GitHub sent for ``obj``, read without PyGithub's lazy completion (a GET)."""
-    return GithubObject.raw_data.fget(obj)  # type: ignore[attr-defined]
 
 
 # -- release / asset snapshots -------------------------------------------------------------------
@@ -139,62 +141,55 @@ class AssetInfo:
 class ReleaseInfo:
     id: int
     tag: str
-    name: str
     body: str
     draft: bool
-    prerelease: bool
     url: str
     upload_url: str
     created_at: str
     assets: tuple[AssetInfo, ...] = ()
-    fields: Mapping[str, Any] = field(default_factory=dict)  # the parsed body
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ReleaseInfo:
-        body = str(data.get("body") or "")
         return cls(
             id=int(data["id"]),
             tag=str(data.get("tag_name") or ""),
-            name=str(data.get("name") or ""),
-            body=body,
+            body=str(data.get("body") or ""),
             draft=bool(data.get("draft")),
-            prerelease=bool(data.get("prerelease")),
             url=str(data["url"]),
             upload_url=str(data.get("upload_url") or "").split("{", 1)[0],
             created_at=str(data.get("created_at") or ""),
             assets=tuple(AssetInfo.from_json(a) for a in data.get("assets") or ()),
-            fields=parse_body(body),
         )
-
-    def with_assets(self, assets: list[AssetInfo]) -> ReleaseInfo:
-        return ReleaseInfo(**{**self.__dict__, "assets": tuple(assets)})
 
     def dist_asset(self) -> AssetInfo | None:
         """The uploaded distribution asset: the one the body names, else the non-metadata one."""
         uploaded = [a for a in self.assets if a.uploaded and not a.is_metadata]
-        named = str(self.fields.get("asset") or "")
-        for asset in uploaded:
-            if asset.name == named:
-                return asset
+        if len(uploaded) > 1:
+            named = str(parse_body(self.body).get("asset") or "")
+            for asset in uploaded:
+                if asset.name == named:
+                    return asset
         return uploaded[0] if uploaded else None
 
     def metadata_asset(self) -> AssetInfo | None:
         uploaded = [a for a in self.assets if a.uploaded and a.is_metadata]
         return uploaded[0] if uploaded else None
 
+    def sidecar(self) -> Document | None:
+        """The body as the file's sidecar; None while it holds none (empty or just the header)."""
+        if self.body.replace("\r\n", "\n").strip() in ("", BODY_HEADER.strip()):
+            return None
+        return Document(self.body.encode("utf-8"), body_version(self.body))
+
 
 def parse_body(body: str) -> dict[str, Any]:
     """A release body as TOML (pywharf 0.2.3 and later); {} when it is not TOML."""
-    if not body.strip():
-        return {}
-    try:
-        return tomllib.loads(body)
-    except tomllib.TOMLDecodeError:
-        # GitHub's web editor may turn the body's line ends into CRLF: still TOML after that.
+    for candidate in (body, body.replace("\r\n", "\n")):  # GitHub's web editor may add CRs
         try:
-            return tomllib.loads(body.replace("\r\n", "\n"))
+            return tomllib.loads(candidate)
         except tomllib.TOMLDecodeError:
-            return {}
+            continue
+    return {}
 
 
 def render_body(fields: Mapping[str, Any]) -> str:
@@ -209,74 +204,16 @@ def render_body(fields: Mapping[str, Any]) -> str:
     return text
 
 
-def body_fields(record: FileRecord, metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The core's sidecar document, plus ``distrib`` as 0.2.3 wrote it."""
-    return {**sidecar_fields(record, metadata), "distrib": record.distrib}
+def body_version(body: str) -> str:
+    """A sidecar's version token: the body's hash (GitHub keeps no version of a release body)."""
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def _iso_to_timestamp(value: str) -> str:
+def _iso_time(value: str) -> datetime | None:
     try:
-        return utc_timestamp(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
     except ValueError:
-        return ""
-
-
-def record_from_release(
-    release: ReleaseInfo, hash_asset: Callable[[AssetInfo], str] | None = None
-) -> FileRecord | None:
-    """The index record of a release, or None when it is not a stored file."""
-    if release.draft:
         return None
-    filename = release.tag
-    try:
-        dist = parse_dist_filename(filename)
-    except InvalidName:
-        return None
-    asset = release.dist_asset()
-    if asset is None:
-        return None
-    fields = release.fields
-    claimed = str(fields.get("sha256") or fields.get("sha256_digest") or "").lower()
-    if not is_sha256_hex(claimed):
-        claimed = ""  # a release body anyone with push access can edit: never trusted as markup
-    sha256 = asset.digest or claimed
-    if asset.digest and claimed and asset.digest != claimed:
-        log.warning("release %r: body says sha256 %s but GitHub's asset digest is %s; using the digest",
-                    filename, claimed, asset.digest)
-    if not sha256 and hash_asset is not None:
-        sha256 = hash_asset(asset)
-    if not sha256:
-        return None
-    metadata = release.metadata_asset()
-    metadata_sha256 = ""
-    if metadata is not None:
-        metadata_sha256 = metadata.digest or str(fields.get("metadata_sha256") or "").lower()
-        if not is_sha256_hex(metadata_sha256):
-            metadata_sha256 = ""
-    if not is_sha256_hex(sha256):
-        log.warning("release %r: no usable sha256 (%r); skipped", filename, sha256[:80])
-        return None
-    upload_time = str(fields.get("upload_time") or "") or _iso_to_timestamp(asset.created_at or release.created_at)
-    return FileRecord(
-        filename=filename,
-        distrib=dist.project,
-        version=str(fields.get("version") or dist.version),
-        sha256=sha256,
-        size=asset.size,
-        upload_time=upload_time,
-        requires_python=str(fields.get("requires_python") or ""),
-        meta=freeze_meta({k: v for k, v in fields.items() if k not in RECORD_KEYS and not isinstance(v, dict)}),
-        metadata_sha256=metadata_sha256,
-        yanked=bool(fields.get("yanked", False)),
-        yanked_reason=str(fields.get("yanked_reason") or ""),
-    )
-
-
-def _already_exists(exc: GithubException) -> bool:
-    data = exc.data if isinstance(exc.data, Mapping) else {}
-    return exc.status == 422 and any(
-        isinstance(e, Mapping) and e.get("code") == "already_exists" for e in data.get("errors", []) or []
-    )
 
 
 def _response_already_exists(response: requests.Response) -> bool:
@@ -289,14 +226,14 @@ def _response_already_exists(response: requests.Response) -> bool:
     return any(isinstance(e, Mapping) and e.get("code") == "already_exists" for e in data.get("errors", []) or [])
 
 
-# -- the backend ---------------------------------------------------------------------------------
+# -- the adapter ---------------------------------------------------------------------------------
 
 
-class GitHubBackend(Backend):
+class GitHubBackend(Storage):
     """A package repository kept as releases of one GitHub repository (see the module docstring).
 
-    Server-side GitHub calls (store, locate, yank, index sync) use the **admin secret** (a token
-    that can push); clients' own tokens are only checked against the repository's permissions.
+    The server's own GitHub calls (store, locate, yank, index sync) use the **admin secret** (a
+    token that can push); clients' tokens are only checked against the repository's permissions.
     """
 
     config: GitHubConfig
@@ -312,15 +249,16 @@ class GitHubBackend(Backend):
             if context.admin_secret else None
         )
         self.cache_dir = Path(context.root) / "cache" / config.name / "github"
+        self._documents_dir = posixpath.dirname(config.index_filename)
         self._releases: dict[str, tuple[float, ReleaseInfo]] = {}
         self._signed: dict[str, tuple[float, str]] = {}
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-        self._index_etags: dict[str, str] = {}
+        self._index: FileState | None = None  # the index as last read: its ETag makes unchanged polls 304s
+        self._upload_locks: dict[str, threading.Lock] = {}
+        self._upload_locks_guard = threading.Lock()
 
     def use_token(self, token: str | None) -> None:
         """Work with ``token`` (None: anonymously, enough to read a public repository)."""
-        self._admin = GitHubClient(token, self.policy)
+        self._admin = self._poller = GitHubClient(token, self.policy)
 
     def admin(self) -> GitHubClient:
         if self._admin is None:
@@ -330,6 +268,29 @@ class GitHubBackend(Backend):
             )
         return self._admin
 
+    def _split(self, key: str) -> tuple[str, str]:
+        """``(kind, name)``: ``dist`` / ``metadata`` / ``sidecar`` with the filename, or ``file``
+        with the path on the branch."""
+        if key == INDEX_KEY:
+            return "file", self.config.index_filename
+        if key.startswith(COMPANIONS) and ".." not in key.split("/"):
+            rest = key[len(COMPANIONS):]
+            if "/" not in rest and rest.endswith(METADATA_SUFFIX):
+                return "metadata", rest[: -len(METADATA_SUFFIX)]
+            if "/" not in rest and rest.endswith(SIDECAR_SUFFIX):
+                return "sidecar", rest[: -len(SIDECAR_SUFFIX)]
+            return "file", posixpath.join(self._documents_dir, key)
+        if not key or "/" in key or "\\" in key or key.startswith("."):
+            raise InvalidName(f"invalid storage key {key!r}")
+        return "dist", key
+
+    def describe(self, key: str) -> str:
+        kind, name = self._split(key)
+        if kind == "file":
+            return f"{name} on {self.config.full_name}@{self.config.branch}"
+        what = {"dist": "the asset", "metadata": "the .metadata asset", "sidecar": "the body"}[kind]
+        return f"{what} of release {name!r} of {self.config.full_name}"
+
     # -- auth --------------------------------------------------------------------------------
 
     def authenticate(self, secret: str) -> Permission:
@@ -338,230 +299,185 @@ class GitHubBackend(Backend):
         GitHub reports the token owner's role on the repository; a token GitHub refuses (401),
         or that cannot see the repository (404: private repos are invisible), grants nothing.
         """
-        client = GitHubClient(secret, self.policy, lazy=False)
+        client = GitHubClient(secret, self.policy)
         what = f"GET /repos/{self.config.full_name} (auth check)"
         try:
-            permissions = raw(client.repo(self.config.full_name)).get("permissions") or {}
-        except (BadCredentialsException, UnknownObjectException):
-            return Permission.NONE
-        except RateLimitExceededExceedsMaxWait as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy), 429) from None
-        except GithubException as exc:
-            if exc.status in (401, 403, 404):
-                return Permission.NONE
-            raise GitHubUnavailable(describe(exc, what, self.policy), exc.status) from None
-        except requests.RequestException as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy)) from None
+            response = client.request("GET", self._repo_path(), what=what)
         finally:
             client.close()
+        if response.status_code in (401, 403, 404):
+            return Permission.NONE
+        permissions = check_response(response, what).json().get("permissions") or {}
         if permissions.get("push") or permissions.get("admin") or permissions.get("maintain"):
             return Permission.WRITE
         if permissions.get("pull"):
             return Permission.READ
         return Permission.NONE
 
-    # -- store -------------------------------------------------------------------------------
+    # -- releases ------------------------------------------------------------------------------
+
+    def _repo_path(self, tail: str = "") -> str:
+        return f"repos/{self.config.owner}/{self.config.repo}{tail}"
+
+    def _fetch_release(self, filename: str) -> ReleaseInfo | None:
+        """The published release tagged ``filename`` (one GET), or None; refreshes the lookup cache."""
+        what = f"reading release {filename!r}"
+        response = self.admin().request("GET", self._repo_path(f"/releases/tags/{quote(filename, safe='')}"),
+                                        what=what)
+        release = None if response.status_code == 404 else ReleaseInfo.from_json(check_response(response, what).json())
+        if release is None or release.dist_asset() is None:
+            self._releases.pop(filename, None)
+        else:
+            self._releases[filename] = (time.monotonic() + RELEASE_CACHE_TTL, release)
+        return release
+
+    def _release(self, filename: str, *, fresh: bool = False) -> ReleaseInfo | None:
+        """The release of a stored file for downloads, from the lookup cache when still valid."""
+        cached = self._releases.get(filename)
+        if cached is not None and cached[0] > time.monotonic() and not fresh:
+            return cached[1]
+        release = self._fetch_release(filename)
+        return release if release is not None and release.dist_asset() is not None else None
+
+    def iter_releases(self) -> Iterator[ReleaseInfo]:
+        """Every release of the repository (paginated, 100 a page), drafts included."""
+        what = f"listing the releases of {self.config.full_name}"
+        for release in self.admin().paginate(self._repo_path("/releases"), what):
+            yield ReleaseInfo.from_json(release)
+
+    def _list_assets(self, release: ReleaseInfo) -> list[AssetInfo]:
+        response = self.admin().request("GET", f"{release.url}/assets", params={"per_page": 100})
+        check_response(response, f"listing the assets of {release.tag!r}")
+        return [AssetInfo.from_json(a) for a in response.json()]
+
+    def _delete_asset(self, asset: AssetInfo) -> None:
+        response = self.admin().request("DELETE", asset.url)
+        check_response(response, f"deleting asset {asset.name!r}", ok=(204, 404))
+
+    def _patch_body(self, release: ReleaseInfo, body: str) -> str:
+        response = self.admin().request("PATCH", release.url, json={"body": body})
+        check_response(response, f"updating release {release.tag!r}")
+        return str(response.json().get("body") or "")
+
+    # -- blobs ---------------------------------------------------------------------------------
 
     def staging_dir(self) -> Path:
         path = self.cache_dir / "staging"
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def _lock_for(self, filename: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(filename, threading.Lock())
+    def put_blob(self, key: str, source: Path, size: int, sha256: str) -> bool:
+        """Uploads of one release on this server take turns (so neither takes the other's upload in
+        progress for a leftover); across servers GitHub's unique tags and asset names decide."""
+        kind, filename = self._split(key)
+        with self._upload_locks_guard:
+            lock = self._upload_locks.setdefault(filename, threading.Lock())
+        with lock:
+            return self._put_blob(kind, key, filename, source, size, sha256)
 
-    def store(
-        self,
-        record: FileRecord,
-        staged: StagedFile,
-        metadata: Mapping[str, Any],
-        core_metadata: bytes | None,
-    ) -> StoreOutcome:
-        if staged.size > self.config.max_file_bytes:
-            limit = self.config.max_file_bytes
-            raise UploadRejected(413, f"File too large: the limit of this repository is {limit} bytes.")
-        # Two uploads of one filename on this server take turns; across servers GitHub's
-        # unique tag / asset names decide, and the loser compares bytes like anyone else.
-        with self._lock_for(record.filename):
-            return self._store(record, staged, metadata, core_metadata)
+    def _put_blob(self, kind: str, key: str, filename: str, source: Path, size: int, sha256: str) -> bool:
+        if kind == "dist":
+            return self._put_dist(filename, source, size, sha256)
+        if kind == "metadata":
+            # Stored after its distribution (whose asset a lagging read might not list yet: only the
+            # release is required; a metadata asset without its file is a leftover _put_dist removes).
+            release = self._fetch_release(filename)
+            if release is None:
+                raise GitHubUnavailable(f"no release holds {filename!r}: its metadata file has nowhere to go")
+            if any(a.is_metadata and a.uploaded for a in release.assets):
+                return False
+            stored = self._upload_asset(release, f"{filename}{METADATA_SUFFIX}", source, size, sha256,
+                                        is_metadata=True)
+            self._releases.pop(filename, None)
+            return stored
+        raise InvalidName(f"{key!r} is not a blob key")
 
-    def _store(
-        self, record: FileRecord, staged: StagedFile, metadata: Mapping[str, Any], core_metadata: bytes | None
-    ) -> StoreOutcome:
-        client = self.admin()
-        filename = record.filename
-        fields = body_fields(record, metadata)
-        body = render_body(fields)
-        release, created = self._create_or_get_release(client, filename, body)
-        existing = release.dist_asset()
-        if existing is not None:
-            return self._compare(client, release, existing, staged.sha256)
-        uploaded_metadata: AssetInfo | None = None
-        dist: AssetInfo | StoreOutcome | None = None
+    def _put_dist(self, filename: str, source: Path, size: int, sha256: str) -> bool:
+        """Create (or reuse an asset-less) release ``filename`` and upload the file as its asset.
+
+        A release whose creation this call cannot prove (it met an existing one: a leftover of a
+        failed attempt, a release made by hand, or another server racing for the name) is reused
+        and never deleted by this call; one it created is deleted again when the upload fails.
+        """
+        release, created = self._create_or_get_release(filename)
+        if release.dist_asset() is not None:
+            return False
         try:
-            if release.body != body:
-                # A leftover release of a failed attempt: make its body describe these bytes.
-                self._patch_body(client, release, body)
-            for asset in release.assets:  # starter (half-uploaded) distribution assets
-                if not asset.uploaded and not asset.is_metadata:
-                    self._delete_asset(client, asset)
-            # The distribution first: only the racer whose bytes GitHub keeps under the name may
-            # then touch the metadata asset (a loser replaced the winner's .metadata before).
-            dist = self._upload_asset(client, release, filename, staged.path, staged.size, staged.sha256)
-            if isinstance(dist, AssetInfo):
-                for asset in self._list_assets(client, release):
-                    if asset.is_metadata and (core_metadata is None or not asset.uploaded
-                                              or asset.digest != hashlib.sha256(core_metadata).hexdigest()):
-                        self._delete_asset(client, asset)  # a failed earlier attempt's, not this file's
-                if core_metadata is not None:
-                    uploaded_metadata = self._upload_asset(
-                        client, release, f"{filename}{METADATA_SUFFIX}", core_metadata, len(core_metadata),
-                        hashlib.sha256(core_metadata).hexdigest(), is_metadata=True,
-                    )
-        except FileConflict:
-            self._cleanup(client, release, None, delete_release=False)
-            raise
+            # No file yet, so every asset is a leftover: half-uploaded ("starter") ones, and the
+            # .metadata of an attempt that failed later (a metadata file is only ever uploaded
+            # once its distribution is; the snapshot is older than any racer's upload).
+            for asset in release.assets:
+                self._delete_asset(asset)
+            stored = self._upload_asset(release, filename, source, size, sha256, is_metadata=False)
         except BaseException:
-            if isinstance(dist, AssetInfo):  # ours, but without its metadata: a failed upload leaves nothing
-                with contextlib.suppress(GitHubUnavailable):
-                    self._delete_asset(client, dist)
-            self._cleanup(client, release, uploaded_metadata, delete_release=created)
+            self._cleanup(release, delete_release=created)
             raise
-        if isinstance(dist, StoreOutcome):  # lost a race to an identical upload elsewhere
-            return dist
-        # Record GitHub's name for the asset (the filename mapping). This edit also fires the
-        # `release: edited` event the update_index workflow listens to, now that the asset exists.
-        final = render_body({**fields, "asset": dist.name})
-        try:
-            self._patch_body(client, release, final)
-            body = final
-        except GitHubUnavailable as exc:
-            log.warning("repo %r: stored %s but could not record its asset name: %s", self.config.name, filename, exc)
-        assets = [dist, *([uploaded_metadata] if uploaded_metadata else [])]
-        stored = ReleaseInfo.from_json({**_release_json(release), "body": body}).with_assets(assets)
-        self._releases[filename] = (time.monotonic() + RELEASE_CACHE_TTL, stored)
-        return StoreOutcome.CREATED
+        self._releases.pop(filename, None)
+        return stored
 
-    def _create_or_get_release(self, client: GitHubClient, filename: str, body: str) -> tuple[ReleaseInfo, bool]:
-        """The release for ``filename``: created now (True), or the existing one (False)."""
-        repo = client.repo(self.config.full_name)
-        try:
-            created = repo.create_git_release(tag=filename, name=filename, message=body, make_latest="false")
-            return ReleaseInfo.from_json(raw(created)), True
-        except RateLimitExceededExceedsMaxWait as exc:
-            raise GitHubUnavailable(describe(exc, "creating a release", self.policy), 429) from None
-        except GithubException as exc:
-            if not _already_exists(exc):
-                what = f"creating release {filename!r}"
-                raise GitHubUnavailable(describe(exc, what, self.policy), exc.status) from None
-        except requests.RequestException as exc:
-            raise GitHubUnavailable(describe(exc, "creating a release", self.policy)) from None
-        release = self._fetch_release(client, filename)
+    def _create_or_get_release(self, filename: str) -> tuple[ReleaseInfo, bool]:
+        """The release for ``filename``: created now with a header-only body (True), or the existing one."""
+        what = f"creating release {filename!r}"
+        # Retried by the client on 5xx: a POST GitHub applied before failing then meets its own release.
+        response = self.admin().request("POST", self._repo_path("/releases"), what=what, json={
+            "tag_name": filename, "name": filename, "body": BODY_HEADER, "make_latest": "false"})
+        if response.status_code == 201:
+            return ReleaseInfo.from_json(response.json()), True
+        if not _response_already_exists(response):
+            check_response(response, what)
+        release = self._fetch_release(filename)
         if release is None:
             raise GitHubUnavailable(f"GitHub says a release tagged {filename!r} exists but it cannot be read")
-        # Our own POST may have been applied before a 5xx made PyGithub retry it: the body
-        # (with this attempt's upload_time) tells, and then the release is ours to clean up.
-        return release, release.body == body
+        return release, False
 
-    def _fetch_release(self, client: GitHubClient, filename: str) -> ReleaseInfo | None:
-        """The published release tagged ``filename`` (one GET), or None."""
+    def _cleanup(self, release: ReleaseInfo, *, delete_release: bool) -> None:
+        """After a failed upload: remove what it left (best effort, logged)."""
         try:
-            return ReleaseInfo.from_json(raw(client.repo(self.config.full_name).get_release(filename)))
-        except UnknownObjectException:
-            return None
-        except RateLimitExceededExceedsMaxWait as exc:
-            raise GitHubUnavailable(describe(exc, f"reading release {filename!r}", self.policy), 429) from None
-        except GithubException as exc:
-            raise GitHubUnavailable(describe(exc, f"reading release {filename!r}", self.policy), exc.status) from None
-        except requests.RequestException as exc:
-            raise GitHubUnavailable(describe(exc, f"reading release {filename!r}", self.policy)) from None
-
-    def _list_assets(self, client: GitHubClient, release: ReleaseInfo) -> list[AssetInfo]:
-        response = client.request("GET", f"{release.url}/assets", params={"per_page": 100})
-        check_response(response, f"listing the assets of {release.tag!r}")
-        return [AssetInfo.from_json(a) for a in response.json()]
-
-    def _compare(self, client: GitHubClient, release: ReleaseInfo, asset: AssetInfo, sha256: str) -> StoreOutcome:
-        stored = asset.digest or str(release.fields.get("sha256") or "").lower()
-        if not stored:
-            stored = self._hash_asset(client, asset)
-        if stored == sha256:
-            return StoreOutcome.IDENTICAL
-        raise FileConflict(f"File already exists: {release.tag!r} is stored with different content.")
-
-    def _patch_body(self, client: GitHubClient, release: ReleaseInfo, body: str) -> None:
-        response = client.request("PATCH", release.url, json={"body": body})
-        check_response(response, f"updating release {release.tag!r}")
-
-    def _delete_asset(self, client: GitHubClient, asset: AssetInfo) -> None:
-        response = client.request("DELETE", asset.url)
-        check_response(response, f"deleting asset {asset.name!r}", ok=(204, 404))
-
-    def _cleanup(self, client: GitHubClient, release: ReleaseInfo, metadata: AssetInfo | None, *,
-                 delete_release: bool) -> None:
-        """After a failed upload: remove what this attempt left (best effort, logged)."""
-        try:
-            assets = self._list_assets(client, release)
-            dist_uploaded = any(a.uploaded and not a.is_metadata for a in assets)
+            assets = self._list_assets(release)
             for asset in assets:
-                partial = not asset.uploaded
-                ours = metadata is not None and asset.id == metadata.id and not dist_uploaded
-                if partial or ours:
-                    self._delete_asset(client, asset)
-            if delete_release and not dist_uploaded:
-                response = client.request("DELETE", release.url)
+                if not asset.uploaded:
+                    self._delete_asset(asset)
+            if delete_release and not any(a.uploaded for a in assets):
+                response = self.admin().request("DELETE", release.url)
                 check_response(response, f"deleting release {release.tag!r}", ok=(204, 404))
         except GitHubUnavailable as exc:
             log.warning("repo %r: could not clean up after a failed upload of %s: %s",
                         self.config.name, release.tag, exc)
 
-    def _upload_asset(
-        self,
-        client: GitHubClient,
-        release: ReleaseInfo,
-        name: str,
-        content: Path | bytes,
-        size: int,
-        sha256: str,
-        *,
-        is_metadata: bool = False,
-    ) -> AssetInfo | StoreOutcome:
-        """Upload one asset, streamed from ``content`` (a path) or from memory (small metadata).
+    def _upload_asset(self, release: ReleaseInfo, name: str, source: Path, size: int, sha256: str, *,
+                      is_metadata: bool) -> bool:
+        """Upload one asset streamed from ``source``, create-only: False when GitHub holds one already.
 
         No blind retries: after any failure we look at what GitHub holds under the name. Our
-        bytes there -> done; a half-uploaded ("starter") asset -> deleted, then retried;
-        other bytes -> FileConflict (a different file won a race for the name).
+        bytes there, after an attempt GitHub may have applied without telling us -> True; an
+        uploaded asset otherwise -> False (another upload's: the core compares); a half-uploaded
+        ("starter") asset -> deleted, then another attempt.
         """
+        client = self.admin()
         last_error = ""
+        maybe_applied = False  # an attempt failed without a definite answer: GitHub may hold it
         read_timeout = self.policy.timeout + size // (1 << 20)  # one more second per MiB sent
         for attempt in range(UPLOAD_ATTEMPTS):
             if attempt:
                 time.sleep(min(4.0, 0.5 * 2**attempt))
             response: requests.Response | None = None
             try:
-                with contextlib.ExitStack() as stack:
-                    data = content if isinstance(content, bytes) else stack.enter_context(open(content, "rb"))
+                with open(source, "rb") as data:
                     response = client.request(
-                        "POST",
-                        release.upload_url,
-                        retry=False,
-                        params={"name": name},
-                        data=data,
-                        headers={"Content-Type": OCTET_STREAM},
-                        timeout=(min(10, self.policy.timeout), read_timeout),
+                        "POST", release.upload_url, retry=False, params={"name": name}, data=data,
+                        headers={"Content-Type": OCTET_STREAM}, timeout=(min(10, self.policy.timeout), read_timeout),
                     )
             except GitHubUnavailable as exc:
-                last_error = str(exc)
+                last_error, maybe_applied = str(exc), True
             if response is not None:
                 if response.status_code == 201:
                     asset = AssetInfo.from_json(response.json())
                     if asset.uploaded and asset.size == size and asset.digest in ("", sha256):
-                        return asset
+                        return True
                     last_error = f"GitHub kept {asset.size} bytes in state {asset.state!r}"
-                    self._delete_asset(client, asset)  # not our bytes: drop it and try again
+                    self._delete_asset(asset)  # not our bytes: drop it and try again
                     continue
-                elif _response_already_exists(response):
+                if _response_already_exists(response):
                     last_error = "asset name already exists"
                 else:
                     status = response.status_code
@@ -569,21 +485,15 @@ class GitHubBackend(Backend):
                     wait = self._retry_wait(response)
                     if wait is None and status < 500 and status not in (408, 429):
                         raise GitHubUnavailable(f"uploading {name!r} to GitHub failed: {last_error}", status)
+                    maybe_applied = maybe_applied or status >= 500 or status == 408
                     if wait:
                         time.sleep(wait)
-            # What does GitHub hold under this name now?
-            for asset in self._list_assets(client, release):
+            for asset in self._list_assets(release):  # what does GitHub hold under this name now?
                 if asset.is_metadata != is_metadata:
                     continue
                 if asset.uploaded:
-                    same = (asset.digest or self._hash_asset(client, asset)) == sha256 and asset.size == size
-                    if same:
-                        return asset
-                    if is_metadata:  # other metadata bytes: ours replace them
-                        self._delete_asset(client, asset)
-                        continue
-                    raise FileConflict(f"File already exists: {release.tag!r} is stored with different content.")
-                self._delete_asset(client, asset)  # a starter asset left by a failed upload
+                    return maybe_applied and asset.size == size and (asset.digest or self._hash_asset(asset)) == sha256
+                self._delete_asset(asset)  # a starter asset left by a failed upload
         raise GitHubUnavailable(f"uploading {name!r} to GitHub failed after {UPLOAD_ATTEMPTS} attempts: {last_error}")
 
     def _retry_wait(self, response: requests.Response) -> float | None:
@@ -603,31 +513,63 @@ class GitHubBackend(Backend):
             raise GitHubUnavailable(f"GitHub rate limit: retry in {wait:.0f}s (max_rate_limit_wait is {cap:g}s)", 429)
         return wait
 
-    # -- downloads ---------------------------------------------------------------------------
-
-    def _release(self, filename: str, *, fresh: bool = False) -> ReleaseInfo | None:
-        """The release of ``filename``, from the lookup cache when still valid."""
-        now = time.monotonic()
-        cached = self._releases.get(filename)
-        if cached is not None and cached[0] > now and not fresh:
-            return cached[1]
-        release = self._fetch_release(self.admin(), filename)
-        if release is None or release.dist_asset() is None:
-            self._releases.pop(filename, None)
+    def _asset(self, key: str) -> tuple[ReleaseInfo, AssetInfo] | None:
+        """The release and uploaded asset of a blob key (a fresh lookup)."""
+        kind, filename = self._split(key)
+        if kind not in ("dist", "metadata"):
             return None
-        self._releases[filename] = (now + RELEASE_CACHE_TTL, release)
-        return release
+        release = self._fetch_release(filename)
+        asset = None if release is None else release.dist_asset() if kind == "dist" else release.metadata_asset()
+        return (release, asset) if release is not None and asset is not None else None
 
-    def locate(self, filename: str) -> DownloadTarget | None:
+    def has_blob(self, key: str) -> bool:
+        return self._asset(key) is not None
+
+    def blob_sha256(self, key: str) -> str | None:
+        """GitHub's digest of the asset, else the sha256 the body records, else the downloaded bytes' hash."""
+        found = self._asset(key)
+        if found is None:
+            return None
+        release, asset = found
+        if asset.digest:
+            return asset.digest
+        fields = parse_body(release.body)
+        claimed = str(fields.get("metadata_sha256" if asset.is_metadata else "sha256") or "").lower()
+        if is_sha256_hex(claimed) and (asset.is_metadata or fields.get("size") in (None, asset.size)):
+            return claimed
+        return self._hash_asset(asset)
+
+    def _hash_asset(self, asset: AssetInfo) -> str:
+        """sha256 of an asset's bytes, downloaded (only when neither GitHub nor the body says)."""
+        response = self.admin().request("GET", asset.url, headers={"Accept": OCTET_STREAM}, stream=True)
+        with contextlib.closing(response):
+            check_response(response, f"downloading asset {asset.name!r}")
+            digest = hashlib.sha256()
+            for chunk in response.iter_content(_CHUNK):
+                digest.update(chunk)
+            return digest.hexdigest()
+
+    def open_blob(self, key: str) -> BinaryIO | None:
+        found = self._asset(key)
+        if found is None:
+            return None
+        asset = found[1]
+        response = self.admin().request("GET", asset.url, headers={"Accept": OCTET_STREAM}, stream=True)
+        target = self._relay(response, asset)
+        return io.BufferedReader(_ChunkReader(target.chunks), _CHUNK) if target is not None else None
+
+    def locate(self, key: str) -> DownloadTarget | None:
         """A 302 to GitHub's signed URL for the asset (``download = "redirect"``), or the bytes relayed.
 
         Relayed (a :class:`StreamedFile`, chunk by chunk, never whole in memory or on disk) with
         ``download = "stream"``, and as a fallback when GitHub serves the bytes itself instead of
-        redirecting to its storage (seen on some GitHub Enterprise set-ups).
+        redirecting to its storage (seen on some GitHub Enterprise set-ups). The PEP 658 file is
+        fetched once and kept under ROOT (see :meth:`_locate_metadata`).
         """
-        try:
-            parse_dist_filename(filename)
-        except InvalidName:
+        kind, filename = self._split(key)
+        if kind == "metadata":
+            return self._locate_metadata(filename)
+        if kind != "dist":
             return None
         for fresh in (False, True):
             release = self._release(filename, fresh=fresh)
@@ -659,12 +601,13 @@ class GitHubBackend(Backend):
             return Redirect(url)
         return self._relay(response, asset)  # GitHub sent the bytes itself: pass them on
 
-    def _stream(self, asset: AssetInfo) -> StreamedFile | None:
+    def _stream(self, asset: AssetInfo, sha256: str = "") -> StreamedFile | None:
         response = self.admin().request("GET", asset.url, headers={"Accept": OCTET_STREAM}, stream=True)
-        return self._relay(response, asset)
+        return self._relay(response, asset, sha256)
 
-    def _relay(self, response: requests.Response, asset: AssetInfo) -> StreamedFile | None:
-        """The bytes of an open asset download as a StreamedFile (None when GitHub says 404)."""
+    def _relay(self, response: requests.Response, asset: AssetInfo, sha256: str = "") -> StreamedFile | None:
+        """The bytes of an open asset download as a StreamedFile (None when GitHub says 404),
+        checked against GitHub's digest (else ``sha256``) at their end."""
         if response.status_code == 404:
             response.close()
             return None
@@ -674,179 +617,203 @@ class GitHubBackend(Backend):
             if response.status_code != 200:
                 response.close()
         length = response.headers.get("Content-Length", "")
-        return StreamedFile(_chunks(response, asset, self.policy), int(length) if length.isdigit() else asset.size)
+        chunks = _chunks(response, asset.name, asset.digest or sha256.lower(), self.policy)
+        return StreamedFile(chunks, int(length) if length.isdigit() else asset.size)
 
-    def download_to(self, asset: AssetInfo, local: Path, sha256: str) -> LocalFile:
-        """Keep a copy of an asset at ``local`` (once; checked against ``sha256`` when given)."""
-        if local.is_file():
-            return LocalFile(local)
-        client = self.admin()
-        response = client.request("GET", asset.url, headers={"Accept": OCTET_STREAM}, stream=True)
-        with contextlib.closing(response):
-            check_response(response, f"downloading asset {asset.name!r}")
-            return self._save(response, local, sha256.lower())
-
-    def _save(self, response: requests.Response, local: Path, sha256: str, limit: int | None = None) -> LocalFile:
-        """Stream ``response`` into ``local`` atomically, checking the sha256 when known."""
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=local.parent, prefix=".download-", suffix=".part")
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in response.iter_content(_CHUNK):
-                    size += len(chunk)
-                    if limit is not None and size > limit:
-                        raise GitHubUnavailable(f"asset {local.name!r} is larger than {limit} bytes")
-                    digest.update(chunk)
-                    handle.write(chunk)
-            if sha256 and digest.hexdigest() != sha256:
-                raise GitHubUnavailable(f"asset {local.name!r} does not match its sha256 (download corrupted?)")
-            os.replace(temp, local)
-        except requests.RequestException as exc:
-            raise GitHubUnavailable(describe(exc, f"downloading {redact(response.url)}", self.policy)) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-        return LocalFile(local)
-
-    def _hash_asset(self, client: GitHubClient, asset: AssetInfo) -> str:
-        """sha256 of an asset's bytes, downloaded (only when neither GitHub nor the body says)."""
-        response = client.request("GET", asset.url, headers={"Accept": OCTET_STREAM}, stream=True)
-        with contextlib.closing(response):
-            check_response(response, f"downloading asset {asset.name!r}")
-            digest = hashlib.sha256()
-            for chunk in response.iter_content(_CHUNK):
-                digest.update(chunk)
-            return digest.hexdigest()
-
-    def locate_metadata(self, filename: str) -> DownloadTarget | None:
+    def _locate_metadata(self, filename: str) -> DownloadTarget | None:
         """The PEP 658 file, fetched once from the ``.metadata`` asset and kept under ROOT.
 
         It is small and immutable, and pip asks for it before every download: serving a local
         copy saves two GitHub calls (asset lookup + signed URL) per request.
         """
-        try:
-            parse_dist_filename(filename)
-        except InvalidName:
-            return None
-        local = self.cache_dir / "metadata" / f"{filename}{METADATA_SUFFIX}"
+        local = self._metadata_cache(filename)
         if local.is_file():
             return LocalFile(local)
         release = self._release(filename)
+        if release is not None and release.metadata_asset() is None:
+            release = self._release(filename, fresh=True)  # update_index may have added it since
         asset = release.metadata_asset() if release is not None else None
         if release is None or asset is None:
             return None
-        expected = asset.digest or str(release.fields.get("metadata_sha256") or "")
-        client = self.admin()
-        response = client.request("GET", asset.url, headers={"Accept": OCTET_STREAM}, stream=True)
-        with contextlib.closing(response):
-            if response.status_code == 404:
-                return None
-            check_response(response, f"downloading asset {asset.name!r}")
-            return self._save(response, local, expected.lower(), limit=MAX_METADATA_BYTES)
-
-    def stored_record(self, filename: str) -> FileRecord | None:
-        """The record the release holds (an identical re-upload through another server answers
-        with it, original upload time included)."""
-        try:
-            parse_dist_filename(filename)
-        except InvalidName:
+        target = self._stream(asset, str(parse_body(release.body).get("metadata_sha256") or ""))
+        if target is None:
             return None
-        release = self._release(filename, fresh=True)
-        return record_from_release(release) if release is not None else None
-
-    def read_description(self, filename: str) -> tuple[str, str] | None:
-        """The long description kept in the release body (None if it was too long to keep there)."""
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=local.parent, prefix=".download-", suffix=".part")
         try:
-            parse_dist_filename(filename)
-        except InvalidName:
-            return None
-        release = self._release(filename)
-        return description_of(release.fields) if release is not None else None
+            with os.fdopen(fd, "wb") as handle, contextlib.closing(target.chunks):  # type: ignore[type-var]
+                for chunk in target.chunks:
+                    if handle.tell() + len(chunk) > MAX_METADATA_BYTES:
+                        raise GitHubUnavailable(f"asset {asset.name!r} is larger than {MAX_METADATA_BYTES} bytes")
+                    handle.write(chunk)
+            os.replace(temp, local)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        return LocalFile(local)
 
-    # -- yank ----------------------------------------------------------------------------------
+    def _metadata_cache(self, filename: str) -> Path:
+        return self.cache_dir / "metadata" / f"{filename}{METADATA_SUFFIX}"
 
-    def set_yanked(self, filename: str, yanked: bool, reason: str) -> None:
-        """Persist the yank state in the release body (``update_index`` reads it back)."""
-        client = self.admin()
-        release = self._fetch_release(client, filename)
-        if release is None:
-            raise FileNotFoundError(filename)
-        fields = dict(release.fields)
-        fields.update(yanked=yanked, yanked_reason=reason if yanked else "")
-        body = render_body(fields)
-        self._patch_body(client, release, body)
-        self._releases.pop(filename, None)
-
-    # -- index ---------------------------------------------------------------------------------
-
-    def fetch_remote_index(self, known_token: str | None) -> RemoteIndex | None:
-        self.admin()  # a clear error when there is no admin secret
-        assert self._poller is not None
-        return remote_index.fetch(self._poller, self.config, known_token, self._index_etags)
-
-    def iter_releases(self) -> Iterator[ReleaseInfo]:
-        """Every release of the repository (paginated, 100 a page), drafts included."""
-        client = self.admin()
-        what = f"listing the releases of {self.config.full_name}"
-        try:
-            for release in client.repo(self.config.full_name).get_releases():
-                yield ReleaseInfo.from_json(raw(release))
-        except RateLimitExceededExceedsMaxWait as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy), 429) from None
-        except GithubException as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy), exc.status) from None
-        except requests.RequestException as exc:
-            raise GitHubUnavailable(describe(exc, what, self.policy)) from None
-
-    def list_files(self) -> Iterator[FileRecord]:
-        client = self.admin()
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        """Releases with an uploaded distribution asset (drafts skipped), upload time = the asset's creation."""
         seen: set[str] = set()
         for release in self.iter_releases():
-            record = record_from_release(release, lambda asset: self._hash_asset(client, asset))
-            if record is None:
-                if not release.draft:
-                    log.info("release %r is not a stored package file (no uploaded asset or not a dist name): skipped",
-                             release.tag)
+            asset = release.dist_asset()
+            if release.draft or asset is None or release.tag in seen:  # two releases for one tag: a stray draft
                 continue
-            if record.filename in seen:  # two releases for one tag (e.g. a stray draft made public)
-                continue
-            seen.add(record.filename)
-            yield record
+            seen.add(release.tag)
+            yield BlobInfo(release.tag, asset.size, _iso_time(asset.created_at or release.created_at))
 
-    def publish_remote_index(self, data: bytes) -> None:
-        remote_index.publish(self.admin(), self.config, data)
+    def delete(self, key: str) -> None:
+        """A distribution: its release (assets included); a metadata file: its asset; a sidecar:
+        the body back to the header; a document on the branch: one commit removing it."""
+        kind, name = self._split(key)
+        if kind == "file":
+            delete_file(self.admin(), self.config, name, self.config.branch, f"pywharf: remove {key}")
+            return
+        release = self._fetch_release(name)
+        self._releases.pop(name, None)
+        if kind == "metadata":
+            with contextlib.suppress(FileNotFoundError):
+                self._metadata_cache(name).unlink()
+        if release is None:
+            return
+        if kind == "dist":
+            response = self.admin().request("DELETE", release.url)
+            check_response(response, f"deleting release {release.tag!r}", ok=(204, 404))
+        elif kind == "metadata":
+            for asset in release.assets:
+                if asset.is_metadata:
+                    self._delete_asset(asset)
+        elif release.sidecar() is not None:
+            self._patch_body(release, BODY_HEADER)
+
+    # -- documents -----------------------------------------------------------------------------
+
+    def read_document(self, key: str) -> Document | None:
+        """A sidecar from its release body; a file from the branch. A log entry not written yet is
+        a 404: one API call per sync (GitHub has no cheaper way to tell)."""
+        kind, name = self._split(key)
+        if kind == "sidecar":
+            release = self._fetch_release(name)
+            return release.sidecar() if release is not None else None
+        if kind != "file":
+            raise InvalidName(f"{key!r} is not a document key")
+        if key == INDEX_KEY:
+            return self._read_index()
+        client = self.admin()
+        state = get_file(client, self.config, name, self.config.branch)
+        return Document(read_blob(client, self.config, state, name), state.sha) if state is not None else None
+
+    def document_version(self, key: str) -> str | None:
+        kind, name = self._split(key)
+        if key == INDEX_KEY:
+            state = self._index_state()
+            return state.sha if state is not None else None
+        if kind == "file":
+            state = get_file(self.admin(), self.config, name, self.config.branch)
+            return state.sha if state is not None else None
+        document = self.read_document(key)
+        return document.version if document is not None else None
+
+    def _index_state(self) -> FileState | None:
+        """The index file's state by a conditional GET (GitHub's 304 for an unchanged file is
+        free of the rate limit). The token-holding client retries once: the next poll is the retry."""
+        self.admin()  # a clear error when there is no admin secret
+        client = self._poller or self.admin()
+        path, known = self.config.index_filename, self._index
+        state = get_file(client, self.config, path, self.config.branch, known.etag if known is not None else "")
+        if state is NOT_MODIFIED:
+            return known
+        if state is None:
+            check_visible(client, self.config, path)
+            self._index = None
+            return None
+        self._index = state
+        return state
+
+    def _read_index(self) -> Document | None:
+        state = self._index_state()
+        if state is None:
+            return None
+        data = read_blob(self._poller or self.admin(), self.config, state, self.config.index_filename)
+        self._index = dataclasses.replace(state, data=None)  # its ETag is what later polls need
+        return Document(data, state.sha)
+
+    def write_document(self, key: str, data: bytes, expected: str | None) -> str:
+        kind, name = self._split(key)
+        if kind == "sidecar":
+            return self._write_sidecar(name, data, expected)
+        if kind != "file":
+            raise InvalidName(f"{key!r} is not a document key")
+        message = INDEX_COMMIT_MESSAGE if key == INDEX_KEY else f"pywharf: {key}"
+        return write_file(self.admin(), self.config, name, data, expected, self.config.branch, message)
+
+    def _write_sidecar(self, filename: str, data: bytes, expected: str | None) -> str:
+        """The release body, with compare-and-swap emulated: GitHub has no conditional PATCH.
+
+        The release is read again right before the PATCH and its body compared with ``expected``.
+        A writer that PATCHes between that read and ours is overwritten: a window of one request,
+        between writers that all write a complete sidecar of the same file (an upload, which owns
+        its file, ``update_index`` and yanks). This PATCH is also what fires the ``release:
+        edited`` event the repository's update_index workflow listens to, after the upload.
+        """
+        release = self._fetch_release(filename)
+        if release is None:
+            if expected is not None:
+                raise VersionConflict(f"release {filename!r} is gone")
+            raise GitHubUnavailable(f"no release tagged {filename!r} in {self.config.full_name} to describe")
+        current = release.sidecar()
+        if (current.version if current is not None else None) != expected:
+            raise VersionConflict(f"the body of release {filename!r} changed")
+        fields = tomllib.loads(data.decode("utf-8"))
+        fields["distrib"] = str(parse_dist_filename(filename).project)  # as pywharf 0.2.3 wrote it
+        asset = release.dist_asset()
+        if asset is not None:
+            fields["asset"] = asset.name  # GitHub's name for the file (see the module docstring)
+        body = self._patch_body(release, render_body(fields))
+        self._releases.pop(filename, None)
+        return body_version(body)
 
 
-def _chunks(response: requests.Response, asset: AssetInfo, policy: ClientPolicy) -> Iterator[bytes]:
+class _ChunkReader(io.RawIOBase):
+    """A chunk iterator (a streamed download) as a readable raw stream; closing it closes the download."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._pending:
+            self._pending = next(self._chunks, b"")
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        super().close()
+
+
+def _chunks(response: requests.Response, name: str, sha256: str, policy: ClientPolicy) -> Iterator[bytes]:
     """The body of an asset download; its ``close()`` (called by the server when the bytes are not
-    wanted) closes the connection. A download that does not match GitHub's digest is cut short,
-    so the client sees a broken transfer rather than wrong bytes."""
+    wanted) closes the connection. A download that does not match ``sha256`` (when known) is cut
+    short, so the client sees a broken transfer rather than wrong bytes."""
     digest = hashlib.sha256()
     try:
         for chunk in response.iter_content(_CHUNK):
             digest.update(chunk)
             yield chunk
-        if asset.digest and digest.hexdigest() != asset.digest:
-            raise GitHubUnavailable(f"asset {asset.name!r} does not match its sha256 (download corrupted?)")
+        if sha256 and digest.hexdigest() != sha256:
+            raise GitHubUnavailable(f"asset {name!r} does not match its sha256 (download corrupted?)")
     except requests.RequestException as exc:
         raise GitHubUnavailable(describe(exc, f"downloading {redact(response.url)}", policy)) from None
     finally:
         response.close()
-
-
-def _release_json(release: ReleaseInfo) -> dict[str, Any]:
-    """Enough of a release's JSON to rebuild its :class:`ReleaseInfo` (for the lookup cache)."""
-    return {
-        "id": release.id,
-        "tag_name": release.tag,
-        "name": release.name,
-        "body": release.body,
-        "draft": release.draft,
-        "prerelease": release.prerelease,
-        "url": release.url,
-        "upload_url": release.upload_url,
-        "created_at": release.created_at,
-        "assets": [],
-    }

@@ -12,7 +12,7 @@ import inspect
 import os
 import secrets
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,13 +21,16 @@ import fire
 import fire.helptext
 import fire.trace
 
+from pywharf_core.index.formats import dump_index
 from pywharf_core.model.errors import PywharfError
-from pywharf_core.service.backends import open_backend, rebuild_remote_index
+from pywharf_core.model.records import FileRecord
+from pywharf_core.service.backends import open_backend, read_remote_index, rebuild_remote_index
 from pywharf_core.service.repository import AuthExpiry
 from pywharf_core.service.server_state import ServerSettings, ServerState, build_repos, load_setup
 from pywharf_core.storage.backend import BackendContext
 from pywharf_core.storage.config import ConfigSource, build_config
 from pywharf_core.storage.registry import installed_backends
+from pywharf_core.storage.services import StaticLink, provide
 
 
 def server(
@@ -264,6 +267,25 @@ def _opt_str(value: Any) -> str | None:
     if value is None or value is True:
         return "" if value is True else None
     return str(value)
+
+
+class CoreServices:
+    """The core's side of ``pywharf_core.storage.services``: what backend commands may use."""
+
+    read_index = staticmethod(read_remote_index)
+
+    @staticmethod
+    def empty_index() -> bytes:
+        return dump_index([])
+
+    @staticmethod
+    def write_static_index(records: Iterable[FileRecord], out: Path, link: StaticLink, title: str) -> list[Path]:
+        from pywharf_core.http.static_index import write_static_index
+
+        return write_static_index(records, out, link, title)
+
+
+provide(CoreServices())
 
 
 CORE_COMMANDS: Mapping[str, Callable[..., Any]] = {

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
@@ -69,14 +69,19 @@ def sorted_versions(records: Iterable[FileRecord]) -> list[str]:
 # -- HTML -------------------------------------------------------------------------------------
 
 
-def render_root_html(project_names: Iterable[str]) -> bytes:
-    parts = [_HEAD.format(title="Simple index")]
-    parts.extend(f'<a href="{quote(n)}/">{escape(n)}</a><br>\n' for n in project_names)
+def render_links_html(title: str, links: Iterable[tuple[str, str]]) -> bytes:
+    """A page of ``(href, text)`` links (``href`` already quoted, both escaped here)."""
+    parts = [_HEAD.format(title=escape(title))]
+    parts.extend(f'<a href="{escape(href, quote=True)}">{escape(text)}</a><br>\n' for href, text in links)
     parts.append(_TAIL)
     return "".join(parts).encode("utf-8")
 
 
-def _file_anchor(record: FileRecord) -> str:
+def render_root_html(project_names: Iterable[str]) -> bytes:
+    return render_links_html("Simple index", ((f"{quote(n)}/", n) for n in project_names))
+
+
+def _file_anchor(record: FileRecord, url: str | None = None) -> str:
     attrs = []
     if record.requires_python:
         attrs.append(f' data-requires-python="{escape(record.requires_python, quote=True)}"')
@@ -85,13 +90,15 @@ def _file_anchor(record: FileRecord) -> str:
         attrs.append(f' data-core-metadata="{digest}" data-dist-info-metadata="{digest}"')
     if record.yanked:
         attrs.append(f' data-yanked="{escape(record.yanked_reason, quote=True)}"')
-    href = f"{quote(record.filename)}#sha256={escape(record.sha256, quote=True)}"
+    base = quote(record.filename) if url is None else escape(url, quote=True)
+    href = f"{base}#sha256={escape(record.sha256, quote=True)}"
     return f'<a href="{href}"{"".join(attrs)}>{escape(record.filename)}</a><br>\n'
 
 
-def render_project_html(project: str, records: Sequence[FileRecord]) -> bytes:
+def render_project_html(project: str, records: Sequence[FileRecord], urls: Mapping[str, str] | None = None) -> bytes:
+    """The project page; ``urls`` (filename -> URL) replaces the default relative links (static indexes)."""
     parts = [_HEAD.format(title=f"Links for {escape(project)}")]
-    parts.extend(_file_anchor(r) for r in records)
+    parts.extend(_file_anchor(r, urls.get(r.filename) if urls else None) for r in records)
     parts.append(_TAIL)
     return "".join(parts).encode("utf-8")
 
@@ -107,10 +114,10 @@ def render_root_json(project_names: Iterable[str]) -> bytes:
     return _dumps({"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in project_names]})
 
 
-def file_json(record: FileRecord) -> dict[str, Any]:
+def file_json(record: FileRecord, url: str | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "filename": record.filename,
-        "url": quote(record.filename),
+        "url": quote(record.filename) if url is None else url,
         "hashes": {"sha256": record.sha256},
         "requires-python": record.requires_python or None,
         "size": record.size,
@@ -124,13 +131,13 @@ def file_json(record: FileRecord) -> dict[str, Any]:
     return entry
 
 
-def render_project_json(project: str, records: Sequence[FileRecord]) -> bytes:
+def render_project_json(project: str, records: Sequence[FileRecord], urls: Mapping[str, str] | None = None) -> bytes:
     return _dumps(
         {
             "meta": {"api-version": API_VERSION},
             "name": project,
             "versions": sorted_versions(records),
-            "files": [file_json(r) for r in records],
+            "files": [file_json(r, urls.get(r.filename) if urls else None) for r in records],
         }
     )
 

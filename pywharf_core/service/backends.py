@@ -1,13 +1,14 @@
-"""Opening a repository's storage, and rebuilding its remote index (``update_index``).
+"""Opening a repository's storage, rebuilding its remote index (``update_index``), reading it.
 
 A registered backend is either a storage adapter, which the core wraps in its
-:class:`PackageStore` (every policy in one place), or a class implementing the whole
-:class:`Backend` interface itself (the github backend, until it is ported).
+:class:`PackageStore` (every policy in one place; all of pywharf's own backends), or a class
+implementing the whole :class:`Backend` interface itself.
 """
 
 from __future__ import annotations
 
-from pywharf_core.index.formats import dump_index
+from pywharf_core.index.formats import dump_index, index_log_position, parse_index
+from pywharf_core.model.records import FileRecord
 from pywharf_core.service.package_store import PackageStore
 from pywharf_core.storage.api import Storage
 from pywharf_core.storage.backend import Backend, BackendContext
@@ -27,3 +28,15 @@ def rebuild_remote_index(backend: Backend) -> int:
     records = list(backend.list_files())
     backend.publish_remote_index(dump_index(records))
     return len(records)
+
+
+def read_remote_index(storage: Storage) -> list[FileRecord]:
+    """What a server syncing ``storage`` would serve: the base document, then the index log after it."""
+    store = PackageStore(storage)
+    remote = store.fetch_remote_index(None)
+    data = remote.data if remote is not None else None
+    files = {record.filename: record for record in parse_index(data)} if data else {}
+    for _, record in store.read_log(index_log_position(data)):
+        if record is not None:
+            files[record.filename] = record
+    return sorted(files.values(), key=lambda record: record.filename)

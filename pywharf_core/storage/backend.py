@@ -2,9 +2,10 @@
 
 New backends do not implement it: they implement the much smaller storage adapter of
 ``pywharf_core.storage.api`` and the core's ``PackageStore`` turns that into this interface,
-with every policy in one place. A backend may still implement it directly (the github backend
-does, until it is ported); then it answers four questions: *who may do what* (:meth:`Backend.authenticate`), *keep
-this file* (:meth:`Backend.store`), *where are this file's bytes* (:meth:`Backend.locate`) and
+with every policy in one place (all of pywharf's own backends are adapters). A backend may
+still implement it directly; then it answers four questions: *who may do what*
+(:meth:`Backend.authenticate`), *keep this file* (:meth:`Backend.store`), *where are this
+file's bytes* (:meth:`Backend.locate`) and
 *what does the remote index say* (:meth:`Backend.fetch_remote_index`, plus
 :meth:`Backend.list_files` / :meth:`Backend.publish_remote_index` for ``update_index``).
 
