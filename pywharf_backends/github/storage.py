@@ -237,6 +237,7 @@ class GitHubBackend(Storage):
     """
 
     config: GitHubConfig
+    cheap_documents = False  # every document write is a commit on the index branch
 
     def __init__(self, config: GitHubConfig, context: BackendContext) -> None:  # type: ignore[override]
         super().__init__(config, context)

@@ -333,7 +333,8 @@ class PackageStore(Backend):
                     yield record
 
     def _rebuild_record(self, dist: DistFilename, blob: BlobInfo) -> FileRecord | None:
-        self._backfill_claim(dist)
+        if self.storage.cheap_documents:
+            self._backfill_claim(dist)
         document = self.storage.read_document(sidecar_key(dist.filename))
         fields = parse_sidecar(document.data) if document is not None else None
         sha256 = usable_sha256(fields, blob.size) if fields else None
@@ -362,7 +363,9 @@ class PackageStore(Backend):
 
     def _backfill_claim(self, dist: DistFilename) -> None:
         """Files stored before identity claims existed get theirs, so another spelling of them is
-        refused by every server, not only by one whose index lists them."""
+        refused by every server, not only by one whose index lists them. (Skipped on stores
+        where a document write is costly, e.g. a commit on GitHub: there the servers' indexes,
+        which list every file after a sync, refuse respellings.)"""
         key = identity_key(dist)
         if self.storage.document_version(key) is not None:
             return

@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from pywharf_core.model.errors import PywharfError
 from pywharf_core.storage.backend import BackendContext, DownloadTarget, Permission
@@ -64,6 +64,11 @@ class VersionConflict(PywharfError):
 
 class Storage(ABC):
     """One configured package repository's store (see the module docstring)."""
+
+    # Whether writing a small document is cheap enough to do once per stored file during
+    # ``update_index`` (e.g. identity claims for files stored before claims existed). False where
+    # each write is costly or visible (on GitHub every document write is a commit).
+    cheap_documents: ClassVar[bool] = True
 
     def __init__(self, config: PkgRepoConfig, context: BackendContext) -> None:
         self.config = config
