@@ -327,7 +327,7 @@ def print_summary(results: dict) -> None:
     print(f"random /simple/<project>/ pages ({pages['client']}): {pages['requests_per_s']:,.0f} req/s, {latency}")
     if "skipped" in ref:
         print(f"pypiserver reference: skipped ({ref['skipped']})")
-    elif "first_window" in ours:
+    elif "first_window" in ours and "first_window" in ref:
         first, last = ref["first_window"], ref["last_window"]
         print(f"pypiserver {ref['version']} (server {ref['server']}, no auth): {ref['uploads_ok']} uploads, "
               f"{ref['errors']} errors, {rate(ref['uploads_per_s'])}/s (first {ref['window']}: "
@@ -395,7 +395,10 @@ def main() -> None:
             stop(proc)
 
         # -- reference --------------------------------------------------------------------------
-        reference = pypiserver_reference(args, tmp, uploads[:args.reference_files])
+        if args.reference_files > 0:
+            reference = pypiserver_reference(args, tmp, uploads[:args.reference_files])
+        else:
+            reference = {"skipped": "--reference_files 0"}
         results["pypiserver"] = reference
         if "first_window" in ours and reference.get("uploads_per_s"):
             results["pywharf_over_pypiserver"] = ours["first_window"]["uploads_per_s"] / reference["uploads_per_s"]
