@@ -145,10 +145,11 @@ def test_a_full_disk_is_a_503_naming_the_cause_and_leaves_nothing(tmp_path: Path
     assert server.upload(dist).status_code == 200  # the claim was released: the retry succeeds
 
 
-def test_an_upload_whose_log_entry_cannot_be_written_is_undone(tmp_path: Path, memory_store_id: str,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_upload_whose_log_entry_cannot_be_written_is_a_503_and_its_retry_completes_it(
+        tmp_path: Path, memory_store_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The log entry is part of the acknowledgement: when it cannot be written the upload is a
-    503 and the stored file is removed (a failed upload leaves nothing behind)."""
+    503 and no index lists the file; the complete file stays stored (deleting it could lose a
+    200 another server gave for the same bytes meanwhile) and the client's retry lists it."""
     server = Server(tmp_path / "root", config_text("memory", store_id=memory_store_id))
     store = server.repo.backend
     real_write = store.storage.write_document
@@ -159,15 +160,84 @@ def test_an_upload_whose_log_entry_cannot_be_written_is_undone(tmp_path: Path, m
         return real_write(key, data, expected)
 
     monkeypatch.setattr(store.storage, "write_document", failing_log)
-    dist = make_wheel(tmp_path / "d", "undone", "1.0")
+    dist = make_wheel(tmp_path / "d", "retried", "1.0")
     response = server.upload(dist)
     assert response.status_code == 503, response.text
-    assert not store.storage.has_blob(dist.filename)
-    assert store.stored_record(dist.filename) is None
-    assert server.files("undone") == []
+    assert "retry the upload" in response.text
+    assert server.files("retried") == []
+    fresh = Server(tmp_path / "fresh", config_text("memory", store_id=memory_store_id))
+    fresh.sync()
+    assert fresh.files("retried") == []
     monkeypatch.undo()
     assert server.upload(dist).status_code == 200
-    assert server.files("undone") == [dist.filename]
+    fresh.sync()
+    assert server.files("retried") == fresh.files("retried") == [dist.filename]
+
+
+def test_an_identical_upload_acknowledged_elsewhere_survives_the_first_uploads_failure(
+        tmp_path: Path, memory_store_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Server A stores a file and fails to log it; meanwhile B receives the same bytes (IDENTICAL)
+    and answers 200. B's acknowledgement must hold: the file stays downloadable everywhere."""
+    config = config_text("memory", store_id=memory_store_id)
+    a, b = Server(tmp_path / "a", config), Server(tmp_path / "b", config)
+    dist = make_wheel(tmp_path / "d", "twice", "1.0")
+    store = a.repo.backend
+    real_announce = store.announce
+
+    def b_uploads_then_a_fails(record: Any) -> None:
+        assert b.upload(dist).status_code == 200  # the same bytes through B, before A logs
+        raise BackendUnavailable("store went away")
+
+    monkeypatch.setattr(store, "announce", b_uploads_then_a_fails)
+    assert a.upload(dist).status_code == 503
+    monkeypatch.setattr(store, "announce", real_announce)
+    fresh = Server(tmp_path / "fresh", config)
+    fresh.sync()
+    assert fresh.files("twice") == [dist.filename]
+    page = fresh.client.get(f"/simple/twice/{dist.filename}", auth=(REPO, READ))
+    assert page.status_code == 200 and page.content == dist.data
+
+
+def test_a_claim_whose_upload_is_in_progress_is_not_taken_over(tmp_path: Path, memory_store_id: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claimed its spelling and has not stored the file yet when B arrives with another
+    spelling: B is refused (taking the claim over let both spellings be stored)."""
+    config = config_text("memory", store_id=memory_store_id)
+    a, b = Server(tmp_path / "a", config), Server(tmp_path / "b", config)
+    first = make_wheel(tmp_path / "d", "Claimed", "1.0")
+    other = make_wheel(tmp_path / "d2", "claimed", "1.0.0")
+    storage = a.repo.backend.storage
+    real_put = storage.put_blob
+    answers: list[int] = []
+
+    def b_arrives_first(key: str, *args: Any) -> bool:
+        if key == first.filename and not answers:
+            answers.append(b.upload(other).status_code)
+        return real_put(key, *args)
+
+    monkeypatch.setattr(storage, "put_blob", b_arrives_first)
+    assert a.upload(first).status_code == 200
+    assert answers == [409]
+    fresh = Server(tmp_path / "fresh", config)
+    fresh.sync()
+    assert fresh.files("claimed") == [first.filename]
+
+
+def test_a_yank_and_unyank_read_in_one_sync_end_unyanked(tmp_path: Path, memory_store_id: str) -> None:
+    """Several log entries of one file in one batch: the last one is the state (a yank then an
+    unyank was applied as 'yanked' because each entry was compared with the state before)."""
+    config = config_text("memory", store_id=memory_store_id)
+    a, b = Server(tmp_path / "a", config), Server(tmp_path / "b", config)
+    dist = make_wheel(tmp_path / "d", "flip", "1.0")
+    assert a.upload(dist).status_code == 200
+    b.sync()
+    assert a.client.post(f"/yank/flip/{dist.filename}", data={"reason": "x"}, auth=(REPO, WRITE)).status_code == 200
+    assert a.client.post(f"/unyank/flip/{dist.filename}", auth=(REPO, WRITE)).status_code == 200
+    b.sync()
+    assert b.repo.snapshot.files[dist.filename].yanked is False
+    restarted = Server(tmp_path / "b", config)
+    restarted.sync()
+    assert restarted.repo.snapshot.files[dist.filename].yanked is False
 
 
 @pytest.mark.parametrize("damage", ["empty", "unrelated", "truncated"])

@@ -156,7 +156,8 @@ class LocalIndexStore:
         """Journal records read from the remote log and the log position they reach (one write)."""
         with self.lock:
             self._catch_up()
-            fresh = [r for r in records if (p := self._pending.get(r.filename)) is None or p != r]
+            latest = {r.filename: r for r in records}  # a yank then an unyank: the unyank counts
+            fresh = [r for r in latest.values() if (p := self._pending.get(r.filename)) is None or p != r]
             marker = log_position is not None and log_position > self.log_position
             if fresh or marker:
                 self._append(fresh, log_position if marker else None)

@@ -95,8 +95,8 @@ class RemoteLog:
         seq = position + 1
         while seq <= position + limit:
             document = self.storage.read_document(log_key(seq))
-            if document is None:
-                return
+            if document is None or not document.data.strip():
+                return  # the end (an empty entry is one being written where creates are not atomic)
             try:
                 record: FileRecord | None = parse_journal_line(document.data)
             except (ValueError, TypeError, KeyError, InvalidName) as exc:

@@ -65,7 +65,8 @@ class IndexSnapshot:
 
         Costs O(log N) per record; only the touched projects get new tuples.
         """
-        new = [r for r in records if self.files.get(r.filename) != r]
+        latest = {r.filename: r for r in records}  # the last record of a file in the batch wins
+        new = [r for r in latest.values() if self.files.get(r.filename) != r]
         if not new:
             return self
         files = self.files.mutate()

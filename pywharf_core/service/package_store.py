@@ -35,6 +35,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -126,13 +127,8 @@ class PackageStore(Backend):
         core_metadata: bytes | None,
     ) -> StoreOutcome:
         dist = parse_dist_filename(record.filename)
-        claimed = self._claim_identity(dist)
-        try:
-            created = self.storage.put_blob(record.filename, staged.path, staged.size, staged.sha256)
-        except BaseException:
-            if claimed:
-                self.storage.delete(identity_key(dist))
-            raise
+        self._claim_identity(dist)
+        created = self.storage.put_blob(record.filename, staged.path, staged.size, staged.sha256)
         if not created:
             known = self.stored_record(record.filename)
             stored = known.sha256 if known is not None and known.size == staged.size else None
@@ -140,48 +136,46 @@ class PackageStore(Backend):
                 stored = self.storage.blob_sha256(record.filename)  # no usable sidecar: read the file
             if stored != staged.sha256:
                 raise FileConflict(f"File already exists: {record.filename!r} is stored with different content.")
-        try:
-            if core_metadata is not None:
-                self._put_bytes(metadata_key(record.filename), core_metadata)
-            fields = sidecar_fields(record, metadata)
-            if created:
-                self._write_sidecar(record.filename, fields)
-            else:  # same bytes: finish what an interrupted earlier upload may have left undone
-                with contextlib.suppress(VersionConflict):
-                    self.storage.write_document(sidecar_key(record.filename), dump_sidecar(fields), None)
-        except BaseException:
-            if created:
-                self.discard(record.filename)
-            raise
+        # Once the file is stored it is never deleted again, even if a later step fails: the
+        # same bytes may meanwhile have been acknowledged through another server (IDENTICAL).
+        # A failure below leaves a complete file that no index lists yet; the client's retry
+        # (IDENTICAL) or update_index completes it.
+        if core_metadata is not None:
+            self._put_bytes(metadata_key(record.filename), core_metadata)
+        fields = sidecar_fields(record, metadata)
+        if created:
+            self._write_sidecar(record.filename, fields)
+        else:  # same bytes: finish what an interrupted earlier upload may have left undone
+            with contextlib.suppress(VersionConflict):
+                self.storage.write_document(sidecar_key(record.filename), dump_sidecar(fields), None)
         return StoreOutcome.CREATED if created else StoreOutcome.IDENTICAL
 
-    def _claim_identity(self, dist: DistFilename) -> bool:
-        """Take the distribution's identity for this spelling; True when this call created the claim.
+    def _claim_identity(self, dist: DistFilename) -> None:
+        """Take the distribution's identity for this spelling, or 409 naming the spelling that has it.
 
-        A claim naming another spelling whose file is gone (an upload that failed after claiming)
-        is taken over with compare-and-swap.
+        Claims are never taken over or deleted: a claim whose file is not stored yet may belong
+        to an upload still in progress on another server (taking it over let two spellings
+        through). The cost: a spelling whose upload failed for good keeps the identity, and only
+        that spelling can then be uploaded.
         """
         key = identity_key(dist)
-        for _ in range(PUBLISH_ATTEMPTS):
+        for attempt in range(PUBLISH_ATTEMPTS):
             try:
                 self.storage.write_document(key, dist.filename.encode(), None)
-                return True
+                return
             except VersionConflict:
                 pass
             current = self.storage.read_document(key)
-            if current is None:
-                continue
-            holder = current.data.decode("utf-8", "replace")
+            holder = current.data.decode("utf-8", "replace").strip() if current is not None else ""
             if holder == dist.filename:
-                return False
-            if self.storage.has_blob(holder):
+                return
+            if holder:
+                stored = " is" if self.storage.has_blob(holder) else " was claimed (its upload may be in progress) as"
                 raise FileConflict(
-                    f"File already exists: {holder!r} is the same distribution as {dist.filename!r} "
-                    "(same project, version and tags); a release cannot be replaced."
+                    f"File already exists: the same distribution as {dist.filename!r} (same project, version "
+                    f"and tags){stored} {holder!r}; a release cannot be replaced."
                 )
-            with contextlib.suppress(VersionConflict):
-                self.storage.write_document(key, dist.filename.encode(), current.version)
-                return True
+            time.sleep(0.05 * (attempt + 1))  # a claim being written (no atomic create on this store)
         raise FileConflict(f"Could not claim {dist.filename!r}: concurrent uploads of the same distribution.")
 
     def _put_bytes(self, key: str, data: bytes) -> None:
@@ -226,16 +220,6 @@ class PackageStore(Backend):
 
     def announce(self, record: FileRecord) -> None:
         self.log.append(record)
-
-    def discard(self, filename: str) -> None:
-        dist = parse_dist_filename(filename)
-        for key in (sidecar_key(filename), metadata_key(filename), filename):
-            with contextlib.suppress(Exception):
-                self.storage.delete(key)
-        with contextlib.suppress(Exception):
-            claim = self.storage.read_document(identity_key(dist))
-            if claim is not None and claim.data.decode("utf-8", "replace") == filename:
-                self.storage.delete(identity_key(dist))
 
     # -- downloads -------------------------------------------------------------------------------
 
@@ -295,8 +279,8 @@ class PackageStore(Backend):
     def describe_remote_index(self) -> str:
         return self.storage.describe(INDEX_KEY)
 
-    def read_log(self, after: int) -> list[tuple[int, FileRecord | None]]:
-        return list(self.log.read_after(after, limit=1 << 62))
+    def read_log(self, after: int, limit: int = 1000) -> list[tuple[int, FileRecord | None]]:
+        return list(self.log.read_after(after, limit=limit))
 
     def publish_remote_index(self, data: bytes) -> None:
         """Replace the base document (compare-and-swap on the version read just before)."""
@@ -354,9 +338,9 @@ class PackageStore(Backend):
             # served as static metadata. Record the verdict so the next rebuild need not re-read.
             metadata_sha256 = ""
             fields = {**fields, "metadata_sha256": ""}
-            with contextlib.suppress(VersionConflict):
-                current = self.storage.document_version(sidecar_key(dist.filename))
-                self.storage.write_document(sidecar_key(dist.filename), dump_sidecar(fields), current)
+            with contextlib.suppress(VersionConflict):  # a concurrent change (a yank) wins
+                self.storage.write_document(sidecar_key(dist.filename), dump_sidecar(fields),
+                                            document.version if document is not None else None)
         upload_time = utc_timestamp(blob.modified) if blob.modified else ""
         return record_from_sidecar(dist, fields, sha256=sha256, size=blob.size, metadata_sha256=metadata_sha256,
                                    upload_time=upload_time)

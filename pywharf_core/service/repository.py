@@ -37,6 +37,7 @@ _AUTH_CACHE_MAX = 10_000
 # A new base listing fewer than this share of the files served now is checked against storage.
 SHRINK_CHECK_RATIO = 0.5
 SHRINK_CHECK_MIN_FILES = 5
+LOG_READ_BATCH = 1000  # index log entries read and applied at a time (progress survives an error)
 
 
 class IndexRefused(IndexFormatError):
@@ -123,8 +124,9 @@ class PkgRepo:
     def sync_once(self) -> bool:
         """Pull the remote index: a new base if there is one, then the log entries after it.
 
-        Returns True when anything new was applied. Raises on failure (the caller logs it) and
-        then changes nothing: the current snapshot keeps being served.
+        Returns True when anything new was applied. Raises on failure (the caller logs it); what
+        was applied before the failure (whole batches of log entries) stays, the rest is retried
+        at the next sync.
         """
         remote = self.backend.fetch_remote_index(self._remote_token)
         records: list[FileRecord] = []
@@ -140,6 +142,23 @@ class PkgRepo:
         logged = [record for _, record in entries if record is not None]
         if remote is not None:
             self._check_plausible(records, logged, remote)
+        changed = self._apply(remote, records, position, entries)
+        while len(entries) >= LOG_READ_BATCH:  # a long log: applied batch by batch, so progress stays
+            entries = self.backend.read_log(self._log_position)
+            changed = self._apply(None, [], self._log_position, entries) or changed
+        if remote is not None:
+            # A big index is a million long-lived objects; left in the collector's generations,
+            # each full collection walks them all (tens of ms, seen as p99 spikes). They hold no
+            # cycles and are freed by reference counting when a later snapshot replaces them.
+            gc.freeze()
+        self.last_sync = time.time()
+        self.last_sync_error = None
+        return remote is not None or changed
+
+    def _apply(self, remote: RemoteIndex | None, records: list[FileRecord], position: int,
+               entries: list[tuple[int, FileRecord | None]]) -> bool:
+        """Swap in a new snapshot: a new base (if any) and log ``entries`` read after ``position``."""
+        logged = [record for _, record in entries if record is not None]
         with self._write_lock:
             if remote is not None:
                 self.local_index.save_synced(records, remote.token, position, authoritative=self.has_log)
@@ -156,14 +175,7 @@ class PkgRepo:
                 snapshot = snapshot.with_records(logged)
             changed = snapshot is not self.snapshot
             self.snapshot = snapshot
-        if remote is not None:
-            # A big index is a million long-lived objects; left in the collector's generations,
-            # each full collection walks them all (tens of ms, seen as p99 spikes). They hold no
-            # cycles and are freed by reference counting when a later snapshot replaces them.
-            gc.freeze()
-        self.last_sync = time.time()
-        self.last_sync_error = None
-        return remote is not None or changed
+        return changed
 
     def _check_plausible(self, records: list[FileRecord], logged: list[FileRecord], remote: RemoteIndex) -> None:
         """Refuse a base that would hide files storage still holds (an empty, unrelated or

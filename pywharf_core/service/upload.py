@@ -7,8 +7,9 @@ streamed the form to the staging folder.
 3. Extract the PEP 658 metadata file from the distribution itself.
 4. Store (create-only: IDENTICAL or CREATED, or a 409 for other bytes under the name).
 5. Announce it in the remote index log, then journal it locally; only then is it acknowledged.
-   If the announcement fails the stored file is removed again and the answer is a 503, so a
-   failed upload leaves nothing behind and a 200 is never lost.
+   If the announcement fails the answer is a 503 and the complete file stays stored, listed by
+   no index until the client's retry (IDENTICAL, which announces it) or ``update_index``:
+   deleting it could lose a 200 that another server gave for the same bytes meanwhile.
 """
 
 from __future__ import annotations
@@ -150,11 +151,12 @@ def accept_upload(repo: PkgRepo, upload: ReceivedUpload) -> tuple[StoreOutcome, 
         try:
             backend.announce(record)
         except Exception as exc:
-            if outcome is StoreOutcome.CREATED:
-                backend.discard(record.filename)
-            log.error("repo %r: %s could not be added to the index log, upload undone: %s",
+            # The file stays stored (never deleted: see PackageStore.store) but no index lists it:
+            # the client's retry (IDENTICAL) announces it, or update_index lists it.
+            log.error("repo %r: %s is stored but could not be added to the index log: %s",
                       repo.name, record.filename, exc)
-            raise BackendUnavailable(f"the upload could not be added to the index: {exc}") from exc
+            raise BackendUnavailable(
+                f"the file was stored but could not be added to the index ({exc}); retry the upload") from exc
         try:
             repo.record_upload(record)
         except OSError as exc:

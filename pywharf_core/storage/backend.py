@@ -167,12 +167,9 @@ class Backend(ABC):
     def announce(self, record: FileRecord) -> None:
         """Make an acknowledged record visible to every server sharing the storage (index log).
 
-        Raises when it cannot: the upload is then undone and answered 503. Default: nothing
+        Raises when it cannot: the upload is then answered 503 (the file stays stored, listed by no
+        index until a retry or ``update_index``). Default: nothing
         (the backend updates its remote index itself, or relies on ``update_index``)."""
-        return None
-
-    def discard(self, filename: str) -> None:
-        """Undo a store whose announcement failed, so a failed upload leaves nothing behind."""
         return None
 
     def read_log(self, after: int) -> list[tuple[int, FileRecord | None]]:
