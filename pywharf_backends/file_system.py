@@ -18,7 +18,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,7 +28,7 @@ from filelock import FileLock
 
 from pywharf_core.model.errors import BackendUnavailable, InvalidName
 from pywharf_core.storage.api import BlobInfo, Document, Storage, VersionConflict
-from pywharf_core.storage.atomic_write import fsync_dir
+from pywharf_core.storage.atomic_write import fsync_dir, write_synced_temp
 from pywharf_core.storage.backend import DownloadTarget, LocalFile
 from pywharf_core.storage.config import SharedSecretConfig
 from pywharf_core.storage.registry import BackendSpec
@@ -142,11 +141,11 @@ class FileSystemBackend(Storage):
     def write_document(self, key: str, data: bytes, expected: str | None) -> str:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        temp = _write_temp(target.parent, data)
+        temp = write_synced_temp(target.parent, data)
         try:
             if expected is None:
                 try:
-                    _link_exclusive(Path(temp), target)
+                    _link_exclusive(temp, target)
                 except FileExistsError:
                     raise VersionConflict(f"{key} exists") from None
             else:
@@ -166,21 +165,6 @@ class FileSystemBackend(Storage):
 def _unavailable(exc: OSError, key: str) -> BackendUnavailable:
     """A storage error (full disk, read-only mount...) as a 503 naming its cause."""
     return BackendUnavailable(f"file system error on {key!r}: {exc.strerror or exc}")
-
-
-def _write_temp(folder: Path, data: bytes) -> str:
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name)
-        raise
-    os.chmod(name, 0o644)
-    return name
 
 
 def _link_exclusive(source: Path, target: Path) -> None:

@@ -66,6 +66,7 @@ from pywharf_core.model.errors import InvalidName, UploadRejected
 from pywharf_core.model.metadata import MAX_METADATA_BYTES
 from pywharf_core.model.names import parse_dist_filename
 from pywharf_core.model.records import is_sha256_hex
+from pywharf_core.model.sidecar import parse_sidecar
 from pywharf_core.storage.api import BlobInfo, Document, Storage, VersionConflict
 from pywharf_core.storage.backend import (
     BackendContext,
@@ -183,13 +184,8 @@ class ReleaseInfo:
 
 
 def parse_body(body: str) -> dict[str, Any]:
-    """A release body as TOML (pywharf 0.2.3 and later); {} when it is not TOML."""
-    for candidate in (body, body.replace("\r\n", "\n")):  # GitHub's web editor may add CRs
-        try:
-            return tomllib.loads(candidate)
-        except tomllib.TOMLDecodeError:
-            continue
-    return {}
+    """A release body (the core's sidecar, as pywharf 0.2.3 wrote it too); {} when it is not TOML."""
+    return parse_sidecar(body.encode("utf-8")) or {}
 
 
 def render_body(fields: Mapping[str, Any]) -> str:
