@@ -332,22 +332,22 @@ class S3Backend(Storage):
         if size >= self.config.multipart_threshold and self._head(full) is not None:
             return False  # skip sending gigabytes only to lose the conditional write
         args = {"Bucket": self.bucket, "Key": full, "ContentType": _content_type(key), "Metadata": {"sha256": sha256}}
-        for attempt in range(5):
-            try:
-                if size < self.config.multipart_threshold:
-                    with open(source, "rb") as body:
-                        self.s3.put_object(Body=body, ContentLength=size, IfNoneMatch="*", **args)
-                else:
-                    self._multipart_create_only(args, source, size)
-                self._remember(full)
-                return True
-            except Exception as exc:
-                if _is(exc, _PRECONDITION_CODES, 412):
-                    return False
-                if not _is(exc, _CONFLICT_CODES, 409) or attempt == 4:
-                    raise
-                time.sleep(random.uniform(0.05, 0.2))
-        return False  # pragma: no cover - the loop returns or raises
+
+        def put() -> None:
+            if size < self.config.multipart_threshold:
+                with open(source, "rb") as body:
+                    self.s3.put_object(Body=body, ContentLength=size, IfNoneMatch="*", **args)
+            else:
+                self._multipart_create_only(args, source, size)
+
+        try:
+            _retrying_overlaps(put)
+        except Exception as exc:
+            if _is(exc, _PRECONDITION_CODES, 412):
+                return False
+            raise
+        self._remember(full)
+        return True
 
     def _multipart_create_only(self, args: Mapping[str, Any], source: Path, size: int) -> None:
         """Parts straight from disk (4 at a time), then a completion that is the create-only write.
@@ -487,16 +487,14 @@ class S3Backend(Storage):
     @_reports_unavailable("write")
     def write_document(self, key: str, data: bytes, expected: str | None) -> str:
         full = self._key(key)
-        for attempt in range(5):
+        while True:  # at most twice: the second time with the ETag unquoted
             condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": self._etag_form(expected)}
             try:
-                response = self.s3.put_object(Bucket=self.bucket, Key=full, Body=data,
-                                              ContentType=_content_type(key), **condition)
+                response = _retrying_overlaps(functools.partial(
+                    self.s3.put_object, Bucket=self.bucket, Key=full, Body=data, ContentType=_content_type(key),
+                    **condition))
                 return str(response.get("ETag") or self.document_version(key) or "")
             except Exception as exc:
-                if _is(exc, _CONFLICT_CODES, 409) and attempt < 4:
-                    time.sleep(random.uniform(0.05, 0.2))  # AWS: overlapping conditional writes
-                    continue
                 if not (_is(exc, _PRECONDITION_CODES, 412) or (expected is not None and _is(exc, _MISSING_CODES, 404))):
                     raise
             if (expected is not None and _is_quoted(expected) and not self._etag_unquoted
@@ -505,10 +503,26 @@ class S3Backend(Storage):
                 self._etag_unquoted = True
                 continue
             raise VersionConflict(f"{self.describe(key)}: {'exists' if expected is None else 'changed'}")
-        raise VersionConflict(f"{self.describe(key)}: conditional write kept conflicting")
 
     def _etag_form(self, etag: str) -> str:
         return etag.strip('"') if self._etag_unquoted else etag
+
+
+R = TypeVar("R")
+OVERLAP_ATTEMPTS = 5
+
+
+def _retrying_overlaps(call: Callable[[], R]) -> R:
+    """``call()``, retried (with jitter) while AWS answers 409 ConditionalRequestConflict: two
+    conditional writes on one key overlapped; neither has won yet, so the question is still open."""
+    for attempt in range(OVERLAP_ATTEMPTS):
+        try:
+            return call()
+        except Exception as exc:
+            if not _is(exc, _CONFLICT_CODES, 409) or attempt == OVERLAP_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.2))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _content_type(key: str) -> str:

@@ -299,14 +299,12 @@ async def readyz(request: Request) -> Response:
                             status_code=503)
     waiting, warnings = [], []
     for name, repo in state.repos.items():
+        if repo.last_sync is None and not repo.has_local_copy:
+            waiting.append(name)  # nothing to serve yet
         if repo.last_sync_error:
             warnings.append(f"{name}: serving the last good index; sync failing (see the server log)")
         elif repo.last_sync is None and repo.has_local_copy:
             warnings.append(f"{name}: serving the last good index from ROOT; not synced since start")
-        elif repo.last_sync is None:
-            waiting.append(name)
-        if repo.last_sync is None and not repo.has_local_copy and name not in waiting:
-            waiting.append(name)
     if waiting:
         return JSONResponse({"ready": False, "warnings": [f"index not synced yet: {', '.join(waiting)}", *warnings]},
                             status_code=503)

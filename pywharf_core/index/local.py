@@ -67,31 +67,32 @@ class LocalIndexStore:
         self._identity: tuple[int, int] | None = None
         self._offset = 0
         self._pending: dict[str, FileRecord] = {}
+        self.synced_log_position = 0  # the index log position the synced base covers (load_synced)
         self.log_position = 0  # the highest index log position journalled
         self.damaged = False  # an unreadable or torn line was found: do not trust log_position
 
     # -- the synced base ------------------------------------------------------------------------
 
     def load_synced(self) -> tuple[list[FileRecord], str | None]:
-        """The last synced base and its token; empty when never synced or unreadable."""
+        """The last synced base and its token; empty when never synced or unreadable.
+
+        Also sets :attr:`synced_log_position`, the index log position that base covers.
+        """
+        self.synced_log_position = 0
         try:
             data = self.index_path.read_bytes()
-            token = self.token_path.read_text().split("\n", 1)[0].strip() or None
+            lines = self.token_path.read_text().split("\n")
         except FileNotFoundError:
             return [], None
         try:
-            return parse_index_json(data), token
+            records = parse_index_json(data)
         except IndexFormatError as exc:
             log.error("local index %s is unreadable (%s); it will be re-synced", self.index_path, exc)
             return [], None
-
-    def synced_log_position(self) -> int:
-        """The index log position the synced base covers (0: none, or no log)."""
-        try:
-            lines = self.token_path.read_text().split("\n")
-            return int(lines[1]) if len(lines) > 1 and lines[1].strip().isdigit() else 0
-        except FileNotFoundError:
-            return 0
+        token = lines[0].strip() or None
+        if token and len(lines) > 1 and lines[1].strip().isdigit():
+            self.synced_log_position = int(lines[1])
+        return records, token
 
     def save_synced(self, records: list[FileRecord], token: str, log_position: int = 0,
                     authoritative: bool = False) -> None:
@@ -106,6 +107,7 @@ class LocalIndexStore:
         with self.lock:
             write_atomically(self.index_path, dump_index_json(records))
             write_atomically(self.token_path, f"{token}\n{log_position}\n".encode())
+            self.synced_log_position = log_position
             self._catch_up()
             if authoritative:
                 kept = [r for r in self._pending.values() if r.filename not in remote]

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 LOG_PREFIX = ".pywharf/log/"
 MAX_APPEND_ATTEMPTS = 1000  # slots lost to concurrent writers before giving up (503)
-READ_BATCH = 10_000  # entries one sync applies at most (the next sync continues)
+READ_BATCH = 1000  # entries read (and then applied) at a time, so a long log makes progress
 
 
 def log_key(seq: int) -> str:

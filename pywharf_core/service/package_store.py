@@ -15,7 +15,8 @@ for all of them:
   consistent with the file, else from the file itself (and the sidecar is then written so the
   next rebuild is cheap);
 - **the remote index**: a base document plus the append-only log (``pywharf_core.index.remote_log``);
-  an upload is acknowledged only once its log entry is written, otherwise it is undone.
+  an upload is acknowledged only once its log entry is written (a stored file is never deleted
+  again: see :meth:`PackageStore.store`).
 
 Layout in the store (the file_system and s3 layout of pywharf 0.3, so existing stores keep
 working)::
@@ -61,6 +62,7 @@ from pywharf_core.model.sidecar import (
     usable_sha256,
 )
 from pywharf_core.storage.api import BlobInfo, Storage, VersionConflict
+from pywharf_core.storage.atomic_write import write_synced_temp
 from pywharf_core.storage.backend import (
     Backend,
     DownloadTarget,
@@ -182,16 +184,13 @@ class PackageStore(Backend):
         """A small immutable blob (PEP 658 file) from memory, create-only (an existing one stays)."""
         folder = self.storage.staging_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".upload-", suffix=".part")
+        # Named like a staged upload, so an abandoned one is cleaned up like them.
+        path = write_synced_temp(folder, data, prefix=".upload-", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            self.storage.put_blob(key, Path(name), len(data), hashlib.sha256(data).hexdigest())
+            self.storage.put_blob(key, path, len(data), hashlib.sha256(data).hexdigest())
         finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
+                os.unlink(path)
 
     def _write_sidecar(self, filename: str, fields: Mapping[str, Any]) -> None:
         """Write (or replace) a sidecar, whatever version is there (this writer owns the file)."""
@@ -279,8 +278,8 @@ class PackageStore(Backend):
     def describe_remote_index(self) -> str:
         return self.storage.describe(INDEX_KEY)
 
-    def read_log(self, after: int, limit: int = 1000) -> list[tuple[int, FileRecord | None]]:
-        return list(self.log.read_after(after, limit=limit))
+    def read_log(self, after: int) -> list[tuple[int, FileRecord | None]]:
+        return list(self.log.read_after(after))
 
     def publish_remote_index(self, data: bytes) -> None:
         """Replace the base document (compare-and-swap on the version read just before)."""
@@ -325,20 +324,21 @@ class PackageStore(Backend):
         metadata_sha256 = fields.get("metadata_sha256") if fields and sha256 else None
         if not (isinstance(metadata_sha256, str) and (metadata_sha256 == "" or is_sha256_hex(metadata_sha256))):
             metadata_sha256 = None
+        rewrite = False
         if sha256 is None or metadata_sha256 is None or fields is None:
-            found = self._fields_from_file(dist, blob, fields)
+            found = self._fields_from_file(dist, blob, fields)  # extraction applies PEP 643 itself
             if found is None:
                 return None
             fields, sha256, metadata_sha256 = found
-            with contextlib.suppress(VersionConflict):  # a concurrent upload's sidecar wins
-                self.storage.write_document(sidecar_key(dist.filename), dump_sidecar(fields),
-                                            document.version if document is not None else None)
-        if metadata_sha256 and dist.filetype == "sdist" and not self._reliable_sdist_metadata(dist.filename):
+            rewrite = True
+        elif metadata_sha256 and dist.filetype == "sdist" and not self._reliable_sdist_metadata(dist.filename):
             # Stored before pywharf checked PEP 643 (or by hand): dynamic dependencies must not be
             # served as static metadata. Record the verdict so the next rebuild need not re-read.
             metadata_sha256 = ""
             fields = {**fields, "metadata_sha256": ""}
-            with contextlib.suppress(VersionConflict):  # a concurrent change (a yank) wins
+            rewrite = True
+        if rewrite:
+            with contextlib.suppress(VersionConflict):  # a concurrent change (an upload, a yank) wins
                 self.storage.write_document(sidecar_key(dist.filename), dump_sidecar(fields),
                                             document.version if document is not None else None)
         upload_time = utc_timestamp(blob.modified) if blob.modified else ""

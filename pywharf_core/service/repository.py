@@ -25,6 +25,7 @@ from packaging.version import InvalidVersion, Version
 
 from pywharf_core.index.formats import IndexFormatError, index_log_position, parse_index
 from pywharf_core.index.local import LocalIndexStore
+from pywharf_core.index.remote_log import READ_BATCH
 from pywharf_core.index.snapshot import IndexSnapshot
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.package_store import PackageStore
@@ -37,7 +38,6 @@ _AUTH_CACHE_MAX = 10_000
 # A new base listing fewer than this share of the files served now is checked against storage.
 SHRINK_CHECK_RATIO = 0.5
 SHRINK_CHECK_MIN_FILES = 5
-LOG_READ_BATCH = 1000  # index log entries read and applied at a time (progress survives an error)
 
 
 class IndexRefused(IndexFormatError):
@@ -92,7 +92,7 @@ class PkgRepo:
             journal = self.local_index.load_journal()
             # The log is read on from what the journal holds; from the base's position when the
             # journal is damaged (the log is the store's truth, the journal only a cache).
-            base_position = self.local_index.synced_log_position() if self._remote_token else 0
+            base_position = self.local_index.synced_log_position
             journalled = 0 if self.local_index.damaged else self.local_index.log_position
             self._log_position = max(base_position, journalled)
             self.snapshot = IndexSnapshot.build(self._remote_records).with_records(journal)
@@ -143,7 +143,7 @@ class PkgRepo:
         if remote is not None:
             self._check_plausible(records, logged, remote)
         changed = self._apply(remote, records, position, entries)
-        while len(entries) >= LOG_READ_BATCH:  # a long log: applied batch by batch, so progress stays
+        while len(entries) >= READ_BATCH:  # a long log: applied batch by batch, so progress stays
             entries = self.backend.read_log(self._log_position)
             changed = self._apply(None, [], self._log_position, entries) or changed
         if remote is not None:

@@ -173,7 +173,8 @@ class Backend(ABC):
         return None
 
     def read_log(self, after: int) -> list[tuple[int, FileRecord | None]]:
-        """Index log entries after position ``after`` (see ``pywharf_core.index.remote_log``)."""
+        """Index log entries after position ``after``, one batch (see ``pywharf_core.index.remote_log``):
+        the caller asks again after the last one while a batch comes back full."""
         return []
 
     def describe_remote_index(self) -> str:
