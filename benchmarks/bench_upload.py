@@ -382,7 +382,7 @@ def main() -> None:
             })
         finally:
             stop(proc)
-        journal = root / "cache" / REPO / "uploads.toml"
+        journal = root / "cache" / REPO / "uploads.jsonl"
         ours["journal_bytes"] = journal.stat().st_size if journal.exists() else 0
         results["pywharf"] = ours
 
