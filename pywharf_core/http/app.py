@@ -1,30 +1,23 @@
-"""The Starlette application: PEP 503 pages, downloads, legacy upload, health.
+"""The Starlette application: PEP 503 pages, downloads, the legacy upload, yank, JSON API.
 
-Every endpoint except ``/healthz`` authenticates with HTTP basic auth (username = package
-repository name, password = its secret), whatever the User-Agent; read endpoints also accept
-the browser UI's session cookie (``pywharf_core.http.web``) when no basic auth is sent. Error bodies are one line of
-plain text a client can print: never a traceback.
+Every endpoint except the probes (``pywharf_core.http.health``) and ``/initialize/``
+authenticates (``pywharf_core.http.auth``); errors are one line of plain text
+(``pywharf_core.http.errors``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import hmac
 import logging
 import os
-from collections.abc import Mapping
 from urllib.parse import quote
 
 import anyio.to_thread
 from starlette.applications import Starlette
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
-    JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     Response,
@@ -32,17 +25,19 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from pywharf_core.http.auth import authorize
+from pywharf_core.http.errors import EXCEPTION_HANDLERS
+from pywharf_core.http.health import healthz, readyz
+from pywharf_core.http.initialize import initialize
 from pywharf_core.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_content_type
 from pywharf_core.http.page_cache import pages_of
 from pywharf_core.http.pages import GZIP_MIN_BYTES, RenderedPage
 from pywharf_core.http.project_json import render_project_json_api
-from pywharf_core.http.reason_phrase import set_reason_phrase
 from pywharf_core.http.upload_form import receive_upload
-from pywharf_core.http.web import session_credentials, web_routes
-from pywharf_core.model.errors import BackendUnavailable, ConfigError, FileConflict, InvalidName, UploadRejected
+from pywharf_core.http.web import web_routes
+from pywharf_core.model.errors import BackendUnavailable, InvalidName
 from pywharf_core.model.names import normalize_project, parse_dist_filename
-from pywharf_core.service.repository import PkgRepo
-from pywharf_core.service.server_state import ServerState, build_repos, load_setup
+from pywharf_core.service.server_state import ServerState
 from pywharf_core.service.upload import accept_upload
 from pywharf_core.storage.backend import LocalFile, Permission, Redirect, StreamedFile
 
@@ -50,47 +45,6 @@ log = logging.getLogger(__name__)
 
 # Files are immutable: a filename never changes content once stored.
 FILE_CACHE_CONTROL = "private, max-age=31536000, immutable"
-
-
-class Unauthorized(HTTPException):
-    def __init__(self, detail: str = "Authentication required: use the repo name and its secret.") -> None:
-        super().__init__(401, detail, headers={"WWW-Authenticate": 'Basic realm="pywharf"'})
-
-
-def _basic_credentials(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic" or not encoded:
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    username, sep, password = decoded.partition(":")
-    return (username, password) if sep else None
-
-
-async def authorize(request: Request, needed: Permission) -> PkgRepo:
-    """The repository the request's credentials grant ``needed`` on, or 401/403."""
-    credentials = _basic_credentials(request)
-    if credentials is None and needed is Permission.READ:
-        # A browser session reads only: no upload or yank can ride on a cookie (no CSRF there).
-        credentials = session_credentials(request)
-    if credentials is None:
-        raise Unauthorized()
-    name, secret = credentials
-    state: ServerState = request.app.state.pywharf
-    repo = state.repos.get(name)
-    if repo is None or not secret:
-        raise Unauthorized("Invalid repository name or secret.")
-    permission = repo.cached_permission(secret)
-    if permission is None:
-        permission = await anyio.to_thread.run_sync(repo.authenticate, secret)
-    if permission is Permission.NONE:
-        raise Unauthorized("Invalid repository name or secret.")
-    if permission < needed:
-        raise HTTPException(403, "This secret may read but not upload: use the write secret.")
-    return repo
 
 
 def _negotiate(request: Request) -> str:
@@ -279,125 +233,10 @@ async def upload(request: Request) -> Response:
     return PlainTextResponse("OK")
 
 
-async def healthz(request: Request) -> Response:
-    """Liveness: the process answers. No auth, no I/O."""
-    return PlainTextResponse("ok")
-
-
-async def readyz(request: Request) -> Response:
-    """Readiness: configured, and every repository serves an index (synced, or its last good copy).
-
-    JSON ``{"ready": bool, "warnings": [...]}``. A repository whose sync fails, or that has not
-    synced since start but serves the copy under ROOT, is ready with a warning: a load balancer
-    must not drop a server that answers correctly from its last good index. The endpoint needs
-    no credentials, so warnings name the repository and the state, never the error (paths,
-    buckets, hosts): that is in the server's log.
-    """
-    state: ServerState = request.app.state.pywharf
-    if not state.configured:
-        return JSONResponse({"ready": False, "warnings": ["not configured: waiting for POST /initialize/"]},
-                            status_code=503)
-    waiting, warnings = [], []
-    for name, repo in state.repos.items():
-        if repo.last_sync is None and not repo.has_local_copy:
-            waiting.append(name)  # nothing to serve yet
-        if repo.last_sync_error:
-            warnings.append(f"{name}: serving the last good index; sync failing (see the server log)")
-        elif repo.last_sync is None and repo.has_local_copy:
-            warnings.append(f"{name}: serving the last good index from ROOT; not synced since start")
-    if waiting:
-        return JSONResponse({"ready": False, "warnings": [f"index not synced yet: {', '.join(waiting)}", *warnings]},
-                            status_code=503)
-    return JSONResponse({"ready": True, "warnings": warnings})
-
-
 async def index_mtime(request: Request) -> Response:
     """The last successful index sync of the authenticated repo, as a Unix timestamp."""
     repo = await authorize(request, Permission.READ)
     return PlainTextResponse(str(int(repo.last_sync or 0)))
-
-
-# A config or admin secret is a few KB; the cap keeps an open /initialize/ from buffering more.
-MAX_INITIALIZE_BYTES = 1 << 20
-
-
-async def initialize(request: Request) -> Response:
-    """(Re)configure the server from ``config`` / ``admin_secret`` form fields or files.
-
-    The first call to a server started without --config is open (CI service containers);
-    any later call needs ``Authorization: Bearer <--initialize_token>``.
-    """
-    state: ServerState = request.app.state.pywharf
-    if state.configured:
-        token = state.settings.initialize_token
-        if not token:
-            raise HTTPException(403, "Re-initialisation is disabled: start the server with --initialize_token.")
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(403, "A valid 'Authorization: Bearer <initialize token>' header is required.")
-    too_big = f"Request Entity Too Large: config and admin_secret must be under {MAX_INITIALIZE_BYTES} bytes."
-    if int(request.headers.get("content-length") or 0) > 2 * MAX_INITIALIZE_BYTES:
-        raise HTTPException(413, too_big)
-    async with request.form(max_files=2, max_fields=10, max_part_size=MAX_INITIALIZE_BYTES) as form:
-        texts = {}
-        for key in ("config", "admin_secret"):
-            value = form.get(key)
-            if isinstance(value, UploadFile):
-                if value.size is not None and value.size > MAX_INITIALIZE_BYTES:
-                    raise HTTPException(413, too_big)
-                value = (await value.read(MAX_INITIALIZE_BYTES + 1)).decode("utf-8", "replace")
-                if len(value) > MAX_INITIALIZE_BYTES:
-                    raise HTTPException(413, too_big)
-            texts[key] = value or None
-    if texts["config"] is None:
-        raise HTTPException(400, "The 'config' field is required.")
-
-    def apply() -> int:
-        with state.install_lock:
-            setup = load_setup(texts["config"], texts["admin_secret"], is_text=True)
-            if not setup.configs:
-                # An empty config would claim an open server while serving nothing.
-                raise ConfigError("config: it defines no package repository")
-            state.install(build_repos(setup, state.settings))
-            return len(setup.configs)
-
-    try:
-        count = await anyio.to_thread.run_sync(apply)
-    except ConfigError as exc:
-        raise HTTPException(400, str(exc)) from None
-    return PlainTextResponse(f"initialized {count} package repositories")
-
-
-def _error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
-    """A one-line plain-text error, its message also used as the reason phrase (for twine)."""
-    set_reason_phrase(status, message)
-    return PlainTextResponse(message, status_code=status, headers=headers)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return _error_response(exc.status_code, exc.detail, exc.headers)
-
-
-async def _upload_rejected(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, UploadRejected)
-    return _error_response(exc.status, exc.reason)
-
-
-async def _file_conflict(request: Request, exc: Exception) -> Response:
-    return _error_response(409, str(exc))
-
-
-async def _backend_unavailable(request: Request, exc: Exception) -> Response:
-    """Storage (GitHub, S3...) failed after its own bounded retries: 503 with its one-line reason."""
-    reason = " ".join(str(exc).split())  # error bodies are one line
-    log.error("backend unavailable on %s %s: %s", request.method, request.url.path, reason)
-    return _error_response(503, f"Storage backend unavailable: {reason}")
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    return PlainTextResponse("Internal Server Error", status_code=500)
 
 
 def create_app(state: ServerState) -> Starlette:
@@ -422,13 +261,7 @@ def create_app(state: ServerState) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        exception_handlers={
-            HTTPException: _http_error,
-            UploadRejected: _upload_rejected,
-            FileConflict: _file_conflict,
-            BackendUnavailable: _backend_unavailable,
-            Exception: _internal_error,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.pywharf = state
     return app
