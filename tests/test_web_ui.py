@@ -27,7 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "web-ui"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]
-READ = "read-secret"
+READ = "read-secret-00"
 
 README = """\
 # Wharf demo

@@ -49,6 +49,8 @@ def server(
     initialize_token: str | None = None,
     page_max_age: int = 10,
     session_secret: str | None = None,
+    auth_failure_limit: int = 10,
+    auth_failure_window: int = 60,
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -76,6 +78,10 @@ def server(
         session_secret: Key of the browser UI's session cookies (16+ characters; default: the
             PYWHARF_SESSION_SECRET environment variable, else a random key kept in
             ROOT/session.key). Give every server behind one load balancer the same key.
+        auth_failure_limit: Wrong secrets (basic auth and the login form together) one client
+            address may send for one repository name within --auth_failure_window seconds;
+            then 429 with Retry-After.
+        auth_failure_window: Seconds over which --auth_failure_limit counts failures.
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.http.app import create_app
@@ -93,7 +99,11 @@ def server(
         initialize_token=_opt_str(initialize_token) or None,
         page_max_age=int(page_max_age),
         session_secret=_opt_str(session_secret) or os.environ.get("PYWHARF_SESSION_SECRET") or None,
+        auth_failure_limit=int(auth_failure_limit),
+        auth_failure_window=int(auth_failure_window),
     )
+    if settings.auth_failure_limit < 1 or settings.auth_failure_window < 1:
+        raise PywharfError("--auth_failure_limit and --auth_failure_window must be positive integers")
     if settings.session_secret is not None and len(settings.session_secret) < 16:
         raise PywharfError("--session_secret (or PYWHARF_SESSION_SECRET) must be at least 16 characters")
     if waitress_options and server != "waitress":
