@@ -339,6 +339,17 @@ def test_basic_auth_failures_are_limited(limited_state: ServerState) -> None:
         assert upload(client, Path(limited_state.settings.root).parent, {}).status_code == 429
 
 
+def test_default_budget_counts_basic_auth_and_login_together(client: TestClient) -> None:
+    """Defaults (10 failures a minute per address and repository): 5 guesses by basic auth and 5
+    through the login form use it up, for both paths."""
+    for _ in range(5):
+        assert client.get("/simple/", auth=("local", "wrong-guess-000000")).status_code == 401
+    for _ in range(5):
+        assert login(client, secret="wrong-guess-000000").status_code == 200
+    assert client.get("/simple/", auth=("local", READ)).status_code == 429
+    assert login(client).status_code == 429
+
+
 def test_login_form_and_basic_auth_share_one_budget(limited_state: ServerState) -> None:
     with make_client(limited_state) as client:
         for _ in range(2):
