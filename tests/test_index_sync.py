@@ -535,7 +535,7 @@ def test_initialize_needs_bearer_token_and_rejects_bad_config(server_factory, tm
 
     ok = post({"Authorization": f"Bearer {token}"}, new_config)
     assert ok.status_code == 200, ok.text
-    assert get(server, "/simple/", "other", "other-read").status_code == 200
+    assert get(server, "/simple/", "other", "other-read-secret").status_code == 200
     assert get(server, "/simple/", REPO, READ).status_code == 401
     wait_ready(server)
 
@@ -544,7 +544,7 @@ def test_initialize_needs_bearer_token_and_rejects_bad_config(server_factory, tm
                'bogus_key = 1\n')
     assert bad.status_code == 400, bad.text
     assert "bogus_key" in bad.text, bad.text
-    assert get(server, "/simple/", "other", "other-read").status_code == 200
+    assert get(server, "/simple/", "other", "other-read-secret").status_code == 200
     assert get(server, "/simple/", "third", "r").status_code == 401
 
 
