@@ -155,7 +155,7 @@ def update_index(
     table: dict[str, Any] = {"type": spec.type, **pkg_repo_configs}
     for key in ("read_secret", "write_secret"):
         if key in {f for f in inspect.signature(spec.config_class).parameters} and key not in table:
-            table[key] = str(secret or "unused-by-update-index")
+            table[key] = "unused-by-update-index"  # shared secrets are for clients, not this command
     repo_config = build_config(spec.config_class, str(name), table, ConfigSource("<command line>"))
     context = BackendContext(root=Path(str(root or ".")).resolve(), admin_secret=_opt_str(secret))
     count = rebuild_remote_index(open_backend(spec, repo_config, context))
