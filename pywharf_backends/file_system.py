@@ -28,7 +28,7 @@ from filelock import FileLock
 
 from pywharf_core.model.errors import BackendUnavailable, InvalidName
 from pywharf_core.storage.api import BlobInfo, Document, Storage, VersionConflict
-from pywharf_core.storage.atomic_write import fsync_dir, write_synced_temp
+from pywharf_core.storage.atomic_write import FILE_MODE, fsync_dir, umask_file_mode, write_synced_temp
 from pywharf_core.storage.backend import DownloadTarget, LocalFile
 from pywharf_core.storage.config import SharedSecretConfig
 from pywharf_core.storage.registry import BackendSpec
@@ -168,18 +168,26 @@ def _unavailable(exc: OSError, key: str) -> BackendUnavailable:
 
 
 def _link_exclusive(source: Path, target: Path) -> None:
-    """Create ``target`` from ``source`` only if ``target`` does not exist (atomic)."""
+    """Create ``target`` from ``source`` only if ``target`` does not exist (atomic).
+
+    The inode is the source's (a staged upload, created 0o600), so the file is then given the
+    mode any new file of this process gets (0o666 with the umask applied): readable by whom
+    the operator's umask says, no more."""
     try:
         os.link(source, target)
     except OSError as exc:
         if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
             # No hard links here (some network/FUSE file systems): O_EXCL placeholder + rename.
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             os.close(fd)
             os.replace(source, target)
-            return
-        raise
-    os.chmod(target, 0o644)
+        else:
+            raise
+    try:
+        os.chmod(target, umask_file_mode())
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP):  # a mount that has its own modes policy
+            raise
 
 
 BACKEND = BackendSpec(type="file_system", config_class=FileSystemConfig, backend_class=FileSystemBackend)
