@@ -357,9 +357,12 @@ def many_member_sdist(name: str, members: int) -> bytes:
     return block * (members // 10_000) + tail
 
 
-def many_entry_wheel(name: str, entries: int) -> bytes:
+def many_entry_wheel(name: str, entries: int, zip64: bool = False) -> bytes:
     """A wheel with its own METADATA and ``entries`` more central-directory entries (all naming
-    one empty local file): a directory of ``entries`` * 58 bytes that zipfile parses whole."""
+    one empty local file): a directory of ``entries`` * 58 bytes that zipfile parses whole.
+
+    ``zip64``: the real sizes are in a zip64 end record, the classic one claims one small entry
+    (zipfile believes the zip64 record)."""
     metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n".encode()
 
     def local(filename: bytes, data: bytes) -> bytes:
@@ -378,8 +381,14 @@ def many_entry_wheel(name: str, entries: int) -> bytes:
     body = first + local(empty_name, b"")
     directory = central(meta_name, metadata, 0) + central(empty_name, b"", len(first)) * entries
     count = min(entries + 1, 0xFFFF)
-    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(directory), len(body), 0)
-    return body + directory + end
+    if not zip64:
+        end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, len(directory), len(body), 0)
+        return body + directory + end
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, entries + 1, entries + 1,
+                         len(directory), len(body))
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, len(body) + len(directory), 1)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, 58, len(body), 0)
+    return body + directory + record + locator + end
 
 
 def _upload_raw(server: Server, name: str, filename: str, data: bytes, filetype: str) -> httpx.Response:
@@ -422,9 +431,11 @@ def test_a_small_sdist_built_the_same_way_still_gets_its_metadata(tmp_path: Path
     assert server.repo.snapshot.files["small-1.0.tar.gz"].metadata_sha256
     assert _upload_raw(server, "few", "few-1.0.tar.gz", many_member_sdist("few", 10_000), "sdist").status_code == 200
     assert server.repo.snapshot.files["few-1.0.tar.gz"].metadata_sha256
-    wheel = many_entry_wheel("fewer", 1_000)
-    assert _upload_raw(server, "fewer", "fewer-1.0-py3-none-any.whl", wheel, "bdist_wheel").status_code == 200
-    assert server.repo.snapshot.files["fewer-1.0-py3-none-any.whl"].metadata_sha256
+    for project, zip64 in (("fewer", False), ("fewer64", True)):
+        wheel = many_entry_wheel(project, 1_000, zip64)
+        filename = f"{project}-1.0-py3-none-any.whl"
+        assert _upload_raw(server, project, filename, wheel, "bdist_wheel").status_code == 200
+        assert server.repo.snapshot.files[filename].metadata_sha256, filename
 
 
 def test_an_sdist_of_300k_members_is_scanned_only_up_to_the_bound(tmp_path: Path,
@@ -438,9 +449,10 @@ def test_an_sdist_of_300k_members_is_scanned_only_up_to_the_bound(tmp_path: Path
     _assert_accepted_without_metadata(server, "many-1.0.tar.gz", caplog, started)
 
 
-def test_a_wheel_with_a_huge_central_directory_is_not_parsed(tmp_path: Path,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
-    data = many_entry_wheel("wide", 300_000)
+@pytest.mark.parametrize("zip64", [False, True], ids=["classic", "zip64-behind-a-small-end-record"])
+def test_a_wheel_with_a_huge_central_directory_is_not_parsed(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                              zip64: bool) -> None:
+    data = many_entry_wheel("wide", 300_000, zip64)
     server = Server(tmp_path / "root", config_text())
     caplog.set_level(logging.WARNING)
     started = time.monotonic()

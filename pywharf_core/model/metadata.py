@@ -196,7 +196,7 @@ def _check_zip_directory(handle: BinaryIO) -> None:
         return  # not a zip: zipfile says so
     _sig, _disk, _cd_disk, _here, entries, directory_size, _offset, _comment = _EOCD.unpack_from(tail, start)
     record_at = size - tail_size + start
-    if (entries == 0xFFFF or directory_size == 0xFFFFFFFF) and record_at >= _EOCD64_LOCATOR.size + _EOCD64.size:
+    if record_at >= _EOCD64_LOCATOR.size + _EOCD64.size:  # zipfile prefers zip64 values when present
         handle.seek(record_at - _EOCD64_LOCATOR.size - _EOCD64.size)
         zip64 = handle.read(_EOCD64.size + _EOCD64_LOCATOR.size)
         if zip64[_EOCD64.size:_EOCD64.size + 4] == b"PK\x06\x07" and zip64[:4] == b"PK\x06\x06":
