@@ -76,6 +76,7 @@ class FileSystemBackend(Storage):
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             _link_exclusive(source, target)
+            _adopt_umask_mode(target)
         except FileExistsError:
             return False
         except OSError as exc:
@@ -168,11 +169,7 @@ def _unavailable(exc: OSError, key: str) -> BackendUnavailable:
 
 
 def _link_exclusive(source: Path, target: Path) -> None:
-    """Create ``target`` from ``source`` only if ``target`` does not exist (atomic).
-
-    The inode is the source's (a staged upload, created 0o600), so the file is then given the
-    mode any new file of this process gets (0o666 with the umask applied): readable by whom
-    the operator's umask says, no more."""
+    """Create ``target`` from ``source`` only if ``target`` does not exist (atomic)."""
     try:
         os.link(source, target)
     except OSError as exc:
@@ -181,12 +178,20 @@ def _link_exclusive(source: Path, target: Path) -> None:
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             os.close(fd)
             os.replace(source, target)
-        else:
-            raise
+            return
+        raise
+
+
+def _adopt_umask_mode(target: Path) -> None:
+    """Give a stored blob the mode any new file of this process gets (0o666, umask applied).
+
+    Its inode is the staged upload's, created 0o600 by the upload stream; before issue 13 it
+    was made 0o644 whatever the umask, so ``umask 077`` still left packages world-readable.
+    A mount that cannot change modes (some FUSE/SMB ones) keeps its own policy."""
     try:
         os.chmod(target, umask_file_mode())
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP):  # a mount that has its own modes policy
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP):
             raise
 
 
