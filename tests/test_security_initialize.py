@@ -162,6 +162,27 @@ def test_a_request_started_while_open_cannot_replace_the_first_initialisation(
     assert can_read(server, "local") and not can_read(server, "evil")
 
 
+def test_a_request_started_while_open_with_the_token_still_succeeds(make_app: Any) -> None:
+    """The same interleaving, but the late request presented the token: it may reconfigure."""
+    server = make_app(initialize_token=TOKEN)
+
+    async def scenario() -> dict[str, Any]:
+        b_done, a_reading, b_reading = anyio.Event(), anyio.Event(), anyio.Event()
+        headers = [(b"authorization", f"Bearer {TOKEN}".encode())]
+        run_a, result_a = _asgi_post(server.app, _form(fs_config("second")), headers, b_done, a_reading)
+        run_b, _ = _asgi_post(server.app, _form(fs_config("local")), [], None, b_reading)
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_a)
+            with anyio.fail_after(10):
+                await a_reading.wait()
+            await run_b()
+            b_done.set()
+        return result_a
+
+    assert anyio.run(scenario)["status"] == 200
+    assert can_read(server, "second") and not can_read(server, "local")
+
+
 def test_a_late_request_with_the_token_may_still_reconfigure(make_app: Any) -> None:
     server = make_app(initialize_token=TOKEN)
     assert server.initialize(fs_config("local")).status_code == 200
@@ -171,20 +192,31 @@ def test_a_late_request_with_the_token_may_still_reconfigure(make_app: Any) -> N
     assert refused.status_code == 403 and can_read(server, "second")
 
 
+def test_the_open_first_initialisation_ignores_an_authorization_header(make_app: Any) -> None:
+    server = make_app()
+    assert server.initialize(fs_config(), token="whatever-the-ci-sends").status_code == 200
+    assert server.initialize(fs_config("evil"), token="whatever-the-ci-sends").status_code == 403
+
+
 # -- 2. environment variables and endpoints named by a config from HTTP -------------------------
 
 
 @pytest.mark.parametrize("variable", ["SOME_CLOUD_SECRET", "PYWHARF_COMMAND_INITIALIZE_TOKEN",
                                       "PYWHARF_SESSION_SECRET"])
 def test_http_config_may_not_read_variables_outside_the_prefix(make_app: Any, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture,
                                                                variable: str) -> None:
     monkeypatch.setenv(variable, "the-value-of-the-variable")
     server = make_app()
     admin = f'[local]\ntype = "file_system"\nenv = "{variable}"\n'
-    response = server.initialize(fs_config(), admin)
+    with caplog.at_level("INFO", logger="pywharf_core"):
+        response = server.initialize(fs_config(), admin)
     assert response.status_code == 400, response.text
     assert "PYWHARF_*" in response.text and "'env'" in response.text
     assert "the-value-of-the-variable" not in response.text
+    refusals = [r for r in caplog.records if r.name == "pywharf_core.http.initialize"]
+    assert len(refusals) == 1 and "(400)" in refusals[0].getMessage()
+    assert not any(secret in caplog.text for secret in ("the-value-of-the-variable", READ, WRITE))
     assert not can_read(server, "local")
 
 

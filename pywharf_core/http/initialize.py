@@ -51,13 +51,20 @@ def _limiter(request: Request, state: ServerState) -> FailureLimiter:
     return limiter
 
 
+def _bearer_matches(header: str, token: str) -> bool:
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def _check_token(request: Request, state: ServerState) -> bool:
     """True when a valid bearer token was presented; raises 403/429 when the caller may not
     initialise (a wrong token, or none once the server is configured)."""
     header = request.headers.get("authorization")
-    if header is None and not state.configured:
-        return False  # the open first initialisation (decided again under the lock)
     token = state.settings.initialize_token
+    if not state.configured:
+        # The open first initialisation (decided again under the lock); a token is only
+        # remembered, so that this request may still succeed if another one configures first.
+        return bool(token and header and _bearer_matches(header, token))
     if not token:
         raise HTTPException(403, "Re-initialisation is disabled: start the server with --initialize_token.")
     client = request.client.host if request.client else "-"
@@ -66,8 +73,7 @@ def _check_token(request: Request, state: ServerState) -> bool:
     if wait > 0:
         raise HTTPException(429, "Too many wrong initialize tokens: try again later.",
                             headers={"Retry-After": str(int(wait) + 1)})
-    scheme, _, given = (header or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if not _bearer_matches(header or "", token):
         limiter.record_failure(client)
         raise HTTPException(403, "A valid 'Authorization: Bearer <initialize token>' header is required.")
     return True
