@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from filelock import FileLock
 
@@ -38,8 +38,11 @@ LOCK_TIMEOUT_SECONDS = 30
 
 @dataclass(frozen=True, kw_only=True)
 class FileSystemConfig(SharedSecretConfig):
+    # A folder the server serves files from: confined under ROOT for configs sent over HTTP.
+    path_keys: ClassVar[tuple[str, ...]] = ("storage_path",)
+
     max_file_bytes: int = 5368709119
-    storage_path: str | None = None  # where files are stored; None: ROOT/cache/<repo>/storage
+    storage_path: str | None = None  # where files are stored (relative: to ROOT); None: ROOT/cache/<repo>/storage
 
 
 
@@ -49,7 +52,9 @@ class FileSystemBackend(Storage):
     def __init__(self, config: FileSystemConfig, context: Any) -> None:  # type: ignore[override]
         super().__init__(config, context)
         if config.storage_path:
-            self.root = Path(config.storage_path).resolve()
+            # Relative to ROOT, like the default folder (not to whatever directory the server
+            # happened to start in).
+            self.root = (Path(context.root) / config.storage_path).resolve()
         else:
             self.root = (Path(context.root) / "cache" / config.name / "storage").resolve()
         self.root.mkdir(parents=True, exist_ok=True)
