@@ -568,8 +568,9 @@ def test_sigterm_during_sync_exits_zero(server_factory, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     storage.mkdir()
     (storage / "index.toml").write_text(big_index(100_000))
-    server = server_factory(sync_config(storage_path=str(storage)), "--extra_index_url=")
-    ready = requests.get(f"{server.base}/readyz", timeout=10)
+    token = "initialize-token-123"  # /readyz says why it is not ready to administrators only
+    server = server_factory(sync_config(storage_path=str(storage)), "--extra_index_url=", "--initialize_token", token)
+    ready = requests.get(f"{server.base}/readyz", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert ready.status_code == 503 and "not synced" in ready.text, "the first sync was not still running"
     started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)

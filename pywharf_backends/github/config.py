@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from pywharf_core.storage.config import PkgRepoConfig
 
@@ -26,6 +27,10 @@ _BRANCH = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*@\{)[^\s~^:?*\[\\\x00-\x1f\x
 @dataclass(frozen=True, kw_only=True)
 class GitHubConfig(PkgRepoConfig):
     """One package repository stored as releases of ``owner/repo`` (see the package docstring)."""
+
+    # The server sends its admin token (and clients' tokens) there: a config sent over HTTP may
+    # only name endpoints the admin allows.
+    endpoint_keys: ClassVar[tuple[str, ...]] = ("api_base_url",)
 
     owner: str  # the GitHub user or organisation owning the package repository
     repo: str  # the GitHub repository: one release per package file

@@ -26,9 +26,16 @@ from pywharf_core.model.errors import PywharfError
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.backends import open_backend, read_remote_index, rebuild_remote_index
 from pywharf_core.service.repository import AuthExpiry
-from pywharf_core.service.server_state import ServerSettings, ServerState, build_repos, load_setup
+from pywharf_core.service.server_state import (
+    DEFAULT_INITIALIZE_MAX_FAILURES,
+    ServerSettings,
+    ServerState,
+    build_repos,
+    load_setup,
+)
 from pywharf_core.storage.backend import BackendContext
 from pywharf_core.storage.config import ConfigSource, build_config
+from pywharf_core.storage.config_limits import DEFAULT_HTTP_ENV_PREFIX
 from pywharf_core.storage.registry import installed_backends
 from pywharf_core.storage.services import StaticLink, provide
 
@@ -51,6 +58,10 @@ def server(
     session_secret: str | None = None,
     auth_failure_limit: int = 10,
     auth_failure_window: int = 60,
+    initialize_max_failures: int = DEFAULT_INITIALIZE_MAX_FAILURES,
+    initialize_env_prefix: str = DEFAULT_HTTP_ENV_PREFIX,
+    allowed_endpoints: str = "",
+    allow_storage_path: str = "",
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -72,8 +83,8 @@ def server(
         server: "uvicorn" (default, fastest measured) or "waitress".
         access_log: Log every request (method, path, status, content type, bytes, time).
         initialize_token: Bearer token that POST /initialize/ requires once the server is
-            configured. Without it, only the first /initialize/ of a server started without
-            --config is accepted.
+            configured (16+ characters). Without it, only the first /initialize/ of a server
+            started without --config is accepted.
         page_max_age: Cache-Control max-age (seconds) of simple pages; files are immutable.
         session_secret: Key of the browser UI's session cookies (16+ characters; default: the
             PYWHARF_SESSION_SECRET environment variable, else a random key kept in
@@ -82,6 +93,16 @@ def server(
             address may send for one repository name within --auth_failure_window seconds;
             then 429 with Retry-After.
         auth_failure_window: Seconds over which --auth_failure_limit counts failures.
+        initialize_max_failures: Wrong /initialize/ tokens one client may send per minute; then 429.
+        initialize_env_prefix: A config sent to /initialize/ may only read environment variables
+            (admin secrets' env = "...") whose names start with this (never PYWHARF_COMMAND*,
+            PYWHARF_SESSION_SECRET). Configs given with --config may read any.
+        allowed_endpoints: Comma-separated URLs a config sent to /initialize/ may point a backend
+            at (github api_base_url, s3 endpoint_url / public_endpoint_url), besides each
+            backend's default (api.github.com, AWS). Configs given with --config may use any.
+        allow_storage_path: Comma-separated absolute folders, besides ROOT, under which a config
+            sent to /initialize/ may put a file_system storage_path (relative paths are
+            relative to ROOT). Configs given with --config may use any folder.
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.http.app import create_app
@@ -101,9 +122,11 @@ def server(
         session_secret=_opt_str(session_secret) or os.environ.get("PYWHARF_SESSION_SECRET") or None,
         auth_failure_limit=int(auth_failure_limit),
         auth_failure_window=int(auth_failure_window),
+        initialize_max_failures=int(initialize_max_failures),
+        initialize_env_prefix=_opt_str(initialize_env_prefix) or "",
+        allowed_endpoints=_csv(allowed_endpoints),
+        allowed_storage_paths=tuple(Path(p) for p in _csv(allow_storage_path)),
     )
-    if settings.auth_failure_limit < 1 or settings.auth_failure_window < 1:
-        raise PywharfError("--auth_failure_limit and --auth_failure_window must be positive integers")
     if settings.session_secret is not None and len(settings.session_secret) < 16:
         raise PywharfError("--session_secret (or PYWHARF_SESSION_SECRET) must be at least 16 characters")
     if waitress_options and server != "waitress":
@@ -270,6 +293,12 @@ def quickstart(root: str = "./pywharf-root", host: str = "127.0.0.1", port: int 
         flush=True,
     )
     server(str(root_path), config=str(config_path), host=host, port=port)
+
+
+def _csv(value: Any) -> tuple[str, ...]:
+    """A comma-separated flag (fire may already have split ``a,b`` into a tuple)."""
+    items = value if isinstance(value, (list, tuple)) else (_opt_str(value) or "").split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
 
 
 def _opt_str(value: Any) -> str | None:

@@ -114,6 +114,13 @@ async def simple_project(request: Request) -> Response:
     page = pages_of(repo).project_page(repo.snapshot, normalized, content_type)
     if page is not None:
         return _page_response(request, page, content_type)
+    if not repo.index_loaded:
+        # No index yet (no sync, no copy under ROOT): the name may be a private project of this
+        # repository, and redirecting it to the public index would install whoever registered
+        # that name there (dependency confusion). A 404 would be as wrong: the client retries
+        # (a first sync usually takes seconds).
+        raise HTTPException(503, "Index not loaded yet: this repository has not synced its index; retry shortly.",
+                            headers={"Retry-After": "5"})
     # Only names this repository does not own fall back to the public index.
     extra = request.app.state.pywharf.settings.extra_index_url
     if not extra:
