@@ -31,8 +31,8 @@ from starlette.testclient import TestClient
 from test_upload_rules import BROWSER_UA, encode_multipart, make_wheel, upload_fields
 
 from pywharf_core.http.app import create_app
-from pywharf_core.http.ratelimit import FailureLimiter
 from pywharf_core.http.web.csrf import CSRF_COOKIE, CSRF_FIELD
+from pywharf_core.http.web.ratelimit import FailureLimiter
 from pywharf_core.http.web.readme import render_description
 from pywharf_core.http.web.routes import safe_next
 from pywharf_core.http.web.session import KEY_FILENAME, SESSION_COOKIE, SessionCodec, SessionKeys, master_key

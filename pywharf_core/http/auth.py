@@ -2,7 +2,7 @@
 
 Read endpoints also accept the session cookie (``pywharf_core.http.web``) when no basic auth is
 sent; write endpoints take basic auth only, so no write can ride on a cookie. Secrets are
-checked by :mod:`pywharf_core.http.secret_check` (failure limit, same work for unknown names).
+checked by :mod:`pywharf_core.http.web.secret_check` (failure limit, same work for unknown names).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import logging
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from pywharf_core.http.secret_check import check_secret, client_address
 from pywharf_core.http.web import session_credentials
+from pywharf_core.http.web.secret_check import check_secret, client_address
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.storage.backend import Permission
 

@@ -55,7 +55,7 @@ class ServerSettings:
     # Master key of browser session cookies (None: a random key kept in ROOT/session.key).
     session_secret: str | None = field(default=None, repr=False)
     # Failed authentications (basic auth and /login/) per client address and repository name
-    # within auth_failure_window seconds before 429 (pywharf_core.http.secret_check).
+    # within auth_failure_window seconds before 429 (pywharf_core.http.web.secret_check).
     auth_failure_limit: int = 10
     auth_failure_window: int = 60
     # Failed /initialize/ bearer tokens per client per minute before 429.

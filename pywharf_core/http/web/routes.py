@@ -30,9 +30,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from pywharf_core.http.secret_check import TooManyFailures, check_secret
 from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard, set_csrf_cookie
 from pywharf_core.http.web.readme import find_description, render_description
+from pywharf_core.http.web.secret_check import TooManyFailures, check_secret
 from pywharf_core.http.web.session import SESSION_COOKIE, current_session, end_session, session_codec
 from pywharf_core.http.web.views import ProjectSummary, ReleaseView, project_summaries, release_view
 from pywharf_core.index.snapshot import IndexSnapshot

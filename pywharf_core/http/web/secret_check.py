@@ -25,7 +25,7 @@ import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
-from pywharf_core.http.ratelimit import FailureLimiter
+from pywharf_core.http.web.ratelimit import FailureLimiter
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.storage.backend import Permission
