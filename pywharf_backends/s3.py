@@ -571,7 +571,7 @@ def check_engine(
         if not secret:
             raise PywharfError(f"environment variable {secret_env!r} is not set")
     table: dict[str, Any] = {"type": "s3", "bucket": str(bucket), "prefix": str(prefix or ""),
-                             "read_secret": "unused", "write_secret": "unused"}
+                             "read_secret": "unused-by-check-engine", "write_secret": "unused-by-check-engine"}
     if endpoint_url:
         table["endpoint_url"] = str(endpoint_url)
     if region_name:

@@ -37,7 +37,7 @@ from pywharf_core.storage.api import BlobInfo
 from pywharf_core.storage.backend import BackendContext
 from pywharf_core.storage.config import ConfigSource, build_config
 
-REPO, READ, WRITE = "local", "read-secret", "write-secret"
+REPO, READ, WRITE = "local", "read-secret-00", "write-secret"
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 
 

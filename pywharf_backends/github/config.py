@@ -44,6 +44,10 @@ class GitHubConfig(PkgRepoConfig):
     timeout: int = 60  # seconds per HTTP request to GitHub
     # longest rate-limit wait (Retry-After, X-RateLimit-Reset) before failing with a clear 503
     max_rate_limit_wait: int = 30
+    # seconds a token GitHub refused is remembered as refused (no API call for it meanwhile)
+    auth_failure_ttl: int = 60
+    # token checks (GET /repos/...) in flight at once; more wait up to `timeout`, then 503
+    max_concurrent_auth_checks: int = 4
 
     @property
     def full_name(self) -> str:
@@ -72,4 +76,8 @@ class GitHubConfig(PkgRepoConfig):
             problems.append(("timeout", "must be a positive integer"))
         if self.max_rate_limit_wait < 0:
             problems.append(("max_rate_limit_wait", "must be zero or a positive integer"))
+        if self.auth_failure_ttl < 0:
+            problems.append(("auth_failure_ttl", "must be zero or a positive integer"))
+        if self.max_concurrent_auth_checks < 1:
+            problems.append(("max_concurrent_auth_checks", "must be a positive integer"))
         return problems

@@ -56,6 +56,8 @@ def server(
     initialize_token: str | None = None,
     page_max_age: int = 10,
     session_secret: str | None = None,
+    auth_failure_limit: int = 10,
+    auth_failure_window: int = 60,
     initialize_max_failures: int = DEFAULT_INITIALIZE_MAX_FAILURES,
     initialize_env_prefix: str = DEFAULT_HTTP_ENV_PREFIX,
     allowed_endpoints: str = "",
@@ -87,6 +89,10 @@ def server(
         session_secret: Key of the browser UI's session cookies (16+ characters; default: the
             PYWHARF_SESSION_SECRET environment variable, else a random key kept in
             ROOT/session.key). Give every server behind one load balancer the same key.
+        auth_failure_limit: Wrong secrets (basic auth and the login form together) one client
+            address may send for one repository name within --auth_failure_window seconds;
+            then 429 with Retry-After.
+        auth_failure_window: Seconds over which --auth_failure_limit counts failures.
         initialize_max_failures: Wrong /initialize/ tokens one client may send per minute; then 429.
         initialize_env_prefix: A config sent to /initialize/ may only read environment variables
             (admin secrets' env = "...") whose names start with this (never PYWHARF_COMMAND*,
@@ -114,6 +120,8 @@ def server(
         initialize_token=_opt_str(initialize_token) or None,
         page_max_age=int(page_max_age),
         session_secret=_opt_str(session_secret) or os.environ.get("PYWHARF_SESSION_SECRET") or None,
+        auth_failure_limit=int(auth_failure_limit),
+        auth_failure_window=int(auth_failure_window),
         initialize_max_failures=int(initialize_max_failures),
         initialize_env_prefix=_opt_str(initialize_env_prefix) or "",
         allowed_endpoints=_csv(allowed_endpoints),
@@ -170,7 +178,7 @@ def update_index(
     table: dict[str, Any] = {"type": spec.type, **pkg_repo_configs}
     for key in ("read_secret", "write_secret"):
         if key in {f for f in inspect.signature(spec.config_class).parameters} and key not in table:
-            table[key] = str(secret or "unused-by-update-index")
+            table[key] = "unused-by-update-index"  # shared secrets are for clients, not this command
     repo_config = build_config(spec.config_class, str(name), table, ConfigSource("<command line>"))
     context = BackendContext(root=Path(str(root or ".")).resolve(), admin_secret=_opt_str(secret))
     count = rebuild_remote_index(open_backend(spec, repo_config, context))

@@ -26,6 +26,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from pywharf_core.http.auth import authorize
+from pywharf_core.http.cross_site import CrossSiteWriteGuard
 from pywharf_core.http.errors import EXCEPTION_HANDLERS
 from pywharf_core.http.health import healthz, readyz
 from pywharf_core.http.initialize import initialize
@@ -271,4 +272,5 @@ def create_app(state: ServerState) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.pywharf = state
+    app.add_middleware(CrossSiteWriteGuard)  # every unsafe method, present and future
     return app

@@ -54,6 +54,10 @@ class ServerSettings:
     initialize_token: str | None = field(default=None, repr=False)
     # Master key of browser session cookies (None: a random key kept in ROOT/session.key).
     session_secret: str | None = field(default=None, repr=False)
+    # Failed authentications (basic auth and /login/) per client address and repository name
+    # within auth_failure_window seconds before 429 (pywharf_core.http.web.secret_check).
+    auth_failure_limit: int = 10
+    auth_failure_window: int = 60
     # Failed /initialize/ bearer tokens per client per minute before 429.
     initialize_max_failures: int = DEFAULT_INITIALIZE_MAX_FAILURES
     # Environment variables a config sent to /initialize/ may read ("env = ..."): this prefix.
@@ -67,6 +71,8 @@ class ServerSettings:
         token = self.initialize_token
         if token is not None and len(token) < MIN_INITIALIZE_TOKEN_LENGTH:
             raise ConfigError(f"--initialize_token must be at least {MIN_INITIALIZE_TOKEN_LENGTH} characters")
+        if self.auth_failure_limit < 1 or self.auth_failure_window < 1:
+            raise ConfigError("--auth_failure_limit and --auth_failure_window must be positive integers")
         if self.initialize_max_failures < 1:
             raise ConfigError("--initialize_max_failures must be a positive integer")
         if not self.initialize_env_prefix:

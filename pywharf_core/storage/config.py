@@ -52,6 +52,12 @@ class PkgRepoConfig:
         return problems
 
 
+# Shortest shared secret accepted (``min_secret_chars`` per repository changes it). Secrets are
+# tried over the network, 10 failures a minute per address and name (secret_check): 12 random
+# characters are far beyond reach, while a word or a one-letter test secret is not.
+MIN_SECRET_CHARS = 12
+
+
 @dataclass(frozen=True, kw_only=True)
 class SharedSecretConfig(PkgRepoConfig):
     """A repository whose clients authenticate with one of two configured secrets (the core
@@ -59,13 +65,22 @@ class SharedSecretConfig(PkgRepoConfig):
 
     read_secret: str = dataclasses.field(repr=False)  # clients with it may read (install)
     write_secret: str = dataclasses.field(repr=False)  # clients with it may read and upload
+    min_secret_chars: int = MIN_SECRET_CHARS  # shortest read_secret / write_secret accepted
 
     def check(self) -> list[tuple[str, str]]:
         problems = super().check()
-        if not self.read_secret:
-            problems.append(("read_secret", "must not be empty"))
-        if not self.write_secret:
-            problems.append(("write_secret", "must not be empty"))
+        if self.min_secret_chars < 1:
+            problems.append(("min_secret_chars", "must be a positive integer"))
+        for key in ("read_secret", "write_secret"):
+            value = getattr(self, key)
+            if not value:
+                problems.append((key, "must not be empty"))
+            elif not value.strip():
+                problems.append((key, "must not be only whitespace"))
+            elif len(value) < self.min_secret_chars:
+                # The message never shows the secret, only its length.
+                problems.append((key, f"is {len(value)} characters: at least {self.min_secret_chars} are required "
+                                      "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"))
         return problems
 
 
