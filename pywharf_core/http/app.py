@@ -33,6 +33,7 @@ from pywharf_core.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_co
 from pywharf_core.http.page_cache import pages_of
 from pywharf_core.http.pages import GZIP_MIN_BYTES, RenderedPage
 from pywharf_core.http.project_json import render_project_json_api
+from pywharf_core.http.public_url import public_base_url
 from pywharf_core.http.upload_form import receive_upload
 from pywharf_core.http.web import web_routes
 from pywharf_core.model.errors import BackendUnavailable, InvalidName
@@ -201,7 +202,7 @@ async def project_json(request: Request) -> Response:
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
     records = repo.snapshot.projects.get(project, ())
-    base = str(request.base_url) + "simple/"
+    base = public_base_url(request) + "simple/"
     body = render_project_json_api(project, records, request.path_params.get("version"), base)
     if body is None:
         raise HTTPException(404, "Not Found")
@@ -239,7 +240,8 @@ async def index_mtime(request: Request) -> Response:
     return PlainTextResponse(str(int(repo.last_sync or 0)))
 
 
-def create_app(state: ServerState) -> Starlette:
+def create_app(state: ServerState, *, public_url: str | None = None) -> Starlette:
+    """The application; ``public_url`` (``--public_url``) is the base of every absolute URL."""
     routes = [
         # Starlette tries routes in order: the hot read paths first.
         Route("/simple/{project}/", simple_project, methods=["GET", "HEAD"]),
@@ -264,4 +266,5 @@ def create_app(state: ServerState) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.pywharf = state
+    app.state.public_url = public_url
     return app
