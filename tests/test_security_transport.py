@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import Server, fs_config
+from conftest import Server, fs_config, tool
 from starlette.testclient import TestClient
 from test_upload_rules import encode_multipart, make_wheel, upload_fields
 
@@ -291,6 +292,25 @@ def test_trailing_slash_redirects_do_not_reflect_the_host(client: TestClient) ->
     for path, target in (("/login", "/login/"), ("/pypi/demo/json/", "/pypi/demo/json"), ("/healthz/", "/healthz")):
         response = client.get(path, headers={"Host": "evil.example"})
         assert response.status_code == 307 and response.headers["location"] == target
+
+
+def test_server_flag_public_url_reaches_the_json_api(server_factory, tmp_path: Path) -> None:
+    server = start(server_factory, "--public_url=https://pypi.example.com")
+    dist = make_wheel(tmp_path)
+    body, content_type = encode_multipart(upload_fields(dist), dist.filename, dist.data)
+    assert requests.post(f"{server.base}/simple/", data=body, headers={"Content-Type": content_type},
+                         auth=(REPO, WRITE), timeout=30).status_code == 200
+    document = requests.get(f"{server.base}/pypi/demo/json", auth=(REPO, READ), timeout=30,
+                            headers={"Host": "evil.example"})
+    assert document.json()["urls"][0]["url"].startswith("https://pypi.example.com/simple/demo/")
+
+
+@pytest.mark.parametrize("flag", ["--public_url=ftp://x/", "--max_connections=0", "--header_timeout=-1"])
+def test_bad_transport_flags_stop_the_server_with_one_line(tmp_path: Path, flag: str) -> None:
+    result = subprocess.run([tool("pywharf"), "server", str(tmp_path / "root"), flag],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith("pywharf server: error: --") and len(result.stderr.splitlines()) == 1, result.stderr
 
 
 @pytest.mark.parametrize("bad", ["ftp://x/", "pypi.example.com", "https:///path", "https://h/?q=1"])
