@@ -8,9 +8,10 @@ here is uvicorn's httptools protocol (what ``uvicorn[standard]`` picks, the one 
 
 - a byte count of the request head while it is incomplete: past ``max_header_bytes`` the
   request gets 431 and the connection is closed (httptools itself has no limit);
-- one watchdog timer per connection (re-armed every ``tick``; nothing is scheduled per
-  request): the head must be complete within ``header_timeout`` (408), and an upload body or
-  a download may not stall for ``stall_timeout`` (the connection is closed);
+- one watchdog timer per connection, re-armed every ``tick``, that counts how many ticks the
+  current wait has lasted (nothing is scheduled and no clock is read per request): the head
+  must be complete within ``header_timeout`` (408), and an upload body or a download may not
+  stall for ``stall_timeout`` (the connection is closed);
 - ``max_connections``: a new connection past the cap first evicts the connection that has been
   waiting longest for a request head (idle keep-alive or a trickling client); when every
   connection is busy with a request, the newcomer gets 503. So slow clients cannot starve
@@ -61,8 +62,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = True  # waiting for (or receiving) a request head
         self._head_bytes = 0  # bytes received while in the head, this request
-        self._since = 0.0  # loop time the head wait began / the body or download last moved
-        self._write_paused_since: float | None = None
+        self._idle_ticks = 0  # watchdog ticks the current wait (head, body, reader) has lasted
+        self._moved = False  # body bytes arrived or the client read some response since the last tick
         self._watchdog: asyncio.TimerHandle | None = None
 
     # -- connection lifecycle ------------------------------------------------------------------
@@ -70,7 +71,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         over = len(self.connections) >= self.limits.max_connections
         super().connection_made(transport)
-        self._since = self.loop.time()
         if over and not self._evict_idle():
             log.warning("connection limit (%d) reached: refusing a connection", self.limits.max_connections)
             transport.write(_BUSY)
@@ -89,7 +89,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         oldest: LimitedHttpToolsProtocol | None = None
         for conn in self.connections:
             if (isinstance(conn, LimitedHttpToolsProtocol) and conn is not self and conn._in_head
-                    and not conn.transport.is_closing() and (oldest is None or conn._since < oldest._since)):
+                    and not conn.transport.is_closing()
+                    and (oldest is None or conn._idle_ticks > oldest._idle_ticks)):
                 oldest = conn
         if oldest is None:
             return False
@@ -97,7 +98,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         oldest.transport.close()
         return True
 
-    # -- parsing -------------------------------------------------------------------------------
+    # -- parsing (per request: flag and counter writes only, no clock reads, no timers) ----------
 
     def data_received(self, data: bytes) -> None:
         """uvicorn's, plus the head byte count (exact check in :meth:`on_headers_complete`)."""
@@ -124,8 +125,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         if not self._in_head:  # a pipelined request: its head wait starts now
             self._in_head = True
-            self._since = self.loop.time()
-        super().on_message_begin()
+            self._idle_ticks = 0
+        _parent.on_message_begin(self)
 
     def on_headers_complete(self) -> None:
         # The count includes whatever followed the head in the last packet: only then measure.
@@ -135,58 +136,55 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 raise _HeadTooLarge
         self._in_head = False
         self._head_bytes = 0
-        self._since = self.loop.time()
-        super().on_headers_complete()
+        self._idle_ticks = 0
+        _parent.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
-        self._since = self.loop.time()
-        super().on_body(body)
+        self._moved = True
+        _parent.on_body(self, body)
 
     def on_response_complete(self) -> None:
         if not self.pipeline and not self._in_head:  # idle until the next request head
             self._in_head = True
             self._head_bytes = 0
-            self._since = self.loop.time()
-        super().on_response_complete()
-
-    # -- writing -------------------------------------------------------------------------------
-
-    def pause_writing(self) -> None:
-        self._write_paused_since = self.loop.time()
-        super().pause_writing()
+            self._idle_ticks = 0
+        _parent.on_response_complete(self)
 
     def resume_writing(self) -> None:
-        self._write_paused_since = None
-        super().resume_writing()
+        self._moved = True
+        _parent.resume_writing(self)
 
     # -- the watchdog ----------------------------------------------------------------------------
 
     def _check(self) -> None:
+        """Every ``tick``: count how long the current wait has lasted, close when over its limit."""
         self._watchdog = None
         if self.transport.is_closing():
             return
-        now = self.loop.time()
         limits = self.limits
+        cycle = self.cycle
         if self._in_head:
-            if now - self._since > limits.header_timeout:
+            self._idle_ticks += 1
+            if self._idle_ticks * limits.tick > limits.header_timeout:
                 if self._head_bytes:  # a request began
                     self._refuse(_REQUEST_TIMEOUT, "request headers not complete within %gs", limits.header_timeout)
                 else:
                     self.transport.close()  # an idle connection: nothing to answer
                 return
-        elif self._write_paused_since is not None:
-            if now - self._write_paused_since > limits.stall_timeout:
-                log.warning("%s: response stalled (client not reading) for %gs: closing", self._peer(),
-                            limits.stall_timeout)
-                self.transport.close()
-                return
-        elif self.cycle is not None and self.cycle.more_body and not self.cycle.response_complete:
-            if self.flow.read_paused:  # the app is behind, not the client
-                self._since = now
-            elif now - self._since > limits.stall_timeout:
-                log.warning("%s: request body stalled for %gs: closing", self._peer(), limits.stall_timeout)
-                self.transport.close()
-                return
+        elif self.flow.write_paused or (cycle is not None and cycle.more_body and not cycle.response_complete):
+            writing = self.flow.write_paused
+            if self._moved or (not writing and self.flow.read_paused):  # progress, or the app is behind
+                self._idle_ticks = 0
+            else:
+                self._idle_ticks += 1
+                if self._idle_ticks * limits.tick > limits.stall_timeout:
+                    what = "response stalled (client not reading)" if writing else "request body stalled"
+                    log.warning("%s: %s for %gs: closing", self._peer(), what, limits.stall_timeout)
+                    self.transport.close()
+                    return
+        else:
+            self._idle_ticks = 0  # the app is working: not the client's time
+        self._moved = False
         self._watchdog = self.loop.call_later(limits.tick, self._check)
 
     def _refuse(self, response: bytes, reason: str, *args: object) -> None:
@@ -196,6 +194,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _peer(self) -> str:
         return self.client[0] if self.client else "-"
+
+
+_parent = HttpToolsProtocol  # called directly: cheaper than super() on the per-request callbacks
 
 
 def protocol_class(limits: TransportLimits) -> type[LimitedHttpToolsProtocol]:
