@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import subprocess
 import time
@@ -97,6 +98,22 @@ def test_request_head_over_the_limit_is_431_and_closed_under_it_is_served(server
         assert sent < 8 << 20
     assert "request headers over 16384 bytes" in server.log()
     assert requests.get(f"{server.base}/healthz", timeout=5).status_code == 200
+
+
+def test_keep_alive_pipelining_and_early_answers_are_not_mistaken_for_heads(server_factory) -> None:
+    """The head count and timers must follow the requests: pipelined requests, and a body that
+    keeps coming after an early 401 (uvicorn reads and drops it), are not request heads."""
+    server = start(server_factory, "--max_header_bytes=16384", "--header_timeout=1")
+    with connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        sock.sendall(b"POST /simple/ HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 1048576\r\n\r\n")
+        time.sleep(0.3)  # the 401 goes out before the body comes
+        sock.sendall(b"x" * (1 << 20))
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data, closed, _ = read_until_closed(sock, 5)
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
+    assert statuses == [200, 200, 200, 401, 200] and closed, data[-300:]
 
 
 def test_waitress_gets_the_header_limit_too(server_factory) -> None:

@@ -144,7 +144,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         _parent.on_body(self, body)
 
     def on_response_complete(self) -> None:
-        if not self.pipeline and not self._in_head:  # idle until the next request head
+        # Idle until the next request head, unless the app answered before the whole body came
+        # (a 401 or 413 on an upload): then the rest of the body is not a head (see _check).
+        if not self.pipeline and not self._in_head and not self.cycle.more_body:
             self._in_head = True
             self._head_bytes = 0
             self._idle_ticks = 0
@@ -163,6 +165,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         limits = self.limits
         cycle = self.cycle
+        if (not self._in_head and cycle is not None and cycle.response_complete and not cycle.more_body
+                and not self.pipeline):  # the body of an early-answered request has ended
+            self._in_head = True
+            self._head_bytes = 0
+            self._idle_ticks = 0
         if self._in_head:
             self._idle_ticks += 1
             if self._idle_ticks * limits.tick > limits.header_timeout:
@@ -171,7 +178,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 else:
                     self.transport.close()  # an idle connection: nothing to answer
                 return
-        elif self.flow.write_paused or (cycle is not None and cycle.more_body and not cycle.response_complete):
+        elif self.flow.write_paused or (cycle is not None and cycle.more_body):
             writing = self.flow.write_paused
             if self._moved or (not writing and self.flow.read_paused):  # progress, or the app is behind
                 self._idle_ticks = 0
