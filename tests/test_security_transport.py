@@ -114,6 +114,13 @@ def test_keep_alive_pipelining_and_early_answers_are_not_mistaken_for_heads(serv
         data, closed, _ = read_until_closed(sock, 5)
     statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", data)]
     assert statuses == [200, 200, 200, 401, 200] and closed, data[-300:]
+    with connect(server) as sock:  # the same early answer, then silence: an idle connection
+        sock.sendall(b"POST /simple/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        time.sleep(0.3)
+        sock.sendall(b"x" * 100_000)
+        data, closed, elapsed = read_until_closed(sock, 5)
+        assert closed and elapsed < 2.5 and re.findall(rb"HTTP/1\.1 (\d{3}) ", data) == [b"401"]
+    assert "stalled" not in server.log() and "request headers over" not in server.log()
 
 
 def test_waitress_gets_the_header_limit_too(server_factory) -> None:
