@@ -10,12 +10,13 @@ The same middleware makes Starlette's trailing-slash redirects relative (see
 
 Raw ASGI: the headers are appended to the ``http.response.start`` message, skipping any a
 response already sets (the web UI sends its own, stricter CSP). Responses that already carry
-all three (cached simple pages bake them in) cost one scan of their header list.
+all three cost one scan of their header list; cached simple pages, which end with
+:data:`SECURITY_HEADERS` (built in once per page), one identity test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,10 +28,13 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-security-policy", b"frame-ancestors 'none'"),
 )
 _NAMES = frozenset(name for name, _ in SECURITY_HEADERS)
+_LAST = SECURITY_HEADERS[-1]
 
 
 def with_security_headers(headers: Sequence[tuple[bytes, bytes]]) -> Sequence[tuple[bytes, bytes]]:
     """``headers`` plus those of :data:`SECURITY_HEADERS` it lacks (a new list when any is)."""
+    if headers and headers[-1] is _LAST:  # they were appended when the headers were built
+        return headers
     present = 0
     for name, _ in headers:
         if name in _NAMES:
@@ -42,20 +46,22 @@ def with_security_headers(headers: Sequence[tuple[bytes, bytes]]) -> Sequence[tu
 
 
 class SecurityHeadersMiddleware:
+    """Plain functions that return the wrapped coroutines: no extra coroutine frame per request
+    or per message (a quarter of the middleware's cost on a cached page)."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
 
-        async def send_secured(message: Message) -> None:
+        def send_secured(message: Message) -> Awaitable[None]:
             if message["type"] == "http.response.start":
                 headers = message.get("headers") or ()
                 if message["status"] == 307:  # only Starlette's trailing-slash redirect
                     headers = relative_redirect(scope, headers)
                 message["headers"] = with_security_headers(headers)
-            await send(message)
+            return send(message)
 
-        await self.app(scope, receive, send_secured)
+        return self.app(scope, receive, send_secured)
