@@ -72,7 +72,7 @@ http {{
   }}
 }}
 """
-AUTH = "Basic " + base64.b64encode(b"bench:read").decode()
+AUTH = "Basic " + base64.b64encode(b"bench:bench-read-secret").decode()
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 
 
@@ -209,7 +209,8 @@ def main() -> None:
         for path in storage.glob("*.whl"):
             os.link(path, flat / path.name)
         config = tmp / "config.toml"
-        config.write_text('[bench]\ntype = "file_system"\nread_secret = "read"\nwrite_secret = "write"\n')
+        config.write_text('[bench]\ntype = "file_system"\nread_secret = "bench-read-secret"\n'
+                          'write_secret = "bench-write-secret"\n')
         print(f"corpus: {args.projects} projects x {args.files} wheels + one {args.download_mb} MB file; "
               f"wrk -t2 -c{args.connections}")
 
@@ -271,7 +272,7 @@ def main() -> None:
             subprocess.run(  # passlib lives in pypiserver's venv
                 [str(pypi_server.parent / "python"), "-c",
                  "import sys; from passlib.apache import HtpasswdFile as H; h = H(sys.argv[1], new=True); "
-                 "h.set_password('bench', 'read'); h.save()", str(htpasswd)], check=True)
+                 "h.set_password('bench', 'bench-read-secret'); h.save()", str(htpasswd)], check=True)
             pport = free_port()
             started = time.perf_counter()
             pproc = subprocess.Popen(

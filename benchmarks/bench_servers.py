@@ -59,13 +59,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
-    auth = "Basic " + base64.b64encode(b"bench:read").decode()
+    auth = "Basic " + base64.b64encode(b"bench:bench-read-secret").decode()
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         root = tmp_path / "root"
         build_corpus(root / "cache" / "bench" / "storage", args.projects, args.files, file_bytes=64)
         config = tmp_path / "config.toml"
-        config.write_text('[bench]\ntype = "file_system"\nread_secret = "read"\nwrite_secret = "write"\n')
+        config.write_text('[bench]\ntype = "file_system"\nread_secret = "bench-read-secret"\n'
+                          'write_secret = "bench-write-secret"\n')
         script = tmp_path / "random.lua"
         script.write_text(LUA.format(max_index=args.projects - 1, auth=auth))
         print(f"corpus: {args.projects} projects x {args.files} files; wrk -t2 -c{args.connections} "

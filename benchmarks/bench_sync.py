@@ -57,7 +57,8 @@ def main() -> None:
         root, storage = Path(tmp) / "root", Path(tmp) / "storage"
         storage.mkdir()
         (storage / "index.toml").write_bytes(dump_index((record(i) for i in range(args.files)), log_position=0))
-        config = tomli_w.dumps({"bench": {"type": "file_system", "read_secret": "r", "write_secret": "w",
+        config = tomli_w.dumps({"bench": {"type": "file_system",
+                                          "read_secret": "bench-read-secret", "write_secret": "bench-write-secret",
                                           "storage_path": str(storage), "sync_index_interval": 3600}})
         repo = build_repos(load_setup(config, None, is_text=True), ServerSettings(root=root))["bench"]
         results: dict[str, float] = {"files": args.files, "log_entries": args.log_entries}

@@ -54,8 +54,8 @@ from benchmarks.load import free_port, threaded_get, wrk
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from distbuilder import DistSpec, build_wheel
 
-REPO, WRITE_SECRET = "bench", "write"  # bench_protocol.AUTH is bench:read
-CONFIG = f'[{REPO}]\ntype = "file_system"\nread_secret = "read"\nwrite_secret = "{WRITE_SECRET}"\n'
+REPO, WRITE_SECRET = "bench", "bench-write-secret"  # bench_protocol.AUTH is bench:bench-read-secret
+CONFIG = f'[{REPO}]\ntype = "file_system"\nread_secret = "bench-read-secret"\nwrite_secret = "{WRITE_SECRET}"\n'
 BOUNDARY = "pywharf-upload-bench-boundary"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
 RESULTS = Path(__file__).resolve().parent / "results"

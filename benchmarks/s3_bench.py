@@ -71,7 +71,8 @@ def start_server(root: Path, config: str, admin: str | None = None) -> tuple[sub
 
 
 def s3_config(bucket: str, endpoint: str, download: str, prefix: str = "") -> str:
-    return (f'[bench]\ntype = "s3"\nread_secret = "r"\nwrite_secret = "w"\nbucket = "{bucket}"\n'
+    return (f'[bench]\ntype = "s3"\nread_secret = "bench-read-secret"\nwrite_secret = "bench-write-secret"\n'
+            f'bucket = "{bucket}"\n'
             f'endpoint_url = "{endpoint}"\nregion_name = "us-east-1"\ndownload = "{download}"\n'
             f'prefix = "{prefix}"\n')
 
@@ -86,7 +87,7 @@ def small_uploads(base: str, folder: Path, tag: str, count: int, concurrency: in
         name = wheel.name.split("-")[0]
         data = wheel.read_bytes()
         response = requests.post(
-            f"{base}/simple/", auth=("bench", "w"), timeout=120,
+            f"{base}/simple/", auth=("bench", "bench-write-secret"), timeout=120,
             data={":action": "file_upload", "protocol_version": "1", "name": name, "version": "1.0",
                   "filetype": "bdist_wheel", "pyversion": "py3", "metadata_version": "2.1",
                   "sha256_digest": hashlib.sha256(data).hexdigest()},
@@ -182,8 +183,8 @@ def main() -> None:
             redirect_proc, redirect = start_server(tmp / "redirect", s3_config(bucket, engine.endpoint, "redirect"),
                                                    ADMIN)
             stream_proc, stream = start_server(tmp / "stream", s3_config(bucket, engine.endpoint, "stream"), ADMIN)
-            fs_proc, fs = start_server(tmp / "fs", '[bench]\ntype = "file_system"\nread_secret = "r"\n'
-                                                   'write_secret = "w"\n')
+            fs_proc, fs = start_server(tmp / "fs", '[bench]\ntype = "file_system"\nread_secret = "bench-read-secret"\n'
+                                                   'write_secret = "bench-write-secret"\n')
             index = synthetic_index(args.index_files)
             s3.put_object(Bucket=bucket, Key="big/index.toml", Body=index)
             big_proc, big = start_server(tmp / "big", s3_config(bucket, engine.endpoint, "redirect", "big"), ADMIN)

@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, ClassVar
 
 from filelock import FileLock
 
 from pywharf_core.model.errors import BackendUnavailable, InvalidName
 from pywharf_core.storage.api import BlobInfo, Document, Storage, VersionConflict
-from pywharf_core.storage.atomic_write import fsync_dir, write_synced_temp
+from pywharf_core.storage.atomic_write import FILE_MODE, fsync_dir, umask_file_mode, write_synced_temp
 from pywharf_core.storage.backend import DownloadTarget, LocalFile
 from pywharf_core.storage.config import SharedSecretConfig
 from pywharf_core.storage.registry import BackendSpec
@@ -38,8 +38,11 @@ LOCK_TIMEOUT_SECONDS = 30
 
 @dataclass(frozen=True, kw_only=True)
 class FileSystemConfig(SharedSecretConfig):
+    # A folder the server serves files from: confined under ROOT for configs sent over HTTP.
+    path_keys: ClassVar[tuple[str, ...]] = ("storage_path",)
+
     max_file_bytes: int = 5368709119
-    storage_path: str | None = None  # where files are stored; None: ROOT/cache/<repo>/storage
+    storage_path: str | None = None  # where files are stored (relative: to ROOT); None: ROOT/cache/<repo>/storage
 
 
 
@@ -49,7 +52,9 @@ class FileSystemBackend(Storage):
     def __init__(self, config: FileSystemConfig, context: Any) -> None:  # type: ignore[override]
         super().__init__(config, context)
         if config.storage_path:
-            self.root = Path(config.storage_path).resolve()
+            # Relative to ROOT, like the default folder (not to whatever directory the server
+            # happened to start in).
+            self.root = (Path(context.root) / config.storage_path).resolve()
         else:
             self.root = (Path(context.root) / "cache" / config.name / "storage").resolve()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -76,6 +81,7 @@ class FileSystemBackend(Storage):
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             _link_exclusive(source, target)
+            _adopt_umask_mode(target)
         except FileExistsError:
             return False
         except OSError as exc:
@@ -174,12 +180,24 @@ def _link_exclusive(source: Path, target: Path) -> None:
     except OSError as exc:
         if exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
             # No hard links here (some network/FUSE file systems): O_EXCL placeholder + rename.
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             os.close(fd)
             os.replace(source, target)
             return
         raise
-    os.chmod(target, 0o644)
+
+
+def _adopt_umask_mode(target: Path) -> None:
+    """Give a stored blob the mode any new file of this process gets (0o666, umask applied).
+
+    Its inode is the staged upload's, created 0o600 by the upload stream; before issue 13 it
+    was made 0o644 whatever the umask, so ``umask 077`` still left packages world-readable.
+    A mount that cannot change modes (some FUSE/SMB ones) keeps its own policy."""
+    try:
+        os.chmod(target, umask_file_mode())
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP):
+            raise
 
 
 BACKEND = BackendSpec(type="file_system", config_class=FileSystemConfig, backend_class=FileSystemBackend)

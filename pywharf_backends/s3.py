@@ -76,6 +76,9 @@ _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 class S3Config(SharedSecretConfig):
     # Keys an admin-secret table may hold for this backend (instead of raw/env "ID:SECRET").
     admin_secret_keys: ClassVar[tuple[str, ...]] = ("aws_access_key_id", "aws_secret_access_key")
+    # URLs the server signs requests (or presigned redirects) for with its credentials: a config
+    # sent over HTTP may only name endpoints the admin allows.
+    endpoint_keys: ClassVar[tuple[str, ...]] = ("endpoint_url", "public_endpoint_url")
 
     bucket: str  # the bucket (it must exist)
     prefix: str = ""  # key prefix, e.g. "team/pkgs": several repositories can share a bucket
@@ -568,7 +571,7 @@ def check_engine(
         if not secret:
             raise PywharfError(f"environment variable {secret_env!r} is not set")
     table: dict[str, Any] = {"type": "s3", "bucket": str(bucket), "prefix": str(prefix or ""),
-                             "read_secret": "unused", "write_secret": "unused"}
+                             "read_secret": "unused-by-check-engine", "write_secret": "unused-by-check-engine"}
     if endpoint_url:
         table["endpoint_url"] = str(endpoint_url)
     if region_name:

@@ -153,7 +153,7 @@ def start_server(root: Path, config_text: str | None = None, *extra: str, admin_
     return server
 
 
-def fs_config(name: str = "local", read: str = "read-secret", write: str = "write-secret", **extra: object) -> str:
+def fs_config(name: str = "local", read: str = "read-secret-00", write: str = "write-secret", **extra: object) -> str:
     lines = [f"[{name}]", 'type = "file_system"', f'read_secret = "{read}"', f'write_secret = "{write}"']
     for key, value in extra.items():
         lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
@@ -178,7 +178,7 @@ def server_factory(tmp_path: Path) -> Iterator:
 def fs_server(server_factory) -> Server:
     """A server with one file_system repo 'local' (read-secret / write-secret), no fallback."""
     server = server_factory(fs_config(), "--extra_index_url=")
-    server.repos["local"] = ("read-secret", "write-secret")
+    server.repos["local"] = ("read-secret-00", "write-secret")
     return server
 
 

@@ -62,7 +62,8 @@ def test_plugin_commands_are_listed_and_runnable(tmp_path: Path):
 def test_plugin_config_is_validated_with_its_own_keys(tmp_path: Path):
     env = make_plugin(tmp_path / "site")
     config = tmp_path / "config.toml"
-    config.write_text('[mine]\ntype = "echo"\nread_secret = "r"\nwrite_secret = "w"\ncolour = 5\n')
+    config.write_text('[mine]\ntype = "echo"\nread_secret = "read-secret-00"\nwrite_secret = "write-secret"\n'
+                      'colour = 5\n')
     result = subprocess.run([tool("pywharf"), "server", str(tmp_path / "root"), "--config", str(config),
                              "--port", "1"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0

@@ -113,18 +113,20 @@ def legacy_upload(base: str, auth: tuple[str, str], path: Path, name: str, versi
 
 # -- config errors -------------------------------------------------------------------------------
 
-FS = 'type = "file_system"\nread_secret = "r"\nwrite_secret = "w"\n'
+FS = 'type = "file_system"\nread_secret = "read-secret-00"\nwrite_secret = "write-secret"\n'
 
 BAD_CONFIGS = {
-    "unknown_type": ('[local]\ntype = "nope"\nread_secret = "r"\nwrite_secret = "w"\n',
+    "unknown_type": ('[local]\ntype = "nope"\nread_secret = "read-secret-00"\nwrite_secret = "write-secret"\n',
                      ["[local]", "type", "nope"]),
-    "missing_type": ('[local]\nread_secret = "r"\nwrite_secret = "w"\n', ["[local]", "type", "missing"]),
-    "type_is_a_list": ('[local]\ntype = ["file_system"]\nread_secret = "r"\nwrite_secret = "w"\n',
+    "missing_type": ('[local]\nread_secret = "read-secret-00"\nwrite_secret = "write-secret"\n',
+                     ["[local]", "type", "missing"]),
+    "type_is_a_list": ('[local]\ntype = ["file_system"]\nread_secret = "read-secret-00"\n'
+                       'write_secret = "write-secret"\n',
                        ["[local]", "type"]),
-    "missing_read_secret": ('[local]\ntype = "file_system"\nwrite_secret = "w"\n',
+    "missing_read_secret": ('[local]\ntype = "file_system"\nwrite_secret = "write-secret"\n',
                             ["[local]", "read_secret", "missing"]),
     "max_file_bytes_string": (f'[local]\n{FS}max_file_bytes = "big"\n', ["[local]", "max_file_bytes"]),
-    "read_secret_int": ('[local]\ntype = "file_system"\nread_secret = 5\nwrite_secret = "w"\n',
+    "read_secret_int": ('[local]\ntype = "file_system"\nread_secret = 5\nwrite_secret = "write-secret"\n',
                         ["[local]", "read_secret"]),
     "unknown_key": (f'[local]\n{FS}colour = "red"\n', ["[local]", "colour"]),
     "repo_name_traversal": (f'["../evil"]\n{FS}', ['["../evil"]', "repo name"]),
@@ -192,7 +194,7 @@ def test_config_as_text_starts_server(tmp_path: Path):
                   "--extra_index_url="], log)
     try:
         wait_healthy(proc, port, log)
-        response = requests.get(f"http://127.0.0.1:{port}/simple/", auth=("local", "read-secret"), timeout=5)
+        response = requests.get(f"http://127.0.0.1:{port}/simple/", auth=("local", "read-secret-00"), timeout=5)
         assert response.status_code == 200
     finally:
         terminate(proc)
@@ -264,7 +266,7 @@ def test_environment_mode_starts_server_and_stops_cleanly(tmp_path: Path):
     proc = spawn([], log, env=env)
     try:
         wait_healthy(proc, port, log)
-        assert requests.get(f"http://127.0.0.1:{port}/simple/", auth=("local", "read-secret"),
+        assert requests.get(f"http://127.0.0.1:{port}/simple/", auth=("local", "read-secret-00"),
                             timeout=5).status_code == 200
     finally:
         code = terminate(proc)
@@ -307,7 +309,7 @@ def test_update_index_lists_uploaded_files(server_factory, tmp_path: Path):
     while journal.exists() and journal.read_bytes().strip() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not journal.read_bytes().strip(), journal.read_text()
-    page = requests.get(f"{server.base}/simple/demo-pkg/", auth=("local", "read-secret"), timeout=5)
+    page = requests.get(f"{server.base}/simple/demo-pkg/", auth=("local", "read-secret-00"), timeout=5)
     assert page.status_code == 200
     assert wheel.name in page.text and sdist.name in page.text
 

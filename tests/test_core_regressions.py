@@ -8,6 +8,7 @@ backends, with storage adapters wrapped where a fault must happen at an exact st
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -36,7 +37,7 @@ from pywharf_core.storage.api import BlobInfo
 from pywharf_core.storage.backend import BackendContext
 from pywharf_core.storage.config import ConfigSource, build_config
 
-REPO, READ, WRITE = "local", "read-secret", "write-secret"
+REPO, READ, WRITE = "local", "read-secret-00", "write-secret"
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 
 
@@ -70,6 +71,13 @@ class Server:
     def files(self, project: str) -> list[str]:
         page = self.client.get(f"/simple/{project}/", auth=(REPO, READ), headers={"Accept": JSON_V1})
         return [] if page.status_code == 404 else sorted(f["filename"] for f in page.json()["files"])
+
+
+def admin_readyz(server: Server) -> httpx.Response:
+    """/readyz as an administrator: only they are shown the warnings (issue 13)."""
+    token = "initialize-token-123"
+    server.state.settings = dataclasses.replace(server.state.settings, initialize_token=token)
+    return server.client.get("/readyz", headers={"Authorization": f"Bearer {token}"})
 
 
 @pytest.fixture
@@ -151,6 +159,7 @@ def test_an_upload_whose_log_entry_cannot_be_written_is_a_503_and_its_retry_comp
     503 and no index lists the file; the complete file stays stored (deleting it could lose a
     200 another server gave for the same bytes meanwhile) and the client's retry lists it."""
     server = Server(tmp_path / "root", config_text("memory", store_id=memory_store_id))
+    server.sync()  # an index is loaded: an unknown name is a 404, not "index not loaded"
     store = server.repo.backend
     real_write = store.storage.write_document
 
@@ -268,7 +277,7 @@ def test_an_implausibly_shrunk_remote_index_is_refused(tmp_path: Path, damage: s
     assert [f for d in dists for f in server.files(d.spec.name)] == [d.filename for d in dists]
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any(str(index) in e and "refused" in e for e in errors), errors
-    ready = server.client.get("/readyz")
+    ready = admin_readyz(server)
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert "serving the last good index" in ready.json()["warnings"][0]
 
@@ -316,7 +325,7 @@ def test_readyz_after_restart_serves_the_last_good_index_as_ready(tmp_path: Path
     rebuild_remote_index(first.repo.backend)
     first.sync()
     restarted = Server(tmp_path / "root", config_text())
-    assert restarted.client.get("/readyz").json()["warnings"] == [
+    assert admin_readyz(restarted).json()["warnings"] == [
         f"{REPO}: serving the last good index from ROOT; not synced since start"]
     assert restarted.client.get("/readyz").status_code == 200
 
@@ -327,7 +336,7 @@ def test_readyz_after_restart_serves_the_last_good_index_as_ready(tmp_path: Path
     from pywharf_core.service.sync import RepoSyncThread
 
     RepoSyncThread(restarted.repo).sync_round()
-    ready = restarted.client.get("/readyz")
+    ready = admin_readyz(restarted)
     assert ready.status_code == 200, ready.text
     assert ready.json()["warnings"] == [f"{REPO}: serving the last good index; sync failing (see the server log)"]
     assert "unreachable" not in ready.text  # anonymous readers learn nothing about the storage

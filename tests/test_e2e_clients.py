@@ -24,7 +24,7 @@ import requests
 from conftest import Server, free_port, fs_config, run, tool
 from distbuilder import DistSpec, build_sdist, build_wheel
 
-READ, WRITE = "read-secret", "write-secret"
+READ, WRITE = "read-secret-00", "write-secret"
 REPO = "local"
 
 

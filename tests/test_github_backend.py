@@ -917,7 +917,7 @@ def _sync_timeouts(gh: GitHubStandIn, server_factory, tmp_path: Path) -> None:
     log = reader.log()
     assert log.count("index sync failed") == 1, log
     assert "GitHub timed out on GET" in log and "/repos/alice/synced/contents/index.toml (timeout is 1s)" in log
-    ready = requests.get(f"{reader.base}/readyz", timeout=10)
+    ready = requests.get(f"{reader.base}/readyz", auth=(NAME, ADMIN), timeout=10)  # details: admins only
     assert ready.status_code == 200, ready.text  # it serves: the last good index...
     assert ready.json()["ready"] is True
     assert "serving the last good index; sync failing" in ready.json()["warnings"][0]  # ...and says so

@@ -36,7 +36,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 REPO = "local"
-READ, WRITE = "read-secret", "write-secret"
+READ, WRITE = "read-secret-00", "write-secret"
 INTERVAL = 1  # sync_index_interval of every server here (seconds)
 
 
@@ -484,7 +484,8 @@ def test_ci_service_container_flow(tmp_path: Path) -> None:
         assert (root / "cache" / REPO / "storage" / wheel.name).read_bytes() == wheel.read_bytes()
 
         again = requests.post(f"{server.base}/initialize/", timeout=10,
-                              data={"config": '[evil]\ntype = "file_system"\nread_secret = "x"\nwrite_secret = "y"\n'})
+                              data={"config": '[evil]\ntype = "file_system"\nread_secret = "evil-read-secret"\n'
+                                              'write_secret = "evil-write-secret"\n'})
         assert again.status_code == 403, again.text
         assert get(server, "/simple/", REPO, read).status_code == 200
         assert get(server, "/simple/", "evil", "x").status_code == 401
@@ -519,8 +520,8 @@ def test_initialize_needs_bearer_token_and_rejects_bad_config(server_factory, tm
     token = "init-token-for-tests"
     server = server_factory(sync_config(), "--extra_index_url=", "--initialize_token", token)
     wait_ready(server)
-    new_config = ('[other]\ntype = "file_system"\nread_secret = "other-read"\n'
-                  'write_secret = "other-write"\nsync_index_interval = 1\n')
+    new_config = ('[other]\ntype = "file_system"\nread_secret = "other-read-secret"\n'
+                  'write_secret = "other-write-secret"\nsync_index_interval = 1\n')
     url = f"{server.base}/initialize/"
 
     def post(headers: dict[str, str], config: str) -> requests.Response:
@@ -534,15 +535,16 @@ def test_initialize_needs_bearer_token_and_rejects_bad_config(server_factory, tm
 
     ok = post({"Authorization": f"Bearer {token}"}, new_config)
     assert ok.status_code == 200, ok.text
-    assert get(server, "/simple/", "other", "other-read").status_code == 200
+    assert get(server, "/simple/", "other", "other-read-secret").status_code == 200
     assert get(server, "/simple/", REPO, READ).status_code == 401
     wait_ready(server)
 
     bad = post({"Authorization": f"Bearer {token}"},
-               '[third]\ntype = "file_system"\nread_secret = "r"\nwrite_secret = "w"\nbogus_key = 1\n')
+               '[third]\ntype = "file_system"\nread_secret = "read-secret-00"\nwrite_secret = "write-secret"\n'
+               'bogus_key = 1\n')
     assert bad.status_code == 400, bad.text
     assert "bogus_key" in bad.text, bad.text
-    assert get(server, "/simple/", "other", "other-read").status_code == 200
+    assert get(server, "/simple/", "other", "other-read-secret").status_code == 200
     assert get(server, "/simple/", "third", "r").status_code == 401
 
 
@@ -566,8 +568,9 @@ def test_sigterm_during_sync_exits_zero(server_factory, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     storage.mkdir()
     (storage / "index.toml").write_text(big_index(100_000))
-    server = server_factory(sync_config(storage_path=str(storage)), "--extra_index_url=")
-    ready = requests.get(f"{server.base}/readyz", timeout=10)
+    token = "initialize-token-123"  # /readyz says why it is not ready to administrators only
+    server = server_factory(sync_config(storage_path=str(storage)), "--extra_index_url=", "--initialize_token", token)
+    ready = requests.get(f"{server.base}/readyz", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert ready.status_code == 503 and "not synced" in ready.text, "the first sync was not still running"
     started = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)

@@ -26,7 +26,7 @@ from distbuilder import DistSpec, build_sdist, build_wheel
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
-REPO, READ, WRITE = "local", "read-secret", "write-secret"
+REPO, READ, WRITE = "local", "read-secret-00", "write-secret"
 JSON_V1 = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
 

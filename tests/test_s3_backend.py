@@ -49,7 +49,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-REPO, READ, WRITE = "local", "read-secret", "write-secret"
+REPO, READ, WRITE = "local", "read-secret-00", "write-secret"
 INTERVAL = 1  # sync_index_interval of every server here (seconds)
 SYNC_WAIT = INTERVAL + 4.0  # how long another server may take to list an upload (one sync + slack)
 ADMIN_KEYS = f'[{REPO}]\ntype = "s3"\naws_access_key_id = "{ACCESS_KEY}"\naws_secret_access_key = "{SECRET_KEY}"\n'
@@ -194,7 +194,8 @@ def pair(server_factory, seaweed: SeaweedFS, bucket: str) -> tuple[Server, Serve
 def _build(**table: object) -> object:
     from pywharf_backends.s3 import S3Config
 
-    base: dict[str, object] = {"type": "s3", "read_secret": "r", "write_secret": "w", "bucket": "pkgs"}
+    base: dict[str, object] = {"type": "s3", "read_secret": "read-secret-00", "write_secret": "write-secret",
+                               "bucket": "pkgs"}
     return build_config(S3Config, REPO, {**base, **table}, ConfigSource("config.toml"))
 
 
@@ -222,7 +223,7 @@ def test_config_errors_name_the_key(table: dict[str, object], key: str, fragment
         from pywharf_backends.s3 import S3Config
 
         with pytest.raises(ConfigError) as excinfo:
-            build_config(S3Config, REPO, {"type": "s3", "read_secret": "r", "write_secret": "w"},
+            build_config(S3Config, REPO, {"type": "s3", "read_secret": READ, "write_secret": WRITE},
                          ConfigSource("config.toml"))
     else:
         with pytest.raises(ConfigError) as excinfo:

@@ -475,7 +475,7 @@ def test_load_synced_of_corrupt_local_index_is_empty(tmp_path: Path):
 # -- config --------------------------------------------------------------------------------------
 
 SOURCE = ConfigSource("/etc/pywharf/config.toml")
-FS_TABLE = {"type": "file_system", "read_secret": "r", "write_secret": "w"}
+FS_TABLE = {"type": "file_system", "read_secret": "read-secret-00", "write_secret": "write-secret"}
 
 
 def config_error(call, *args) -> str:
@@ -487,7 +487,7 @@ def config_error(call, *args) -> str:
 @pytest.mark.parametrize(
     ("table", "key", "fragment"),
     [
-        ({"type": "file_system", "write_secret": "w"}, "read_secret", "missing required key"),
+        ({"type": "file_system", "write_secret": "write-secret"}, "read_secret", "missing required key"),
         ({**FS_TABLE, "max_file_bytes": "big"}, "max_file_bytes", "must be an integer, got str"),
         ({**FS_TABLE, "max_file_bytes": True}, "max_file_bytes", "must be an integer, got bool"),
         ({**FS_TABLE, "max_file_bytes": 1.5}, "max_file_bytes", "must be an integer"),
@@ -522,14 +522,14 @@ def test_build_config_applies_defaults():
 def test_config_repr_hides_secrets():
     """Configs end up in logs and tracebacks: the secrets must not be in their repr."""
     config = build_config(FileSystemConfig, "local",
-                          {**FS_TABLE, "read_secret": "TOPSECRET-R", "write_secret": "TOPSECRET-W"}, SOURCE)
+                          {**FS_TABLE, "read_secret": "TOPSECRET-READ", "write_secret": "TOPSECRET-WRITE"}, SOURCE)
     assert "TOPSECRET" not in repr(config)
 
 
 @pytest.mark.parametrize(
     ("document", "where", "fragment"),
     [
-        ({"local": {"read_secret": "r", "write_secret": "w"}}, "[local] key 'type'", "missing required key"),
+        ({"local": {k: v for k, v in FS_TABLE.items() if k != "type"}}, "[local] key 'type'", "missing required key"),
         ({"local": {**FS_TABLE, "type": "nope"}}, "[local] key 'type'", "unknown backend type 'nope'"),
         ({"local": {**FS_TABLE, "type": ["file_system"]}}, "[local] key 'type'", ""),
         ({"local": {**FS_TABLE, "type": {"a": 1}}}, "[local] key 'type'", ""),
@@ -718,7 +718,7 @@ def test_auth_cache_is_keyed_by_hash_not_secret(auth_repo):
 @pytest.fixture
 def fs_backend(tmp_path: Path) -> PackageStore:
     """The file_system adapter inside the core's PackageStore (what a server runs)."""
-    config = build_config(FileSystemConfig, "local", {**FS_TABLE, "read_secret": "read-secret",
+    config = build_config(FileSystemConfig, "local", {**FS_TABLE, "read_secret": "read-secret-00",
                                                       "write_secret": "write-secret"}, SOURCE)
     return PackageStore(FileSystemBackend(config, BackendContext(root=tmp_path / "root")))
 
@@ -800,13 +800,13 @@ def test_authenticate_uses_constant_time_comparison(fs_backend: PackageStore, mo
         return real(a, b)
 
     monkeypatch.setattr(hmac, "compare_digest", recording)
-    expected = {"write-secret": Permission.WRITE, "read-secret": Permission.READ, "nope": Permission.NONE,
+    expected = {"write-secret": Permission.WRITE, "read-secret-00": Permission.READ, "nope": Permission.NONE,
                 "": Permission.NONE, "write-secret ": Permission.NONE}
     for secret, permission in expected.items():
         calls.clear()
         assert fs_backend.authenticate(secret) is permission
         assert len(calls) == 2, secret
-        assert {b for _, b in calls} == {b"write-secret", b"read-secret"}
+        assert {b for _, b in calls} == {b"write-secret", b"read-secret-00"}
         assert all(a == secret.encode() for a, _ in calls)
 
 
@@ -814,7 +814,7 @@ def test_authenticate_decision_comes_only_from_compare_digest(fs_backend: Packag
     """If compare_digest says no, no other comparison (``==``) may grant access."""
     monkeypatch.setattr(hmac, "compare_digest", lambda a, b: False)
     assert fs_backend.authenticate("write-secret") is Permission.NONE
-    assert fs_backend.authenticate("read-secret") is Permission.NONE
+    assert fs_backend.authenticate("read-secret-00") is Permission.NONE
 
 
 # -- batched parsing of large indexes ----------------------------------------------------------

@@ -24,7 +24,7 @@ from conftest import Server, client_env, fs_config, run, tool
 from distbuilder import DistSpec, build_sdist, build_wheel
 
 WRITE = ("local", "write-secret")
-READ = ("local", "read-secret")
+READ = ("local", "read-secret-00")
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,7 +224,7 @@ def test_wrong_secret_and_unknown_repo_get_401(fs_server: Server, tmp_path: Path
     """A wrong secret, a secret of no repo, an unknown repo name or an empty password never
     get in; the answer is the same 401 so names cannot be probed."""
     dist = make_wheel(tmp_path / "dists")
-    bad_auths = [("local", "wrong"), ("local", ""), ("nope", "read-secret"), ("nope", "write-secret"),
+    bad_auths = [("local", "wrong"), ("local", ""), ("nope", "read-secret-00"), ("nope", "write-secret"),
                  ("LOCAL", "write-secret")]
     for auth in bad_auths:
         response = requests.get(f"{fs_server.base}/simple/", auth=auth, timeout=10)

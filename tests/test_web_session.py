@@ -204,9 +204,11 @@ def test_valid_signature_with_swapped_ciphertext_is_rejected() -> None:
     signer = itsdangerous.URLSafeTimedSerializer(keys.signing, salt="pywharf-session-v1",
                                                  signer_kwargs={"digest_method": hashlib.sha256})
     own = payload_of(codec.encode("local", READ_SECRET, Permission.READ))["s"]
-    assert codec.decode(signer.dumps({"r": "local", "p": 1, "s": own})) is not None  # the signer is right
-    assert codec.decode(signer.dumps({"r": "local", "p": 1, "s": token})) is None
-    assert codec.decode(signer.dumps({"r": "local", "p": 1, "s": "plain-text-secret"})) is None
+    sid = "session-id-0123456789"
+    assert codec.decode(signer.dumps({"r": "local", "p": 1, "s": own, "i": sid})) is not None  # the signer is right
+    assert codec.decode(signer.dumps({"r": "local", "p": 1, "s": own})) is None  # no session id: refused
+    assert codec.decode(signer.dumps({"r": "local", "p": 1, "s": token, "i": sid})) is None
+    assert codec.decode(signer.dumps({"r": "local", "p": 1, "s": "plain-text-secret", "i": sid})) is None
     assert codec.decode(signer.dumps(["local", READ_SECRET])) is None
 
 
@@ -370,8 +372,8 @@ def test_open_redirect_after_login_is_refused(client: TestClient) -> None:
 # -- rate limit ------------------------------------------------------------------------------------
 
 
-def test_five_failures_per_minute_then_429(client: TestClient) -> None:
-    for _ in range(5):
+def test_failures_per_minute_then_429(client: TestClient, state: ServerState) -> None:
+    for _ in range(state.settings.auth_failure_limit):
         response = login(client, secret="wrong")
         assert response.status_code == 200 and "Invalid repository name or secret." in response.text
         assert SESSION_COOKIE not in response.headers.get("set-cookie", "")

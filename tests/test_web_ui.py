@@ -27,7 +27,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "web-ui"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]
-READ = "read-secret"
+READ = "read-secret-00"
 
 README = """\
 # Wharf demo
@@ -185,7 +185,7 @@ def test_login_browse_download_logout(browser: Browser, repo_server: tuple[Serve
 
         # Log out: the cookie is gone and everything is refused again.
         page.goto(f"{server.base}/project/wharf-demo/")
-        page.get_by_role("link", name="Log out").click()
+        page.get_by_role("button", name="Log out").click()
         expect(page).to_have_url(re.compile(r"/login/\?logged_out=1$"))
         expect(page.get_by_role("status")).to_have_text("You are logged out.")
         shot(page, "06-logged-out")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from pywharf_core.storage.config import PkgRepoConfig
 
@@ -27,6 +28,10 @@ _BRANCH = re.compile(r"^(?!/)(?!.*//)(?!.*\.\.)(?!.*@\{)[^\s~^:?*\[\\\x00-\x1f\x
 class GitHubConfig(PkgRepoConfig):
     """One package repository stored as releases of ``owner/repo`` (see the package docstring)."""
 
+    # The server sends its admin token (and clients' tokens) there: a config sent over HTTP may
+    # only name endpoints the admin allows.
+    endpoint_keys: ClassVar[tuple[str, ...]] = ("api_base_url",)
+
     owner: str  # the GitHub user or organisation owning the package repository
     repo: str  # the GitHub repository: one release per package file
     branch: str = "master"  # branch holding the remote index (0.2.3's default, kept)
@@ -39,6 +44,10 @@ class GitHubConfig(PkgRepoConfig):
     timeout: int = 60  # seconds per HTTP request to GitHub
     # longest rate-limit wait (Retry-After, X-RateLimit-Reset) before failing with a clear 503
     max_rate_limit_wait: int = 30
+    # seconds a token GitHub refused is remembered as refused (no API call for it meanwhile)
+    auth_failure_ttl: int = 60
+    # token checks (GET /repos/...) in flight at once; more wait up to `timeout`, then 503
+    max_concurrent_auth_checks: int = 4
 
     @property
     def full_name(self) -> str:
@@ -67,4 +76,8 @@ class GitHubConfig(PkgRepoConfig):
             problems.append(("timeout", "must be a positive integer"))
         if self.max_rate_limit_wait < 0:
             problems.append(("max_rate_limit_wait", "must be zero or a positive integer"))
+        if self.auth_failure_ttl < 0:
+            problems.append(("auth_failure_ttl", "must be zero or a positive integer"))
+        if self.max_concurrent_auth_checks < 1:
+            problems.append(("max_concurrent_auth_checks", "must be a positive integer"))
         return problems

@@ -98,6 +98,9 @@ SIGNED_URL_TTL = 30.0
 # Release lookups (tag -> asset URLs) for downloads of immutable files; a deleted release is noticed on 404.
 RELEASE_CACHE_TTL = 600.0
 UPLOAD_ATTEMPTS = 3
+# Refused tokens remembered at once (by SHA-256, never the token): a flood of random tokens
+# evicts the oldest entries instead of growing memory (~100 bytes each).
+AUTH_FAILURE_CACHE_MAX = 10_000
 _CHUNK = 1 << 20
 
 
@@ -252,6 +255,11 @@ class GitHubBackend(Storage):
         self._index: FileState | None = None  # the index as last read: its ETag makes unchanged polls 304s
         self._upload_locks: dict[str, threading.Lock] = {}
         self._upload_locks_guard = threading.Lock()
+        # Anonymous clients choose the tokens: a wrong one must not cost an API call each time,
+        # nor may a flood of them occupy every worker thread with GitHub calls.
+        self._refused: dict[bytes, float] = {}  # SHA-256 of a refused token -> when to forget it
+        self._refused_lock = threading.Lock()
+        self._auth_slots = threading.BoundedSemaphore(config.max_concurrent_auth_checks)
 
     def use_token(self, token: str | None) -> None:
         """Work with ``token`` (None: anonymously, enough to read a public repository)."""
@@ -295,13 +303,30 @@ class GitHubBackend(Storage):
 
         GitHub reports the token owner's role on the repository; a token GitHub refuses (401),
         or that cannot see the repository (404: private repos are invisible), grants nothing.
+        Such a refusal is remembered for ``auth_failure_ttl`` seconds (the core caches only
+        positive verdicts), and at most ``max_concurrent_auth_checks`` checks run at once.
         """
-        client = GitHubClient(secret, self.policy)
-        what = f"GET /repos/{self.config.full_name} (auth check)"
+        key = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+        if self._recently_refused(key):
+            return Permission.NONE
+        if not self._auth_slots.acquire(timeout=self.config.timeout):
+            raise GitHubUnavailable(
+                f"too many token checks against GitHub in flight (max_concurrent_auth_checks = "
+                f"{self.config.max_concurrent_auth_checks}); try again"
+            )
         try:
-            response = client.request("GET", self._repo_path(), what=what)
+            if self._recently_refused(key):  # decided while this one waited for a slot
+                return Permission.NONE
+            client = GitHubClient(secret, self.policy)
+            what = f"GET /repos/{self.config.full_name} (auth check)"
+            try:
+                response = client.request("GET", self._repo_path(), what=what)
+            finally:
+                client.close()
         finally:
-            client.close()
+            self._auth_slots.release()
+        if response.status_code in (401, 404):  # not 403: it may be a rate limit, not the token
+            self._remember_refused(key)
         if response.status_code in (401, 403, 404):
             return Permission.NONE
         permissions = check_response(response, what).json().get("permissions") or {}
@@ -310,6 +335,27 @@ class GitHubBackend(Storage):
         if permissions.get("pull"):
             return Permission.READ
         return Permission.NONE
+
+    def _recently_refused(self, key: bytes) -> bool:
+        with self._refused_lock:
+            until = self._refused.get(key)
+            if until is None:
+                return False
+            if until > time.monotonic():
+                return True
+            del self._refused[key]
+            return False
+
+    def _remember_refused(self, key: bytes) -> None:
+        if self.config.auth_failure_ttl <= 0:
+            return
+        now = time.monotonic()
+        with self._refused_lock:
+            if key not in self._refused and len(self._refused) >= AUTH_FAILURE_CACHE_MAX:
+                self._refused = {k: v for k, v in self._refused.items() if v > now}
+                while len(self._refused) >= AUTH_FAILURE_CACHE_MAX:
+                    del self._refused[next(iter(self._refused))]  # the oldest entry
+            self._refused[key] = now + self.config.auth_failure_ttl
 
     # -- releases ------------------------------------------------------------------------------
 

@@ -32,9 +32,16 @@ from pywharf_core.model.errors import PywharfError
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.backends import open_backend, read_remote_index, rebuild_remote_index
 from pywharf_core.service.repository import AuthExpiry
-from pywharf_core.service.server_state import ServerSettings, ServerState, build_repos, load_setup
+from pywharf_core.service.server_state import (
+    DEFAULT_INITIALIZE_MAX_FAILURES,
+    ServerSettings,
+    ServerState,
+    build_repos,
+    load_setup,
+)
 from pywharf_core.storage.backend import BackendContext
 from pywharf_core.storage.config import ConfigSource, build_config
+from pywharf_core.storage.config_limits import DEFAULT_HTTP_ENV_PREFIX
 from pywharf_core.storage.registry import installed_backends
 from pywharf_core.storage.services import StaticLink, provide
 
@@ -55,6 +62,12 @@ def server(
     initialize_token: str | None = None,
     page_max_age: int = 10,
     session_secret: str | None = None,
+    auth_failure_limit: int = 10,
+    auth_failure_window: int = 60,
+    initialize_max_failures: int = DEFAULT_INITIALIZE_MAX_FAILURES,
+    initialize_env_prefix: str = DEFAULT_HTTP_ENV_PREFIX,
+    allowed_endpoints: str = "",
+    allow_storage_path: str = "",
     public_url: str | None = None,
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
@@ -81,12 +94,26 @@ def server(
         server: "uvicorn" (default, fastest measured) or "waitress".
         access_log: Log every request (method, path, status, content type, bytes, time).
         initialize_token: Bearer token that POST /initialize/ requires once the server is
-            configured. Without it, only the first /initialize/ of a server started without
-            --config is accepted.
+            configured (16+ characters). Without it, only the first /initialize/ of a server
+            started without --config is accepted.
         page_max_age: Cache-Control max-age (seconds) of simple pages; files are immutable.
         session_secret: Key of the browser UI's session cookies (16+ characters; default: the
             PYWHARF_SESSION_SECRET environment variable, else a random key kept in
             ROOT/session.key). Give every server behind one load balancer the same key.
+        auth_failure_limit: Wrong secrets (basic auth and the login form together) one client
+            address may send for one repository name within --auth_failure_window seconds;
+            then 429 with Retry-After.
+        auth_failure_window: Seconds over which --auth_failure_limit counts failures.
+        initialize_max_failures: Wrong /initialize/ tokens one client may send per minute; then 429.
+        initialize_env_prefix: A config sent to /initialize/ may only read environment variables
+            (admin secrets' env = "...") whose names start with this (never PYWHARF_COMMAND*,
+            PYWHARF_SESSION_SECRET). Configs given with --config may read any.
+        allowed_endpoints: Comma-separated URLs a config sent to /initialize/ may point a backend
+            at (github api_base_url, s3 endpoint_url / public_endpoint_url), besides each
+            backend's default (api.github.com, AWS). Configs given with --config may use any.
+        allow_storage_path: Comma-separated absolute folders, besides ROOT, under which a config
+            sent to /initialize/ may put a file_system storage_path (relative paths are
+            relative to ROOT). Configs given with --config may use any folder.
         public_url: The URL clients reach this server at (e.g. https://pypi.example.com/), used
             for every absolute URL it writes (JSON API, install lines); default: each request's
             Host header.
@@ -122,6 +149,12 @@ def server(
         initialize_token=_opt_str(initialize_token) or None,
         page_max_age=int(page_max_age),
         session_secret=_opt_str(session_secret) or os.environ.get("PYWHARF_SESSION_SECRET") or None,
+        auth_failure_limit=int(auth_failure_limit),
+        auth_failure_window=int(auth_failure_window),
+        initialize_max_failures=int(initialize_max_failures),
+        initialize_env_prefix=_opt_str(initialize_env_prefix) or "",
+        allowed_endpoints=_csv(allowed_endpoints),
+        allowed_storage_paths=tuple(Path(p) for p in _csv(allow_storage_path)),
     )
     if settings.session_secret is not None and len(settings.session_secret) < 16:
         raise PywharfError("--session_secret (or PYWHARF_SESSION_SECRET) must be at least 16 characters")
@@ -175,7 +208,7 @@ def update_index(
     table: dict[str, Any] = {"type": spec.type, **pkg_repo_configs}
     for key in ("read_secret", "write_secret"):
         if key in {f for f in inspect.signature(spec.config_class).parameters} and key not in table:
-            table[key] = str(secret or "unused-by-update-index")
+            table[key] = "unused-by-update-index"  # shared secrets are for clients, not this command
     repo_config = build_config(spec.config_class, str(name), table, ConfigSource("<command line>"))
     context = BackendContext(root=Path(str(root or ".")).resolve(), admin_secret=_opt_str(secret))
     count = rebuild_remote_index(open_backend(spec, repo_config, context))
@@ -290,6 +323,12 @@ def quickstart(root: str = "./pywharf-root", host: str = "127.0.0.1", port: int 
         flush=True,
     )
     server(str(root_path), config=str(config_path), host=host, port=port)
+
+
+def _csv(value: Any) -> tuple[str, ...]:
+    """A comma-separated flag (fire may already have split ``a,b`` into a tuple)."""
+    items = value if isinstance(value, (list, tuple)) else (_opt_str(value) or "").split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
 
 
 def _opt_str(value: Any) -> str | None:

@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from pywharf_core.http.auth import authorize
+from pywharf_core.http.cross_site import CrossSiteWriteGuard
 from pywharf_core.http.errors import EXCEPTION_HANDLERS
 from pywharf_core.http.health import healthz, readyz
 from pywharf_core.http.initialize import initialize
@@ -117,6 +118,13 @@ async def simple_project(request: Request) -> Response:
     page = pages_of(repo).project_page(repo.snapshot, normalized, content_type)
     if page is not None:
         return _page_response(request, page, content_type)
+    if not repo.index_loaded:
+        # No index yet (no sync, no copy under ROOT): the name may be a private project of this
+        # repository, and redirecting it to the public index would install whoever registered
+        # that name there (dependency confusion). A 404 would be as wrong: the client retries
+        # (a first sync usually takes seconds).
+        raise HTTPException(503, "Index not loaded yet: this repository has not synced its index; retry shortly.",
+                            headers={"Retry-After": "5"})
     # Only names this repository does not own fall back to the public index.
     extra = request.app.state.pywharf.settings.extra_index_url
     if not extra:
@@ -275,5 +283,6 @@ def create_app(state: ServerState, *, public_url: str | None = None) -> Starlett
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.pywharf = state
+    app.add_middleware(CrossSiteWriteGuard)  # every unsafe method, present and future
     app.state.public_url = public_url
     return app

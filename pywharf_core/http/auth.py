@@ -1,22 +1,27 @@
 """Who a request is: HTTP basic auth (repository name + secret) or the browser UI's session.
 
 Read endpoints also accept the session cookie (``pywharf_core.http.web``) when no basic auth is
-sent; write endpoints take basic auth only, so no write can ride on a cookie.
+sent; write endpoints take basic auth only, so no write can ride on a cookie. Secrets are
+checked by :mod:`pywharf_core.http.web.secret_check` (failure limit, same work for unknown names).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 
-import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from pywharf_core.http.web import session_credentials
+from pywharf_core.http.web.secret_check import check_secret, client_address
 from pywharf_core.service.repository import PkgRepo
-from pywharf_core.service.server_state import ServerState
 from pywharf_core.storage.backend import Permission
+
+log = logging.getLogger(__name__)
+
+INVALID_CREDENTIALS = "Invalid repository name or secret."
 
 
 class Unauthorized(HTTPException):
@@ -24,37 +29,52 @@ class Unauthorized(HTTPException):
         super().__init__(401, detail, headers={"WWW-Authenticate": 'Basic realm="pywharf"'})
 
 
+class MalformedAuthorization(HTTPException):
+    """400: a Basic header whose bytes are not base64 of UTF-8 text (a client bug, not a guess)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            400, "Malformed Authorization header: Basic credentials must be base64 of UTF-8 'name:secret'."
+        )
+
+
 def basic_credentials(request: Request) -> tuple[str, str] | None:
+    """``(name, secret)`` from a Basic header; None when there is none or it is not base64 or has
+    no ``:`` (401, as before); :class:`MalformedAuthorization` when its bytes are not ASCII
+    (Starlette decodes header values as latin-1) or the credentials are not UTF-8."""
     header = request.headers.get("authorization", "")
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() != "basic" or not encoded:
         return None
+    if not encoded.isascii():
+        log.info("malformed Authorization header (not ASCII) from %s", client_address(request))
+        raise MalformedAuthorization()
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except binascii.Error:
         return None
+    except UnicodeDecodeError:
+        log.info("malformed Authorization header (credentials not UTF-8) from %s", client_address(request))
+        raise MalformedAuthorization() from None
     username, sep, password = decoded.partition(":")
     return (username, password) if sep else None
 
 
 async def authorize(request: Request, needed: Permission) -> PkgRepo:
-    """The repository the request's credentials grant ``needed`` on, or 401/403."""
+    """The repository the request's credentials grant ``needed`` on, or 401/403/429."""
     credentials = basic_credentials(request)
+    from_session = False
     if credentials is None and needed is Permission.READ:
         # A browser session reads only: no upload or yank can ride on a cookie (no CSRF there).
         credentials = session_credentials(request)
+        from_session = credentials is not None
     if credentials is None:
         raise Unauthorized()
     name, secret = credentials
-    state: ServerState = request.app.state.pywharf
-    repo = state.repos.get(name)
-    if repo is None or not secret:
-        raise Unauthorized("Invalid repository name or secret.")
-    permission = repo.cached_permission(secret)
-    if permission is None:
-        permission = await anyio.to_thread.run_sync(repo.authenticate, secret)
-    if permission is Permission.NONE:
-        raise Unauthorized("Invalid repository name or secret.")
+    # A session's secret was checked at login and the cookie is signed: no guess to limit.
+    repo, permission = await check_secret(request, name, secret, limited=not from_session)
+    if repo is None or permission is Permission.NONE:
+        raise Unauthorized(INVALID_CREDENTIALS)
     if permission < needed:
         raise HTTPException(403, "This secret may read but not upload: use the write secret.")
     return repo

@@ -9,17 +9,29 @@ read, never the whole archive.
 The same bytes are what the upload serves as ``<file>.metadata`` (PEP 658): pip and uv resolve
 from that file alone, without downloading the distribution, so it must be the metadata the
 installed distribution will really have.
+
+Archives come from clients, so reading them is bounded (the ``MAX_*`` constants below): a
+gzip bomb or an archive of hundreds of thousands of members costs at most about a second of
+CPU at upload time. A distribution past a bound is still accepted, without PEP 658 metadata
+(installers then download the file itself, as for any file without it), and one warning is
+logged: the bounds sit well above real distributions, and an index must not refuse a valid
+file because it is big.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
+import logging
 import re
+import struct
 import tarfile
 import zipfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
@@ -56,7 +68,22 @@ _FIELD_NAMES = {
     "supported-platform": "supported_platform",
     "dynamic": "dynamic",
 }
+log = logging.getLogger(__name__)
+
+# Largest METADATA / PKG-INFO read. Real ones are KBs (a long description: a few hundred KB).
 MAX_METADATA_BYTES = 16 * 1024 * 1024
+# Bytes of an sdist's tar stream decompressed while looking for PKG-INFO (about 0.2-0.5 s of
+# zlib). Hatchling and flit write PKG-INFO last, so a big sdist is read to its end: 256 MiB
+# is several times the largest sdists on PyPI, unpacked.
+MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
+# Tar members scanned for PKG-INFO: tarfile parses a header in about 25 us, so this is about
+# half a second. Big sdists (compilers, vendored C++ trees) hold 5-15 thousand files.
+MAX_TAR_MEMBERS = 20_000
+# A zip's central directory is parsed whole by ``zipfile`` (about 6 us per entry): its size
+# (from the end record, checked before parsing) and declared entry count are bounded. The
+# largest wheels on PyPI (tensorflow, torch: 15-25 thousand files) have directories of 2-4 MiB.
+MAX_ZIP_DIRECTORY_BYTES = 8 * 1024 * 1024
+MAX_ZIP_ENTRIES = 100_000
 
 # What an installer resolves from ``<file>.metadata``. If an sdist marks one of them as Dynamic
 # (PEP 643), the wheel built from it may say otherwise, so its PKG-INFO must not be served.
@@ -143,6 +170,84 @@ def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes |
     return data if len(data) <= MAX_METADATA_BYTES else None
 
 
+class ArchiveTooLarge(Exception):
+    """Reading the archive would pass one of the ``MAX_*`` bounds."""
+
+
+# End of central directory record (and its zip64 locator and record): the formats ``zipfile``
+# reads them with; the search follows ``zipfile._EndRecData`` so both find the same record.
+_EOCD = struct.Struct("<4s4H2LH")
+_EOCD64_LOCATOR = struct.Struct("<4sLQL")
+_EOCD64 = struct.Struct("<4sQ2H2L4Q")
+
+
+def _check_zip_directory(handle: BinaryIO) -> None:
+    """Raise ArchiveTooLarge when the zip's central directory is past the bounds, before
+    ``zipfile`` parses all of it (it ignores the declared count and parses every entry)."""
+    handle.seek(0, io.SEEK_END)
+    size = handle.tell()
+    tail_size = min(size, _EOCD.size + 0xFFFF)
+    handle.seek(size - tail_size)
+    tail = handle.read(tail_size)
+    start = len(tail) - _EOCD.size
+    if not (start >= 0 and tail[start:start + 4] == b"PK\x05\x06" and tail[-2:] == b"\0\0"):
+        start = tail.rfind(b"PK\x05\x06")
+    if start < 0 or start + _EOCD.size > len(tail):
+        return  # not a zip: zipfile says so
+    _sig, _disk, _cd_disk, _here, entries, directory_size, _offset, _comment = _EOCD.unpack_from(tail, start)
+    record_at = size - tail_size + start
+    if record_at >= _EOCD64_LOCATOR.size + _EOCD64.size:  # zipfile prefers zip64 values when present
+        handle.seek(record_at - _EOCD64_LOCATOR.size - _EOCD64.size)
+        zip64 = handle.read(_EOCD64.size + _EOCD64_LOCATOR.size)
+        if zip64[_EOCD64.size:_EOCD64.size + 4] == b"PK\x06\x07" and zip64[:4] == b"PK\x06\x06":
+            fields = _EOCD64.unpack_from(zip64)
+            entries, directory_size = fields[7], fields[8]
+    if entries > MAX_ZIP_ENTRIES or directory_size > MAX_ZIP_DIRECTORY_BYTES:
+        raise ArchiveTooLarge(f"{entries} zip entries in a {directory_size}-byte central directory "
+                              f"(bounds: {MAX_ZIP_ENTRIES} entries, {MAX_ZIP_DIRECTORY_BYTES} bytes)")
+    handle.seek(0)
+
+
+@contextlib.contextmanager
+def _open_zip(path: Path) -> Iterator[zipfile.ZipFile]:
+    """The zip at ``path``, its central directory checked against the bounds first."""
+    with open(path, "rb") as handle:
+        _check_zip_directory(handle)
+        with zipfile.ZipFile(handle) as archive:
+            yield archive
+
+
+class _BoundedStream:
+    """A decompressed stream ``tarfile`` may read and seek forward in only up to
+    MAX_DECOMPRESSED_BYTES: a read or seek past it raises ArchiveTooLarge *before* anything
+    is decompressed (a member claiming 512 MiB is refused at its header, and a pax or GNU long
+    name header cannot make tarfile inflate gigabytes into memory)."""
+
+    def __init__(self, raw: gzip.GzipFile) -> None:
+        self.raw = raw
+
+    def _check(self, end: int) -> None:
+        if end > MAX_DECOMPRESSED_BYTES:
+            raise ArchiveTooLarge(f"more than {MAX_DECOMPRESSED_BYTES} bytes decompressed")
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            raise ArchiveTooLarge("unbounded read")
+        self._check(self.raw.tell() + size)
+        return self.raw.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self.raw.tell()
+        elif whence != io.SEEK_SET:
+            raise ArchiveTooLarge("seek from the end of a compressed stream")
+        self._check(offset)
+        return self.raw.seek(offset)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
 def _read_wheel_metadata(path: Path, name: str) -> bytes | None:
     """The METADATA of the wheel's own dist-info directory.
 
@@ -155,7 +260,7 @@ def _read_wheel_metadata(path: Path, name: str) -> bytes | None:
         project, version, _build, _tags = parse_wheel_filename(name)
     except InvalidWheelFilename:
         return None
-    with zipfile.ZipFile(path) as archive:
+    with _open_zip(path) as archive:
         found = [
             info
             for info in archive.infolist()
@@ -171,15 +276,18 @@ def _read_wheel_metadata(path: Path, name: str) -> bytes | None:
 def _read_sdist_pkg_info(path: Path, name: str) -> bytes | None:
     """The sdist's top-level ``{dir}/PKG-INFO`` (deeper ones belong to an egg-info)."""
     if name.endswith(".zip"):
-        with zipfile.ZipFile(path) as archive:
+        with _open_zip(path) as archive:
             for info in archive.infolist():
                 parts = info.filename.split("/")
                 if len(parts) == 2 and parts[1] == "PKG-INFO":
                     return _read_zip_member(archive, info)
         return None
-    # A tar.gz has no index: members are read in order until PKG-INFO (usually the first ones).
-    with tarfile.open(path, "r:gz") as archive:
-        for member in archive:
+    # A tar.gz has no index: members are read in order until PKG-INFO (first or last, by the
+    # build backend), within MAX_TAR_MEMBERS and MAX_DECOMPRESSED_BYTES.
+    with gzip.open(path, "rb") as raw, tarfile.open(fileobj=_BoundedStream(raw), mode="r:") as archive:
+        for count, member in enumerate(archive, 1):
+            if count > MAX_TAR_MEMBERS:
+                raise ArchiveTooLarge(f"more than {MAX_TAR_MEMBERS} members")
             parts = member.name.split("/")
             if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile():
                 if member.size > MAX_METADATA_BYTES:
@@ -203,7 +311,10 @@ def read_metadata_bytes(path: Path, filename: str | None = None) -> bytes | None
             return _read_wheel_metadata(path, name)
         if name.endswith((".zip", ".tar.gz")):
             return _read_sdist_pkg_info(path, name)
-    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError):
+    except ArchiveTooLarge as exc:
+        log.warning("%s: metadata not read, the archive is past a bound: %s", name, exc)
+        return None
+    except (OSError, zipfile.BadZipFile, tarfile.TarError, EOFError, ValueError, zlib.error):
         return None
     return None
 

@@ -25,8 +25,16 @@ from pywharf_core.model.errors import InvalidName
 
 # A repo name becomes a folder under ROOT and the basic-auth username: keep it boring.
 _REPO_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
-# PEP 508 project name (before normalisation).
-_PROJECT_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+# The packaging specifications' project name (before normalisation), ASCII only. Not
+# ``re.IGNORECASE``: with it, ``[A-Z]`` also matches characters that merely case-fold to ASCII
+# (U+017F LATIN SMALL LETTER LONG S for "s", U+212A KELVIN SIGN for "k"), so "\u017fix" passed as
+# a spelling of "six" while storage, URLs and other tools see a different name.
+_PROJECT_NAME = re.compile(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$", re.ASCII)
+# Every character a wheel or sdist filename can hold (project, PEP 440 version with its local
+# part and epoch, build tag, compatibility tags, suffix): printable ASCII only, so no control,
+# bidirectional-override (U+202E) or line-separator (U+2028) character reaches a page, a log
+# line or a path.
+_DIST_FILENAME_CHARS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]*$", re.ASCII)
 # Stored files get companions named ``<filename>.toml`` and ``<filename>.metadata``: with 255
 # bytes the longest name most file systems and object stores allow, a filename must leave room
 # for the longest suffix, or the file would be stored but its sidecar refused (issue 12).
@@ -63,17 +71,19 @@ class DistFilename:
 
 
 def check_safe_filename(filename: str) -> str:
-    """Cheap check that ``filename`` is a plain name that cannot escape a folder."""
+    """Cheap check that ``filename`` is a plain ASCII name that cannot escape a folder.
+
+    Only the characters the wheel and sdist grammars use: no separator, no control or
+    non-ASCII character (``repr`` in the message shows them escaped)."""
     if (
         not isinstance(filename, str)
         or not filename
         or len(filename) > _MAX_FILENAME
-        or filename.startswith(".")
-        or any(c in filename for c in '/\\\0:"<>|?*')
-        or any(ord(c) < 32 or ord(c) == 127 for c in filename)
+        or not _DIST_FILENAME_CHARS.fullmatch(filename)
         or ".." in filename
     ):
-        raise InvalidName(f"Invalid distribution filename {filename!r}")
+        raise InvalidName(f"Invalid distribution filename {filename!r}: use only the ASCII letters, digits "
+                          "and '.', '_', '-', '+', '!' of the wheel and sdist filename formats")
     return filename
 
 

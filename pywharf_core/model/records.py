@@ -32,9 +32,29 @@ MULTI_VALUED_FIELDS = frozenset(
         "supported_platform",
         "provides_extra",
         "dynamic",
-        "license_files",
+        "license_file",  # what twine sends for License-File
+        "license_files",  # what parsing METADATA names it (pywharf_core.model.metadata)
     }
 )
+# The upload contract: the core-metadata form fields of the legacy upload API, as Warehouse's
+# ``forklift/legacy.py`` accepts them. Only these are taken from an upload's form and kept;
+# everything else a client sends is ignored, so a form can never set what the server decides
+# (``yanked``, ``sha256``, ``size``, ``upload_time``, ``metadata_sha256``...) or grow the index.
+UPLOAD_METADATA_FIELDS = frozenset(
+    {
+        "metadata_version", "name", "version", "summary", "description", "description_content_type",
+        "author", "author_email", "maintainer", "maintainer_email", "license", "license_expression",
+        "license_file", "keywords", "classifiers", "platform", "supported_platform", "home_page",
+        "download_url", "requires_python", "requires_dist", "provides_dist", "obsoletes_dist",
+        "requires_external", "project_urls", "provides_extra", "dynamic", "pyversion", "filetype",
+        "comment",
+    }
+)
+# Digests the server computes from the received bytes and keeps in a record's metadata.
+SERVER_DIGEST_FIELDS = frozenset({"md5_digest", "blake2_256_digest"})
+# What a record's metadata may hold when rebuilt from a sidecar: the upload contract, the
+# server's digests, and ``license_files`` (the name METADATA parsing gives License-File).
+STORED_METADATA_FIELDS = UPLOAD_METADATA_FIELDS | SERVER_DIGEST_FIELDS | {"license_files"}
 # Fields that describe the transfer, not the distribution: never stored.
 TRANSPORT_FIELDS = frozenset({":action", "protocol_version", "content", "gpg_signature", "attestations"})
 # Fields kept beside the file instead of in the index, because of their size.

@@ -20,7 +20,7 @@ from typing import Any
 import tomli_w
 
 from pywharf_core.model.names import DistFilename
-from pywharf_core.model.records import FileRecord, freeze_meta, is_sha256_hex
+from pywharf_core.model.records import STORED_METADATA_FIELDS, FileRecord, freeze_meta, is_sha256_hex
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -91,7 +91,10 @@ def record_from_sidecar(
         size=size,
         upload_time=str(fields.get("upload_time") or upload_time),
         requires_python=str(fields.get("requires_python") or ""),
-        meta=freeze_meta({k: v for k, v in fields.items() if k not in RECORD_KEYS and not isinstance(v, dict)}),
+        # Only metadata fields: a sidecar written before uploads were filtered may hold any form
+        # field a client sent (``bogus``, a second ``sha256``...); they stay out of the index.
+        meta=freeze_meta({k: v for k, v in fields.items()
+                          if k in STORED_METADATA_FIELDS and k not in RECORD_KEYS and not isinstance(v, dict)}),
         metadata_sha256=metadata_sha256,
         yanked=bool(fields.get("yanked", False)),
         yanked_reason=str(fields.get("yanked_reason") or ""),

@@ -52,7 +52,7 @@ from pywharf_core.model.metadata import (
     read_core_metadata,
     sdist_metadata_is_reliable,
 )
-from pywharf_core.model.names import DistFilename, parse_dist_filename
+from pywharf_core.model.names import DIST_SUFFIXES, DistFilename, parse_dist_filename
 from pywharf_core.model.records import FileRecord, is_sha256_hex, utc_timestamp
 from pywharf_core.model.sidecar import (
     dump_sidecar,
@@ -308,7 +308,15 @@ class PackageStore(Backend):
         return sum(1 for blob in self.storage.list_blobs() if _dist_or_none(blob.key) is not None)
 
     def list_files(self) -> Iterator[FileRecord]:
-        blobs = [(dist, blob) for blob in self.storage.list_blobs() if (dist := _dist_or_none(blob.key)) is not None]
+        blobs = []
+        for blob in self.storage.list_blobs():
+            dist = _dist_or_none(blob.key)
+            if dist is not None:
+                blobs.append((dist, blob))
+            elif blob.key.endswith(DIST_SUFFIXES) and "/" not in blob.key and not blob.key.startswith("."):
+                # e.g. a non-ASCII or control character put in by hand: never served, said once
+                log.warning("repo %r: skipping stored file %r: not a valid distribution filename",
+                            self.config.name, blob.key)
         blobs.sort(key=lambda pair: pair[1].key)
         with ThreadPoolExecutor(max_workers=REBUILD_THREADS, thread_name_prefix="pywharf-rebuild") as pool:
             for record in pool.map(lambda pair: self._rebuild_record(*pair), blobs):

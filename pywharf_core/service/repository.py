@@ -85,6 +85,13 @@ class PkgRepo:
 
     # -- index -------------------------------------------------------------------------------
 
+    @property
+    def index_loaded(self) -> bool:
+        """Whether this repository serves an index: synced since start, or the last good copy
+        under ROOT. Before that, a name missing from the snapshot proves nothing: it may be one
+        of this repository's own (private) projects."""
+        return self.last_sync is not None or self.has_local_copy
+
     def load_local_index(self) -> None:
         """Serve what ROOT already holds, before the first sync completes."""
         with self._write_lock:

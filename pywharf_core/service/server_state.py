@@ -24,9 +24,23 @@ from pywharf_core.storage.config import (
     load_repo_configs,
     read_toml_source,
 )
+from pywharf_core.storage.config_limits import (
+    DEFAULT_HTTP_ENV_PREFIX,
+    FULL_POWER,
+    ConfigLimits,
+    parse_endpoint,
+)
 from pywharf_core.storage.registry import installed_backends
 
 log = logging.getLogger(__name__)
+
+# A bearer token is the only thing between the network and the server's whole configuration:
+# 16 characters of a random token are far beyond guessing at the rate /initialize/ allows.
+MIN_INITIALIZE_TOKEN_LENGTH = 16
+# Wrong /initialize/ tokens one client may send per window before it gets 429: enough for a
+# typo or two, too few for guessing (the same as the browser login's limit).
+DEFAULT_INITIALIZE_MAX_FAILURES = 5
+INITIALIZE_FAILURE_WINDOW_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,44 @@ class ServerSettings:
     initialize_token: str | None = field(default=None, repr=False)
     # Master key of browser session cookies (None: a random key kept in ROOT/session.key).
     session_secret: str | None = field(default=None, repr=False)
+    # Failed authentications (basic auth and /login/) per client address and repository name
+    # within auth_failure_window seconds before 429 (pywharf_core.http.web.secret_check).
+    auth_failure_limit: int = 10
+    auth_failure_window: int = 60
+    # Failed /initialize/ bearer tokens per client per minute before 429.
+    initialize_max_failures: int = DEFAULT_INITIALIZE_MAX_FAILURES
+    # Environment variables a config sent to /initialize/ may read ("env = ..."): this prefix.
+    initialize_env_prefix: str = DEFAULT_HTTP_ENV_PREFIX
+    # Backend endpoints a config sent to /initialize/ may use besides the backends' defaults.
+    allowed_endpoints: tuple[str, ...] = ()
+    # Folders besides ROOT a config sent to /initialize/ may store files under.
+    allowed_storage_paths: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        token = self.initialize_token
+        if token is not None and len(token) < MIN_INITIALIZE_TOKEN_LENGTH:
+            raise ConfigError(f"--initialize_token must be at least {MIN_INITIALIZE_TOKEN_LENGTH} characters")
+        if self.auth_failure_limit < 1 or self.auth_failure_window < 1:
+            raise ConfigError("--auth_failure_limit and --auth_failure_window must be positive integers")
+        if self.initialize_max_failures < 1:
+            raise ConfigError("--initialize_max_failures must be a positive integer")
+        if not self.initialize_env_prefix:
+            raise ConfigError("--initialize_env_prefix must not be empty (it would expose every variable)")
+        for url in self.allowed_endpoints:
+            if parse_endpoint(url) is None:
+                raise ConfigError(f"--allowed_endpoints: {url!r} is not an http(s)://host[:port][/path] URL")
+        for path in self.allowed_storage_paths:
+            if not path.is_absolute():
+                raise ConfigError(f"--allow_storage_path: {str(path)!r} must be an absolute path")
+
+    def http_config_limits(self) -> ConfigLimits:
+        """What a config sent to /initialize/ may do (see ``pywharf_core.storage.config_limits``)."""
+        return ConfigLimits(
+            env_prefix=self.initialize_env_prefix,
+            endpoints=self.allowed_endpoints,
+            storage_roots=(self.root, *self.allowed_storage_paths),
+            root=self.root,
+        )
 
 
 @dataclass(frozen=True)
@@ -50,19 +102,23 @@ class RepoSetup:
     admin_secrets: Mapping[str, str]
 
 
-def load_setup(config: str | None, admin_secret: str | None, *, is_text: bool) -> RepoSetup:
-    """Read and validate both documents; raises ConfigError naming file, table and key."""
+def load_setup(
+    config: str | None, admin_secret: str | None, *, is_text: bool, limits: ConfigLimits = FULL_POWER
+) -> RepoSetup:
+    """Read and validate both documents; raises ConfigError naming file, table and key.
+
+    ``limits``: what the documents may make the server do (configs from HTTP are limited)."""
     backends = installed_backends()
     if config is None:
         if admin_secret is not None:
             raise ConfigError("--admin_secret was given without --config")
         return RepoSetup({}, {})
     document, source = read_toml_source(config, is_text=is_text, what="config")
-    configs = load_repo_configs(document, source, backends)
+    configs = load_repo_configs(document, source, backends, limits)
     secrets: dict[str, str] = {}
     if admin_secret is not None:
         secret_doc, secret_source = read_toml_source(admin_secret, is_text=is_text, what="admin secret")
-        secrets = load_admin_secrets(secret_doc, secret_source, configs)
+        secrets = load_admin_secrets(secret_doc, secret_source, configs, limits=limits)
     for name, repo_config in configs.items():
         if backends[repo_config.type].admin_secret_required and name not in secrets:
             where = admin_secret if (admin_secret and not is_text) else "<admin secret>"
@@ -77,7 +133,10 @@ def build_repos(setup: RepoSetup, settings: ServerSettings) -> dict[str, PkgRepo
     for name, repo_config in setup.configs.items():
         spec = backends[repo_config.type]
         context = BackendContext(root=settings.root, admin_secret=setup.admin_secrets.get(name))
-        backend = open_backend(spec, repo_config, context)
+        try:
+            backend = open_backend(spec, repo_config, context)
+        except OSError as exc:  # e.g. a storage folder the server may not create
+            raise ConfigError(f"[{name}]: cannot open its storage: {exc.strerror or exc}") from exc
         repo = PkgRepo(repo_config, backend, LocalIndexStore(settings.root, name), settings.auth_expiry)
         repo.load_local_index()
         repos[name] = repo

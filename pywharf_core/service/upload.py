@@ -27,7 +27,13 @@ from packaging.version import InvalidVersion, Version
 from pywharf_core.model.errors import BackendUnavailable, FileConflict, InvalidName, UploadRejected
 from pywharf_core.model.metadata import extract_core_metadata
 from pywharf_core.model.names import DistFilename, normalize_project, parse_dist_filename
-from pywharf_core.model.records import MULTI_VALUED_FIELDS, TRANSPORT_FIELDS, FileRecord, freeze_meta, utc_timestamp
+from pywharf_core.model.records import (
+    MULTI_VALUED_FIELDS,
+    UPLOAD_METADATA_FIELDS,
+    FileRecord,
+    freeze_meta,
+    utc_timestamp,
+)
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.storage.backend import StagedFile, StoreOutcome
 
@@ -62,6 +68,9 @@ def validate_upload(upload: ReceivedUpload) -> tuple[FileRecord, dict[str, Any]]
     name, version = _single(fields, "name"), _single(fields, "version")
     if not name or not version:
         raise UploadRejected(400, "The 'name' and 'version' fields are required.")
+    if not version.isascii() or not version.isprintable():
+        # packaging strips Unicode whitespace: "1.0\u2028" would equal the filename's 1.0 and be stored
+        raise UploadRejected(400, f"Invalid version {version!r}: PEP 440 versions are ASCII.")
     try:
         if normalize_project(name) != dist.project:
             raise UploadRejected(
@@ -91,7 +100,7 @@ def validate_upload(upload: ReceivedUpload) -> tuple[FileRecord, dict[str, Any]]
 
     metadata: dict[str, Any] = {}
     for key, values in fields.items():
-        if key in TRANSPORT_FIELDS or key in _DIGEST_FIELDS:
+        if key not in UPLOAD_METADATA_FIELDS:  # the upload contract's fields only
             continue
         kept = [v for v in values if v != ""]
         if not kept:

@@ -22,6 +22,7 @@ from typing import Any
 
 from pywharf_core.model.errors import ConfigError, InvalidName
 from pywharf_core.model.names import validate_repo_name
+from pywharf_core.storage.config_limits import FULL_POWER, ConfigLimits
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,6 +52,12 @@ class PkgRepoConfig:
         return problems
 
 
+# Shortest shared secret accepted (``min_secret_chars`` per repository changes it). Secrets are
+# tried over the network, 10 failures a minute per address and name (secret_check): 12 random
+# characters are far beyond reach, while a word or a one-letter test secret is not.
+MIN_SECRET_CHARS = 12
+
+
 @dataclass(frozen=True, kw_only=True)
 class SharedSecretConfig(PkgRepoConfig):
     """A repository whose clients authenticate with one of two configured secrets (the core
@@ -58,13 +65,22 @@ class SharedSecretConfig(PkgRepoConfig):
 
     read_secret: str = dataclasses.field(repr=False)  # clients with it may read (install)
     write_secret: str = dataclasses.field(repr=False)  # clients with it may read and upload
+    min_secret_chars: int = MIN_SECRET_CHARS  # shortest read_secret / write_secret accepted
 
     def check(self) -> list[tuple[str, str]]:
         problems = super().check()
-        if not self.read_secret:
-            problems.append(("read_secret", "must not be empty"))
-        if not self.write_secret:
-            problems.append(("write_secret", "must not be empty"))
+        if self.min_secret_chars < 1:
+            problems.append(("min_secret_chars", "must be a positive integer"))
+        for key in ("read_secret", "write_secret"):
+            value = getattr(self, key)
+            if not value:
+                problems.append((key, "must not be empty"))
+            elif not value.strip():
+                problems.append((key, "must not be only whitespace"))
+            elif len(value) < self.min_secret_chars:
+                # The message never shows the secret, only its length.
+                problems.append((key, f"is {len(value)} characters: at least {self.min_secret_chars} are required "
+                                      "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"))
         return problems
 
 
@@ -105,11 +121,37 @@ def read_toml_source(value: str, *, is_text: bool, what: str) -> tuple[dict[str,
     return parse_toml(text, source), source
 
 
+# No valid config or admin secret nests deeper than a table of tables of values; deeper
+# documents are refused before anything walks them (repr, type checks) and hits the recursion limit.
+MAX_TOML_DEPTH = 32
+
+
 def parse_toml(text: str, source: ConfigSource) -> dict[str, Any]:
+    """Parse TOML; a deeply nested document is a ConfigError, never a RecursionError (tomllib
+    recurses once per ``[`` / ``{``, so ``a = [[[[...`` exhausts the stack)."""
+    too_deep = f"invalid TOML: arrays or tables nested too deeply (at most {MAX_TOML_DEPTH} levels)"
     try:
-        return tomllib.loads(text)
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise source.error(f"invalid TOML: {exc}") from exc
+    except RecursionError:
+        raise source.error(too_deep) from None
+    if _depth(document) > MAX_TOML_DEPTH:
+        raise source.error(too_deep)
+    return document
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed TOML, iteratively (the point is to not recurse); stops early."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > MAX_TOML_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 def _type_name(tp: Any) -> str:
@@ -136,9 +178,17 @@ def _matches(value: Any, tp: Any) -> bool:
 
 
 def build_config(
-    config_class: type[PkgRepoConfig], name: str, table: Mapping[str, Any], source: ConfigSource
+    config_class: type[PkgRepoConfig],
+    name: str,
+    table: Mapping[str, Any],
+    source: ConfigSource,
+    limits: ConfigLimits = FULL_POWER,
 ) -> PkgRepoConfig:
-    """Validate one ``[name]`` table against ``config_class`` and build it."""
+    """Validate one ``[name]`` table against ``config_class`` and build it.
+
+    ``limits`` restrict the class's ``endpoint_keys`` and ``path_keys`` (configs from HTTP);
+    a confined path is replaced by its resolved form, so what was checked is what is used.
+    """
     try:
         validate_repo_name(name)
     except InvalidName as exc:
@@ -164,14 +214,43 @@ def build_config(
                 f"must be {_type_name(hints[key])}, got {type(value).__name__}", name, key
             )
         kwargs[key] = value
+    _apply_limits(config_class, fields, kwargs, limits, name, source)
     config = config_class(**kwargs)
     for key, problem in config.check():
         raise source.error(problem, name, key)
     return config
 
 
+def _apply_limits(
+    config_class: type[PkgRepoConfig],
+    fields: Mapping[str, dataclasses.Field[Any]],
+    kwargs: dict[str, Any],
+    limits: ConfigLimits,
+    name: str,
+    source: ConfigSource,
+) -> None:
+    for key in getattr(config_class, "endpoint_keys", ()):
+        value = kwargs.get(key)
+        # Unset, or the backend's own default (GitHub's public API): nothing the sender chose.
+        if value is None or value == fields[key].default:
+            continue
+        problem = limits.endpoint_problem(value)
+        if problem:
+            raise source.error(problem, name, key)
+    for key in getattr(config_class, "path_keys", ()):
+        value = kwargs.get(key)
+        if not value:
+            continue
+        kwargs[key], problem = limits.confine_path(value)
+        if problem:
+            raise source.error(problem, name, key)
+
+
 def load_repo_configs(
-    document: Mapping[str, Any], source: ConfigSource, backends: Mapping[str, BackendSpec]
+    document: Mapping[str, Any],
+    source: ConfigSource,
+    backends: Mapping[str, BackendSpec],
+    limits: ConfigLimits = FULL_POWER,
 ) -> dict[str, PkgRepoConfig]:
     """Validate a whole config document: one table per package repository."""
     configs: dict[str, PkgRepoConfig] = {}
@@ -190,7 +269,7 @@ def load_repo_configs(
         if backend_type not in backends:
             known = ", ".join(sorted(backends)) or "none installed"
             raise source.error(f"unknown backend type {backend_type!r} (known: {known})", name, "type")
-        configs[name] = build_config(backends[backend_type].config_class, name, table, source)
+        configs[name] = build_config(backends[backend_type].config_class, name, table, source, limits)
     return configs
 
 
@@ -199,8 +278,11 @@ def load_admin_secrets(
     source: ConfigSource,
     configs: Mapping[str, PkgRepoConfig],
     environ: Mapping[str, str] = os.environ,
+    limits: ConfigLimits = FULL_POWER,
 ) -> dict[str, str]:
-    """Validate the admin-secret document and resolve each secret (``raw`` or ``env``)."""
+    """Validate the admin-secret document and resolve each secret (``raw`` or ``env``).
+
+    ``limits.env_prefix`` restricts which variables ``env`` may name (configs from HTTP)."""
     secrets: dict[str, str] = {}
     for name, table in document.items():
         if not isinstance(table, dict):
@@ -235,6 +317,9 @@ def load_admin_secrets(
         if key == "raw":
             secrets[name] = table["raw"]
         else:
+            problem = limits.env_problem(table["env"])
+            if problem:
+                raise source.error(problem, name, "env")
             value = environ.get(table["env"])
             if not value:
                 raise source.error(f"environment variable {table['env']!r} is not set", name, "env")

@@ -3,7 +3,8 @@
 Mounted by :func:`pywharf_core.http.app.create_app` through two hooks only: :func:`web_routes` adds
 the pages, and :func:`session_credentials` lets the app's auth function accept the session
 cookie (for reads) when a request has no basic-auth header. See ``session.py`` for the cookie's
-format and key handling.
+format and key handling. ``secret_check.py`` (with ``ratelimit.py``) is the one secret check
+that basic auth and the login form share (one failure budget, equal work for unknown names).
 """
 
 from __future__ import annotations

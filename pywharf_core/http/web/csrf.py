@@ -4,11 +4,13 @@ A form carries ``csrf_token`` = HMAC(csrf key, nonce), where the nonce lives in 
 ``pywharf_csrf`` cookie (HttpOnly, SameSite=Strict). Another site can make a browser *send* our
 cookies but can neither read the nonce nor compute the HMAC, so it cannot fill in the field.
 Stateless on purpose: any server holding the same session key accepts the form, which is what
-several servers behind one load balancer need. No Origin check: reverse proxies often rewrite
-``Host``, which would make it refuse honest logins.
+several servers behind one load balancer need. Browsers' own cross-site markers
+(``Sec-Fetch-Site``, ``Origin``) are checked for every unsafe request, forms included, by
+``pywharf_core.http.cross_site``; this token is the second lock on the UI's forms.
 
-The UI's only POST form is ``/login/``; the session cookie itself grants read access only
-(``app.authorize`` never lets it upload or yank), so no write endpoint can be forged through it.
+The UI's POST forms are ``/login/`` and ``/logout/`` (a GET logout could be triggered by any
+site); the session cookie itself grants read access only (``app.authorize`` never lets it
+upload or yank), so no write endpoint can be forged through it.
 """
 
 from __future__ import annotations

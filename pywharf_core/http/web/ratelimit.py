@@ -1,11 +1,12 @@
-"""A small in-memory limit on failed logins per client address.
+"""A small in-memory limit on failed authentications per key (client address + repository).
 
-Why: ``POST /login/`` is an oracle for guessing secrets. After ``limit`` failures within
-``window`` seconds, a client gets 429 (with ``Retry-After``) without its guess being checked,
-until its oldest failure leaves the window. In memory per process: a restart forgives, and N
-servers allow N times the rate, which still turns a brute force from millions of guesses per
-minute into a handful. Behind a reverse proxy the address is the proxy's unless it forwards
-the client's (uvicorn honours ``X-Forwarded-For`` from trusted proxies).
+Why: basic auth and ``POST /login/`` are oracles for guessing secrets (see ``secret_check``).
+After ``limit`` failures within ``window`` seconds, a client gets 429 (with ``Retry-After``)
+without its guess being checked, until its oldest failure leaves the window. In memory per
+process: a restart forgives, and N servers allow N times the rate, which still turns a brute
+force from millions of guesses per minute into a handful. Behind a reverse proxy the address
+is the proxy's unless it forwards the client's (uvicorn honours ``X-Forwarded-For`` from
+trusted proxies).
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """The browser UI's pages: ``/login/``, ``/logout/``, the repo home ``/`` and ``/project/<name>/``.
 
+Logout is a CSRF-protected ``POST`` (a GET could be triggered by any other site) that revokes
+the session server-side; ``GET /logout/`` only shows the button. Every page carries the CSRF
+token its logout button needs.
+
 Server-rendered (Jinja2 through Starlette), no build step, one small script for niceties that
 all work without it (filter as you type, copy buttons). Pages need read access, granted by the
 app's own ``authorize`` (basic auth or the session cookie); without it they redirect to the
@@ -10,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -29,15 +32,14 @@ from starlette.templating import Jinja2Templates
 
 from pywharf_core.http.public_url import public_base_url
 from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard, set_csrf_cookie
-from pywharf_core.http.web.ratelimit import FailureLimiter
 from pywharf_core.http.web.readme import find_description, render_description
-from pywharf_core.http.web.session import SESSION_COOKIE, session_codec
+from pywharf_core.http.web.secret_check import TooManyFailures, check_secret
+from pywharf_core.http.web.session import SESSION_COOKIE, current_session, end_session, session_codec
 from pywharf_core.http.web.views import ProjectSummary, ReleaseView, project_summaries, release_view
 from pywharf_core.index.snapshot import IndexSnapshot
 from pywharf_core.model.errors import InvalidName
 from pywharf_core.model.names import normalize_project
 from pywharf_core.service.repository import PkgRepo
-from pywharf_core.service.server_state import ServerState
 from pywharf_core.storage.backend import Permission
 
 log = logging.getLogger(__name__)
@@ -77,22 +79,6 @@ def _is_https(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-async def check_secret(state: ServerState, name: str, secret: str) -> tuple[PkgRepo | None, Permission]:
-    """The repo and permission for a name and secret, exactly as ``app.authorize`` decides them
-    for basic auth: the repo's cached verdict, else the backend (off the event loop)."""
-    repo = state.repos.get(name)
-    if repo is None or not secret:
-        return None, Permission.NONE
-    permission = repo.cached_permission(secret)
-    if permission is None:
-        permission = await anyio.to_thread.run_sync(repo.authenticate, secret)
-    return repo, permission
-
-
 class WebUI:
     """Per-app state of the UI: templates, the login rate limit and render caches."""
 
@@ -107,7 +93,6 @@ class WebUI:
         )
         env.globals["static"] = self.static_url
         self.templates = Jinja2Templates(env=env)
-        self.limiter = FailureLimiter(limit=5, window=60.0)
         # Versioned static URLs: a new release's CSS is never hidden behind a cached old one.
         self._static_versions = {
             p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12] for p in STATIC_DIR.iterdir() if p.is_file()
@@ -120,7 +105,8 @@ class WebUI:
             Route("/", self.home, methods=["GET", "HEAD"]),
             Route("/login/", self.login_form, methods=["GET", "HEAD"]),
             Route("/login/", self.login_submit, methods=["POST"]),
-            Route("/logout/", self.logout, methods=["GET", "HEAD"]),
+            Route("/logout/", self.logout_form, methods=["GET", "HEAD"]),
+            Route("/logout/", self.logout, methods=["POST"]),
             Route("/project/{project}/", self.project, methods=["GET", "HEAD"]),
             Route("/project/{project}/{version}/", self.project, methods=["GET", "HEAD"]),
             Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
@@ -138,10 +124,15 @@ class WebUI:
 
     def _page(self, request: Request, template: str, context: Mapping[str, Any], status: int = 200,
               headers: Mapping[str, str] | None = None) -> Response:
-        full = {"repo_name": "", "title": "", **context}
-        return self.templates.TemplateResponse(
+        """A page with the CSRF token its forms need (logout on every page, login)."""
+        token, new_nonce = CsrfGuard(session_codec(request).keys.csrf).issue(request)
+        full = {"repo_name": "", "title": "", "csrf_field": CSRF_FIELD, "csrf_token": token, **context}
+        response = self.templates.TemplateResponse(
             request, template, full, status_code=status, headers={**PAGE_HEADERS, **(headers or {})}
         )
+        if new_nonce is not None:
+            set_csrf_cookie(response, new_nonce, secure=_is_https(request))
+        return response
 
     async def _viewer(self, request: Request) -> PkgRepo | None:
         """The repo the request may read (basic auth or session cookie), or None."""
@@ -163,13 +154,9 @@ class WebUI:
 
     def _login_page(self, request: Request, *, status: int = 200, error: str = "", notice: str = "",
                     repo_value: str = "", next_target: str = "/", headers: Mapping[str, str] | None = None) -> Response:
-        token, new_nonce = CsrfGuard(session_codec(request).keys.csrf).issue(request)
         context = {"title": "Log in", "error": error, "notice": notice, "repo_value": repo_value,
-                   "next": safe_next(next_target), "csrf_field": CSRF_FIELD, "csrf_token": token}
-        response = self._page(request, "login.html", context, status=status, headers=headers)
-        if new_nonce is not None:
-            set_csrf_cookie(response, new_nonce, secure=_is_https(request))
-        return response
+                   "next": safe_next(next_target)}
+        return self._page(request, "login.html", context, status=status, headers=headers)
 
     # -- login / logout ------------------------------------------------------------------------
 
@@ -191,18 +178,15 @@ class WebUI:
                 error="This form has expired or your browser did not send its cookie. "
                       "Please try again (this site needs cookies).",
             )
-        client = _client(request)
-        wait = self.limiter.retry_after(client)
-        if wait > 0:
-            seconds = max(1, math.ceil(wait))
+        try:
+            repo, permission = await check_secret(request, name, secret)
+        except TooManyFailures as exc:
             return self._login_page(
-                request, status=429, repo_value=name, next_target=next_target, headers={"Retry-After": str(seconds)},
-                error=f"Too many failed attempts. Please wait {seconds} seconds before trying again.",
+                request, status=429, repo_value=name, next_target=next_target,
+                headers={"Retry-After": str(exc.retry_after)},
+                error=f"Too many failed attempts. Please wait {exc.retry_after} seconds before trying again.",
             )
-        repo, permission = await check_secret(request.app.state.pywharf, name, secret)
         if repo is None or permission is Permission.NONE:
-            self.limiter.record_failure(client)
-            log.info("failed browser login from %s", client)
             return self._login_page(request, repo_value=name, next_target=next_target,
                                     error="Invalid repository name or secret.")
         response = RedirectResponse(next_target, status_code=303)
@@ -212,9 +196,23 @@ class WebUI:
         )
         return response
 
+    async def logout_form(self, request: Request) -> Response:
+        """A GET never logs out (any site could trigger it): it shows the logout button."""
+        session_repo = current_session(request)
+        if session_repo is None:
+            return RedirectResponse("/login/", status_code=303)
+        return self._page(request, "logout.html", {"repo_name": session_repo.repo, "title": "Log out"})
+
     async def logout(self, request: Request) -> Response:
-        """Forget the session, and the pages the browser cached with it (simple pages may be cached
-        for --page_max_age, files for a year): ``Clear-Site-Data`` works on https and localhost."""
+        """End the session here and everywhere its cookie was copied (server-side revocation),
+        and forget the pages the browser cached with it (simple pages may be cached for
+        --page_max_age, files for a year): ``Clear-Site-Data`` works on https and localhost."""
+        async with request.form(max_files=0, max_fields=5, max_part_size=4096) as form:
+            token = form.get(CSRF_FIELD)
+        if not CsrfGuard(session_codec(request).keys.csrf).verify(request, token):
+            raise HTTPException(403, "This logout form has expired or your browser did not send its cookie: "
+                                     "reload the page and try again.")
+        end_session(request)
         response = RedirectResponse("/login/?logged_out=1", status_code=303, headers={"Clear-Site-Data": '"cache"'})
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=_is_https(request))
         return response

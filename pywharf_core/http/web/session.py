@@ -17,6 +17,9 @@ cookie, and anyone who knew the MAC could forge one. Here:
   against ``--auth_read_expires`` (or ``--auth_write_expires`` when the secret could write at
   login), and every request re-checks the secret through the repo's cached permission path,
   so a revoked secret stops working exactly as it does for basic auth.
+- **Each cookie has a random session id**, so ``POST /logout/`` can revoke that one session
+  server-side (``revocation.py``): a copy of the cookie stops working at logout. A cookie
+  without an id (made before ids existed) is refused: its owner logs in again.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from itsdangerous import BadData, URLSafeTimedSerializer
 from starlette.requests import HTTPConnection
 
+from pywharf_core.http.web.revocation import RevokedSessions
 from pywharf_core.model.errors import ConfigError
 from pywharf_core.service.repository import AuthExpiry
 from pywharf_core.storage.backend import Permission
@@ -85,6 +89,7 @@ class Session:
     secret: str = ""
     permission: Permission = Permission.READ  # at login; every request re-checks it
     issued_at: float = 0.0
+    id: str = ""  # random, names this session for revocation at logout
 
     def __repr__(self) -> str:  # never print the secret
         return f"Session(repo={self.repo!r}, permission={self.permission.name}, issued_at={self.issued_at})"
@@ -107,7 +112,7 @@ class SessionCodec:
 
     def encode(self, repo: str, secret: str, permission: Permission) -> str:
         token = self._fernet.encrypt(secret.encode("utf-8", "surrogatepass")).decode("ascii")
-        return self._serializer.dumps({"r": repo, "p": int(permission), "s": token})
+        return self._serializer.dumps({"r": repo, "p": int(permission), "s": token, "i": secrets.token_urlsafe(18)})
 
     def decode(self, value: str, now: float | None = None) -> Session | None:
         """The session in ``value``, or None if it was tampered with, expired or made by another key."""
@@ -126,19 +131,21 @@ class SessionCodec:
             secret = self._fernet.decrypt(session.secret.encode("ascii")).decode("utf-8", "surrogatepass")
         except (InvalidToken, UnicodeError):
             return None
-        return Session(session.repo, secret, session.permission, issued_at)
+        return Session(session.repo, secret, session.permission, issued_at, session.id)
 
     @staticmethod
     def _payload(payload: Any) -> Session | None:
         """Shape-check the signed payload (a valid signature does not make it well-formed)."""
         if not isinstance(payload, dict):
             return None
-        repo, level, token = payload.get("r"), payload.get("p"), payload.get("s")
+        repo, level, token, session_id = payload.get("r"), payload.get("p"), payload.get("s"), payload.get("i")
         if not isinstance(repo, str) or not isinstance(token, str) or not repo or not token:
+            return None
+        if not isinstance(session_id, str) or not session_id:
             return None
         if level not in (int(Permission.READ), int(Permission.WRITE)) or isinstance(level, bool):
             return None
-        return Session(repo, token, Permission(level))
+        return Session(repo, token, Permission(level), id=session_id)
 
 
 # -- the master key ------------------------------------------------------------------------------
@@ -213,12 +220,41 @@ def session_codec(conn: HTTPConnection) -> SessionCodec:
     return codec
 
 
+def revoked_sessions(conn: HTTPConnection) -> RevokedSessions:
+    """The app's set of sessions ended by logout, loaded from ROOT on first use."""
+    app_state = conn.app.state
+    revoked = getattr(app_state, "pywharf_revoked_sessions", None)
+    if revoked is None:
+        with _codec_lock:
+            revoked = getattr(app_state, "pywharf_revoked_sessions", None)
+            if revoked is None:
+                revoked = RevokedSessions(app_state.pywharf.settings.root)
+                app_state.pywharf_revoked_sessions = revoked
+    return revoked
+
+
 def current_session(conn: HTTPConnection) -> Session | None:
-    """The request's valid session, if it carries one (signature, age and encryption checked)."""
+    """The request's valid session, if it carries one (signature, age, encryption and
+    revocation checked)."""
     value = conn.cookies.get(SESSION_COOKIE)
     if not value:
         return None
-    return session_codec(conn).decode(value)
+    session = session_codec(conn).decode(value)
+    if session is None or revoked_sessions(conn).is_revoked(session.id):
+        return None
+    return session
+
+
+def end_session(conn: HTTPConnection) -> bool:
+    """Revoke the request's session (logout), so a copy of its cookie no longer works.
+
+    True when there was a valid session to revoke."""
+    session = current_session(conn)
+    if session is None:
+        return False
+    expires_at = session.issued_at + session_codec(conn).max_age(session.permission)
+    revoked_sessions(conn).revoke(session.id, expires_at)
+    return True
 
 
 def session_credentials(conn: HTTPConnection) -> tuple[str, str] | None:

@@ -1,0 +1,118 @@
+"""Checking a repository name and a secret: the one path shared by basic auth and ``/login/``.
+
+Why one path:
+
+- **One failure budget.** Both are oracles for guessing a secret, so failures count against
+  one limiter keyed by client address *and* repository name: guessing through either path
+  uses the same budget, and a client guessing at one repository does not lock out others, nor
+  other clients of that repository. A limited client gets 429 without its guess being checked
+  (even a right one), so the 429 itself reveals nothing.
+- **No timing oracle for repository names.** An unknown name does the same work as a known
+  name with a wrong secret: the same hash and cache lookup, the same hop to a worker thread and
+  the same constant-time comparison (against a random dummy pair), and callers answer the same
+  401 text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import secrets
+import threading
+
+import anyio.to_thread
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
+
+from pywharf_core.http.web.ratelimit import FailureLimiter
+from pywharf_core.service.repository import PkgRepo
+from pywharf_core.service.server_state import ServerState
+from pywharf_core.storage.backend import Permission
+from pywharf_core.storage.shared_secrets import shared_secret_permission
+
+log = logging.getLogger(__name__)
+
+# Stand-ins compared against when the repository name is unknown (never equal to a real secret).
+_DUMMY_READ = secrets.token_urlsafe(24)
+_DUMMY_WRITE = secrets.token_urlsafe(24)
+# The limiter key's repository part is capped: the name comes from the client.
+_MAX_NAME_CHARS = 100
+_NO_VERDICTS: dict[bytes, object] = {}  # the verdict cache of a repository that does not exist
+
+
+class TooManyFailures(HTTPException):
+    """429: this client used up its failure budget for this repository name."""
+
+    def __init__(self, name: str, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(
+            429,
+            f"Too many failed authentications for repository {name[:_MAX_NAME_CHARS]!r} from your "
+            f"address: retry in {self.retry_after} seconds.",
+            headers={"Retry-After": str(self.retry_after)},
+        )
+
+
+_limiter_lock = threading.Lock()
+
+
+def auth_limiter(conn: HTTPConnection) -> FailureLimiter:
+    """The app's failure limiter, built on first use from the server settings."""
+    app_state = conn.app.state
+    limiter = getattr(app_state, "pywharf_auth_limiter", None)
+    if limiter is None:
+        with _limiter_lock:
+            limiter = getattr(app_state, "pywharf_auth_limiter", None)
+            if limiter is None:
+                settings = app_state.pywharf.settings
+                limiter = FailureLimiter(limit=settings.auth_failure_limit, window=float(settings.auth_failure_window))
+                app_state.pywharf_auth_limiter = limiter
+    return limiter
+
+
+def client_address(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else "unknown"
+
+
+def _limiter_key(conn: HTTPConnection, name: str) -> str:
+    return f"{client_address(conn)}\x00{name[:_MAX_NAME_CHARS]}"
+
+
+def _unknown_repo_permission(secret: str) -> Permission:
+    """What :meth:`PkgRepo.authenticate` does for a wrong secret, against a dummy secret pair."""
+    hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+    return shared_secret_permission(secret, _DUMMY_READ, _DUMMY_WRITE)
+
+
+async def check_secret(
+    conn: HTTPConnection, name: str, secret: str, *, limited: bool = True
+) -> tuple[PkgRepo | None, Permission]:
+    """The repository and what ``secret`` grants on it; ``(None, NONE)`` for an unknown name.
+
+    With ``limited`` (a secret typed or sent by the client, not one from a signed session
+    cookie) the failure budget applies: raises :class:`TooManyFailures` when it is used up, and
+    a wrong secret uses it. An empty secret is no guess: refused without counting.
+    """
+    if not secret:
+        return None, Permission.NONE
+    limiter = auth_limiter(conn) if limited else None
+    key = _limiter_key(conn, name)
+    if limiter is not None:
+        wait = limiter.retry_after(key)
+        if wait > 0:
+            raise TooManyFailures(name, wait)
+    state: ServerState = conn.app.state.pywharf
+    repo = state.repos.get(name)
+    if repo is None:
+        _NO_VERDICTS.get(hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest())  # as cached_permission
+        permission = await anyio.to_thread.run_sync(_unknown_repo_permission, secret)
+    else:
+        cached = repo.cached_permission(secret)
+        permission = cached if cached is not None else await anyio.to_thread.run_sync(repo.authenticate, secret)
+    if permission is Permission.NONE:
+        if limiter is not None:
+            limiter.record_failure(key)
+        log.info("failed authentication for repository %r from %s", name[:_MAX_NAME_CHARS], client_address(conn))
+        return None, Permission.NONE
+    return repo, permission
