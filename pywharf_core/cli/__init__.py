@@ -21,6 +21,12 @@ import fire
 import fire.helptext
 import fire.trace
 
+from pywharf_core.http.limits import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_STALL_TIMEOUT,
+)
 from pywharf_core.index.formats import dump_index
 from pywharf_core.model.errors import PywharfError
 from pywharf_core.model.records import FileRecord
@@ -62,6 +68,11 @@ def server(
     initialize_env_prefix: str = DEFAULT_HTTP_ENV_PREFIX,
     allowed_endpoints: str = "",
     allow_storage_path: str = "",
+    public_url: str | None = None,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -103,10 +114,28 @@ def server(
         allow_storage_path: Comma-separated absolute folders, besides ROOT, under which a config
             sent to /initialize/ may put a file_system storage_path (relative paths are
             relative to ROOT). Configs given with --config may use any folder.
+        public_url: The URL clients reach this server at (e.g. https://pypi.example.com/), used
+            for every absolute URL it writes (JSON API, install lines); default: each request's
+            Host header.
+        max_header_bytes: Largest request line plus headers (bytes); larger requests get 431.
+        header_timeout: Seconds a client has to send a complete request head (408 after).
+        stall_timeout: Seconds an upload body or a download may make no progress before the
+            connection is closed. (waitress: channel_timeout = the larger of the two timeouts.)
+        max_connections: Open connections (uvicorn); past it the longest-idle one is closed, or
+            the new one gets 503. (waitress: its own --connection_limit, default 100.)
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.http.app import create_app
+    from pywharf_core.http.limits import TransportLimits
+    from pywharf_core.http.public_url import normalize_public_url
     from pywharf_core.http.serve import configure_logging, run
+
+    try:
+        limits = TransportLimits(int(max_header_bytes), float(header_timeout), float(stall_timeout),
+                                 int(max_connections))
+        base_url = normalize_public_url(str(public_url)) if _opt_str(public_url) else None
+    except ValueError as exc:
+        raise PywharfError(str(exc)) from None
 
     root_path = Path(str(root)).resolve()
     root_path.mkdir(parents=True, exist_ok=True)
@@ -134,7 +163,7 @@ def server(
     configure_logging(root_path, bool(debug))
     state = ServerState(settings)
     state.install(build_repos(setup, settings), configured=config is not None)
-    app = create_app(state)
+    app = create_app(state, public_url=base_url)
     if access_log:
         from pywharf_core.http.access_log import AccessLogMiddleware
 
@@ -147,6 +176,7 @@ def server(
         server=str(server),
         debug=bool(debug),
         waitress_options=waitress_options,
+        limits=limits,
     )
 
 

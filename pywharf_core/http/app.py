@@ -24,6 +24,7 @@ from starlette.responses import (
     StreamingResponse,
 )
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from pywharf_core.http.auth import authorize
 from pywharf_core.http.cross_site import CrossSiteWriteGuard
@@ -34,6 +35,8 @@ from pywharf_core.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_co
 from pywharf_core.http.page_cache import pages_of
 from pywharf_core.http.pages import GZIP_MIN_BYTES, RenderedPage
 from pywharf_core.http.project_json import render_project_json_api
+from pywharf_core.http.public_url import public_base_url
+from pywharf_core.http.security_headers import SECURITY_HEADERS, SecurityHeadersMiddleware
 from pywharf_core.http.upload_form import receive_upload
 from pywharf_core.http.web import web_routes
 from pywharf_core.model.errors import BackendUnavailable, InvalidName
@@ -86,7 +89,8 @@ def _page_response(request: Request, page: RenderedPage, content_type: str) -> R
             media_type="text/html; charset=utf-8" if content_type == TEXT_HTML else content_type,
             headers={**_page_headers(etag, max_age), **({"Content-Encoding": "gzip"} if use_gzip else {})},
         )
-        variant = page.variants[key] = (body, response.raw_headers)
+        # The security headers are baked in, so the middleware adds nothing to a cached page.
+        variant = page.variants[key] = (body, [*response.raw_headers, *SECURITY_HEADERS])
     return _CachedPageResponse(*variant)
 
 
@@ -209,7 +213,7 @@ async def project_json(request: Request) -> Response:
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
     records = repo.snapshot.projects.get(project, ())
-    base = str(request.base_url) + "simple/"
+    base = public_base_url(request) + "simple/"
     body = render_project_json_api(project, records, request.path_params.get("version"), base)
     if body is None:
         raise HTTPException(404, "Not Found")
@@ -247,7 +251,14 @@ async def index_mtime(request: Request) -> Response:
     return PlainTextResponse(str(int(repo.last_sync or 0)))
 
 
-def create_app(state: ServerState) -> Starlette:
+class _PywharfApp(Starlette):
+    def build_middleware_stack(self) -> ASGIApp:
+        """Security headers outermost, so 500s from Starlette's error middleware get them too."""
+        return SecurityHeadersMiddleware(super().build_middleware_stack())
+
+
+def create_app(state: ServerState, *, public_url: str | None = None) -> Starlette:
+    """The application; ``public_url`` (``--public_url``) is the base of every absolute URL."""
     routes = [
         # Starlette tries routes in order: the hot read paths first.
         Route("/simple/{project}/", simple_project, methods=["GET", "HEAD"]),
@@ -267,10 +278,11 @@ def create_app(state: ServerState) -> Starlette:
         Route("/initialize/", initialize, methods=["POST"]),
         *web_routes(authorize),  # the browser UI: /, /login/, /logout/, /project/..., /static/
     ]
-    app = Starlette(
+    app = _PywharfApp(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.pywharf = state
     app.add_middleware(CrossSiteWriteGuard)  # every unsafe method, present and future
+    app.state.public_url = public_url
     return app

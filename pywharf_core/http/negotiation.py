@@ -19,10 +19,20 @@ _OFFERS = {
 _PREFERENCE = {JSON_V1: 0, HTML_V1: 1, TEXT_HTML: 2}
 _FORMAT_PARAM = {"json": JSON_V1, "html": HTML_V1, **{k: v for k, v in _OFFERS.items()}}
 
+# Real Accept headers are short (pip's is 98 characters, browsers' under 300). A longer one is
+# answered 406 without parsing, so a client cannot make the event loop split megabytes.
+MAX_ACCEPT_CHARS = 4096
+# Media ranges looked at in one Accept header; the rest are ignored (no client sends 32).
+MAX_MEDIA_RANGES = 32
+# Only Accept values up to this length are memoised: with the cache's 512 entries that bounds
+# it to about 128 KiB, whatever values clients make up.
+MAX_CACHED_ACCEPT_CHARS = 256
+_CACHE_ENTRIES = 512
+
 
 def _parse_accept(header: str) -> list[tuple[str, float]]:
     ranges = []
-    for item in header.split(","):
+    for item in header.split(",", MAX_MEDIA_RANGES)[:MAX_MEDIA_RANGES]:
         media, *params = (part.strip() for part in item.split(";"))
         if not media:
             continue
@@ -38,18 +48,26 @@ def _parse_accept(header: str) -> list[tuple[str, float]]:
     return ranges
 
 
-@functools.lru_cache(maxsize=512)
 def choose_content_type(accept: str | None, format_param: str | None = None) -> str | None:
     """The content type to answer with, or None when nothing acceptable is offered (406).
 
-    Memoised: clients send a handful of distinct Accept values, and this runs on every page.
-
     No Accept header (or ``*/*``) means HTML, as PEP 691 requires for compatibility.
-    ``?format=json|html|<content type>`` overrides negotiation.
+    ``?format=json|html|<content type>`` overrides negotiation. An Accept header over
+    ``MAX_ACCEPT_CHARS`` is not acceptable.
     """
     if format_param:
-        return _FORMAT_PARAM.get(format_param.strip().lower())
-    if not accept or not accept.strip():
+        return _FORMAT_PARAM.get(format_param.strip().lower()) if len(format_param) <= MAX_ACCEPT_CHARS else None
+    if not accept:
+        return TEXT_HTML
+    if len(accept) <= MAX_CACHED_ACCEPT_CHARS:
+        return _choose_cached(accept)
+    if len(accept) > MAX_ACCEPT_CHARS:
+        return None
+    return _choose(accept)
+
+
+def _choose(accept: str) -> str | None:
+    if not accept.strip():
         return TEXT_HTML
     best: tuple[float, int, str] | None = None
     for media, quality in _parse_accept(accept):
@@ -67,3 +85,7 @@ def choose_content_type(accept: str | None, format_param: str | None = None) -> 
         if best is None or candidate > best:
             best = candidate
     return best[2] if best else None
+
+
+# Memoised: clients send a handful of distinct Accept values, and this runs on every page.
+_choose_cached = functools.lru_cache(maxsize=_CACHE_ENTRIES)(_choose)

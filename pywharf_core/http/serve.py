@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp
 
+from pywharf_core.http.limits import TransportLimits
 from pywharf_core.service.server_state import ServerState
 
 SERVERS = ("uvicorn", "waitress")
@@ -47,8 +48,15 @@ def run(
     server: str = "uvicorn",
     debug: bool = False,
     waitress_options: dict[str, Any] | None = None,
+    limits: TransportLimits | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then stop index sync and return (exit code 0)."""
+    """Serve until SIGTERM/SIGINT, then stop index sync and return (exit code 0).
+
+    ``limits`` bound headers, slow clients and connections (``pywharf_core.http.transport``);
+    with waitress, the header size and timeouts become its own options unless given explicitly
+    (waitress caps connections itself: ``--connection_limit``, default 100).
+    """
+    limits = limits or TransportLimits()
 
     def _terminate(signum: int, frame: object) -> None:
         raise SystemExit(0)
@@ -62,10 +70,12 @@ def run(
             import uvicorn
 
             from pywharf_core.http.reason_phrase import install_for_uvicorn
+            from pywharf_core.http.transport import protocol_class
 
             install_for_uvicorn()
             config = uvicorn.Config(
                 app,
+                http=protocol_class(limits),  # httptools plus header, timeout and connection limits
                 host=host,
                 port=port,
                 lifespan="off",
@@ -80,8 +90,14 @@ def run(
             import waitress
             from a2wsgi import ASGIMiddleware
 
+            options = {
+                "max_request_header_size": limits.max_header_bytes,
+                # waitress has one inactivity timeout for heads, bodies and responses alike.
+                "channel_timeout": max(limits.header_timeout, limits.stall_timeout),
+                **(waitress_options or {}),
+            }
             try:
-                waitress.serve(ASGIMiddleware(app), host=host, port=port, **(waitress_options or {}))
+                waitress.serve(ASGIMiddleware(app), host=host, port=port, **options)
             except (KeyboardInterrupt, SystemExit):
                 log.info("shutting down")
         else:

@@ -9,8 +9,10 @@ byte by byte, and text fields get a generous separate budget so long description
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -33,7 +35,10 @@ MAX_FIELDS = 5_000
 # After refusing an oversize upload, read (and discard) at most this much more of the body so
 # the client is still listening when the 413 arrives; past it the connection is just closed.
 DRAIN_LIMIT = 256 * 1024 * 1024
+# python-multipart refuses longer boundaries (RFC 2046 allows 70 characters).
+MAX_BOUNDARY_BYTES = 256
 
+log = logging.getLogger(__name__)
 
 
 class _StagingWriter:
@@ -166,7 +171,11 @@ async def receive_upload(request: Request, staging_dir: Path, max_file_bytes: in
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_file_bytes + FIELD_BYTES_LIMIT + DRAIN_LIMIT:
         raise UploadRejected(413, f"File too large: the limit of this repository is {max_file_bytes} bytes.")
-    charset = params.get(b"charset", b"utf-8").decode("latin-1")
+    charset = _charset(params.get(b"charset", b"utf-8"))
+    boundary = params[b"boundary"]
+    if not boundary or len(boundary) > MAX_BOUNDARY_BYTES:
+        log.warning("upload refused: multipart boundary of %d bytes", len(boundary))
+        raise UploadRejected(400, f"Malformed multipart body: the boundary must be 1 to {MAX_BOUNDARY_BYTES} bytes.")
 
     dist_box: list[DistFilename] = []
 
@@ -178,7 +187,7 @@ async def receive_upload(request: Request, staging_dir: Path, max_file_bytes: in
         return _StagingWriter(staging_dir, max_file_bytes)
 
     collector = _FormCollector(open_file, charset)
-    parser = MultipartParser(params[b"boundary"], collector.callbacks())
+    parser = MultipartParser(boundary, collector.callbacks())
     stream = request.stream()
     try:
         try:
@@ -190,6 +199,10 @@ async def receive_upload(request: Request, staging_dir: Path, max_file_bytes: in
             parser.finalize()
         except FormParserError as exc:
             raise UploadRejected(400, f"Malformed multipart body: {exc}") from exc
+        except ClientDisconnect:
+            # Gone (or cut off by --stall_timeout): no one reads the answer, but it is a 4xx.
+            log.warning("upload abandoned: the client disconnected before sending the whole body")
+            raise UploadRejected(400, "The client disconnected during the upload.") from None
         except UploadRejected as exc:
             if exc.status == 413:
                 await _drain(stream)
@@ -202,6 +215,19 @@ async def receive_upload(request: Request, staging_dir: Path, max_file_bytes: in
             collector.writer.discard()
         raise
     return ReceivedUpload(collector.fields, dist_box[0], staged)
+
+
+def _charset(raw: bytes) -> str:
+    """The form's declared charset, if Python knows it (else 400, not a LookupError's 500)."""
+    name = raw.decode("latin-1").strip()
+    try:
+        codec = codecs.lookup(name)
+        if not getattr(codec, "_is_text_encoding", True):  # rot13, base64...: bytes.decode refuses them
+            raise LookupError(name)
+        return codec.name
+    except LookupError:
+        log.warning("upload refused: unknown multipart charset %r", name[:40])
+        raise UploadRejected(400, f"Unsupported form charset {name[:40]!r}: use utf-8.") from None
 
 
 async def _drain(stream: Any) -> None:

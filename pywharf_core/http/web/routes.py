@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from pywharf_core.http.public_url import public_base_url
 from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard, set_csrf_cookie
 from pywharf_core.http.web.readme import find_description, render_description
 from pywharf_core.http.web.secret_check import TooManyFailures, check_secret
@@ -262,7 +263,7 @@ class WebUI:
             "title": f"{name} {view.version}",
             "view": view,
             "description": description,
-            "install": install_lines(repo.name, str(request.base_url) + "simple/", view),
+            "install": install_lines(repo.name, public_base_url(request) + "simple/", view),
         }
         return self._page(request, "project.html", context)
 
