@@ -306,6 +306,17 @@ def test_forged_host_is_not_reflected_when_public_url_is_set(state: ServerState,
         assert "evil.example" not in page.text and "https://pypi.example.com/simple/" in page.text
 
 
+def test_empty_home_page_hint_uses_the_public_url(state: ServerState) -> None:
+    """The "upload one with twine" hint of an empty repository is an absolute URL too."""
+    from pywharf_core.http.public_url import normalize_public_url
+
+    app = create_app(state, public_url=normalize_public_url("https://pypi.example.com"))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        page = client.get("/", auth=(REPO, READ), headers={"Host": "evil.example"})
+        assert page.status_code == 200 and "No projects yet" in page.text
+        assert "evil.example" not in page.text and "https://pypi.example.com/simple/" in page.text
+
+
 def test_without_public_url_the_request_host_is_used(client: TestClient, tmp_path: Path) -> None:
     uploaded(client, tmp_path)
     body = client.get("/pypi/demo/json", auth=(REPO, READ), headers={"Host": "pkgs.internal:8888"})

@@ -237,7 +237,8 @@ class WebUI:
         query = request.query_params.get("q", "")[:_MAX_QUERY_CHARS]
         shown = [p for p in projects if p.matches(query)]
         return self._page(request, "home.html", {"repo_name": repo.name, "title": f"Projects in {repo.name}",
-                                                 "projects": shown, "total": len(projects), "q": query})
+                                                 "projects": shown, "total": len(projects), "q": query,
+                                                 "index_url": public_base_url(request) + "simple/"})
 
     async def project(self, request: Request) -> Response:
         repo = await self._viewer(request)
