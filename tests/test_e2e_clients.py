@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import Server, free_port, fs_config, run, tool
+from conftest import Server, free_port, fs_config, run, tool, wait_for
 from distbuilder import DistSpec, build_sdist, build_wheel
 
 READ, WRITE = "read-secret-00", "write-secret"
@@ -320,6 +320,9 @@ def fallback_server(server_factory, upstream: Upstream) -> Server:
     """pywharf whose unknown projects are redirected to the stand-in public index."""
     server = server_factory(fs_config(), f"--extra_index_url={upstream.simple_url}")
     server.repos[REPO] = (READ, WRITE)
+    # Until its index is loaded a repo redirects no name (503): wait for readiness, not liveness.
+    wait_for(lambda: requests.get(f"{server.base}/readyz", timeout=2).status_code == 200, 20,
+             lambda: f"/readyz never answered 200:\n{server.log()}")
     return server
 
 
