@@ -19,12 +19,12 @@ import hashlib
 import logging
 import math
 import secrets
-import threading
 
 import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
+from pywharf_core.http.app_singletons import app_singleton
 from pywharf_core.http.web.ratelimit import FailureLimiter
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import ServerState
@@ -54,21 +54,10 @@ class TooManyFailures(HTTPException):
         )
 
 
-_limiter_lock = threading.Lock()
-
-
 def auth_limiter(conn: HTTPConnection) -> FailureLimiter:
     """The app's failure limiter, built on first use from the server settings."""
-    app_state = conn.app.state
-    limiter = getattr(app_state, "pywharf_auth_limiter", None)
-    if limiter is None:
-        with _limiter_lock:
-            limiter = getattr(app_state, "pywharf_auth_limiter", None)
-            if limiter is None:
-                settings = app_state.pywharf.settings
-                limiter = FailureLimiter(limit=settings.auth_failure_limit, window=float(settings.auth_failure_window))
-                app_state.pywharf_auth_limiter = limiter
-    return limiter
+    return app_singleton(conn, "pywharf_auth_limiter", lambda settings: FailureLimiter(
+        limit=settings.auth_failure_limit, window=float(settings.auth_failure_window)))
 
 
 def client_address(conn: HTTPConnection) -> str:

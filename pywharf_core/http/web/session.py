@@ -34,7 +34,6 @@ import os
 import secrets
 import stat
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from itsdangerous import BadData, URLSafeTimedSerializer
 from starlette.requests import HTTPConnection
 
+from pywharf_core.http.app_singletons import app_singleton
 from pywharf_core.http.web.revocation import RevokedSessions
 from pywharf_core.model.errors import ConfigError
 from pywharf_core.service.repository import AuthExpiry
@@ -202,35 +202,16 @@ def master_key(root: Path, session_secret: str | None) -> bytes:
     return load_or_create_key_file(root)
 
 
-_codec_lock = threading.Lock()
-
-
 def session_codec(conn: HTTPConnection) -> SessionCodec:
     """The app's codec, built on first use (the key file is only created when a browser comes)."""
-    app_state = conn.app.state
-    codec = getattr(app_state, "pywharf_session_codec", None)
-    if codec is None:
-        with _codec_lock:
-            codec = getattr(app_state, "pywharf_session_codec", None)
-            if codec is None:
-                settings = app_state.pywharf.settings
-                master = master_key(settings.root, getattr(settings, "session_secret", None))
-                codec = SessionCodec(SessionKeys.from_master(master), settings.auth_expiry)
-                app_state.pywharf_session_codec = codec
-    return codec
+    return app_singleton(conn, "pywharf_session_codec", lambda settings: SessionCodec(
+        SessionKeys.from_master(master_key(settings.root, getattr(settings, "session_secret", None))),
+        settings.auth_expiry))
 
 
 def revoked_sessions(conn: HTTPConnection) -> RevokedSessions:
     """The app's set of sessions ended by logout, loaded from ROOT on first use."""
-    app_state = conn.app.state
-    revoked = getattr(app_state, "pywharf_revoked_sessions", None)
-    if revoked is None:
-        with _codec_lock:
-            revoked = getattr(app_state, "pywharf_revoked_sessions", None)
-            if revoked is None:
-                revoked = RevokedSessions(app_state.pywharf.settings.root)
-                app_state.pywharf_revoked_sessions = revoked
-    return revoked
+    return app_singleton(conn, "pywharf_revoked_sessions", lambda settings: RevokedSessions(settings.root))
 
 
 def current_session(conn: HTTPConnection) -> Session | None:
