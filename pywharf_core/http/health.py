@@ -15,7 +15,6 @@ probe stays usable by a load balancer sending none), without saying they were wr
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterable
 
 from starlette.requests import Request
@@ -24,6 +23,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from pywharf_core.http.auth import basic_credentials
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import ServerState
+from pywharf_core.storage.shared_secrets import secret_matches
 
 
 async def healthz(request: Request) -> Response:
@@ -31,24 +31,18 @@ async def healthz(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
-def _same_secret(given: str, expected: str | None) -> bool:
-    if not expected:
-        return False
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
-
-
 def _administered(request: Request, state: ServerState) -> list[str] | None:
     """Names of the repositories the caller administers (every one for the initialize token),
     or None for a caller who is no administrator."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer":
-        return list(state.repos) if _same_secret(token.strip(), state.settings.initialize_token) else None
+        return list(state.repos) if secret_matches(token.strip(), state.settings.initialize_token) else None
     credentials = basic_credentials(request)
     if credentials is None:
         return None
     name, secret = credentials
     repo = state.repos.get(name)
-    if repo is None or not _same_secret(secret, repo.backend.context.admin_secret):
+    if repo is None or not secret_matches(secret, repo.backend.context.admin_secret):
         return None
     return [name]
 

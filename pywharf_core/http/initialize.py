@@ -15,7 +15,6 @@ environment variable, send credentials to any host or serve files from any folde
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 import anyio.to_thread
@@ -23,8 +22,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from pywharf_core.http.app_singletons import app_singleton
 from pywharf_core.http.text_form import read_body, text_fields
 from pywharf_core.http.web.ratelimit import FailureLimiter
+from pywharf_core.http.web.secret_check import client_address
 from pywharf_core.model.errors import ConfigError
 from pywharf_core.service.server_state import (
     INITIALIZE_FAILURE_WINDOW_SECONDS,
@@ -32,6 +33,7 @@ from pywharf_core.service.server_state import (
     build_repos,
     load_setup,
 )
+from pywharf_core.storage.shared_secrets import secret_matches
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +43,15 @@ _ALREADY_CONFIGURED = ("The server is already configured: re-initialisation need
                        "'Authorization: Bearer <initialize token>'.")
 
 
-def _limiter(request: Request, state: ServerState) -> FailureLimiter:
+def _limiter(request: Request) -> FailureLimiter:
     """One limiter per app (its state lives as long as the server)."""
-    limiter = getattr(request.app.state, "initialize_limiter", None)
-    if limiter is None:
-        limiter = FailureLimiter(limit=state.settings.initialize_max_failures,
-                                 window=INITIALIZE_FAILURE_WINDOW_SECONDS)
-        request.app.state.initialize_limiter = limiter
-    return limiter
+    return app_singleton(request, "initialize_limiter", lambda settings: FailureLimiter(
+        limit=settings.initialize_max_failures, window=INITIALIZE_FAILURE_WINDOW_SECONDS))
 
 
 def _bearer_matches(header: str, token: str) -> bool:
     scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    return scheme.lower() == "bearer" and secret_matches(given.strip(), token)
 
 
 def _check_token(request: Request, state: ServerState) -> bool:
@@ -67,8 +65,8 @@ def _check_token(request: Request, state: ServerState) -> bool:
         return bool(token and header and _bearer_matches(header, token))
     if not token:
         raise HTTPException(403, "Re-initialisation is disabled: start the server with --initialize_token.")
-    client = request.client.host if request.client else "-"
-    limiter = _limiter(request, state)
+    client = client_address(request)
+    limiter = _limiter(request)
     wait = limiter.retry_after(client)
     if wait > 0:
         raise HTTPException(429, "Too many wrong initialize tokens: try again later.",
@@ -89,7 +87,7 @@ async def initialize(request: Request) -> Response:
     try:
         return await _initialize(request)
     except HTTPException as exc:
-        client = request.client.host if request.client else "-"
+        client = client_address(request)
         log.warning("POST /initialize/ from %s refused (%d): %.300s", client, exc.status_code, exc.detail)
         raise
 

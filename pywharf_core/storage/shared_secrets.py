@@ -12,10 +12,19 @@ import hmac
 from pywharf_core.storage.backend import Permission
 
 
+def secret_matches(given: str, expected: str | None) -> bool:
+    """``given == expected`` in constant time; never true when nothing is expected.
+
+    ``surrogatepass``: a secret from the command line may hold undecodable bytes (Python keeps
+    them as surrogates); comparing must not fail on them."""
+    if not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
 def shared_secret_permission(secret: str, read_secret: str, write_secret: str) -> Permission:
-    given = secret.encode("utf-8", "surrogatepass")
-    is_write = hmac.compare_digest(given, write_secret.encode("utf-8", "surrogatepass"))
-    is_read = hmac.compare_digest(given, read_secret.encode("utf-8", "surrogatepass"))
+    is_write = secret_matches(secret, write_secret)
+    is_read = secret_matches(secret, read_secret)
     if is_write:
         return Permission.WRITE
     if is_read:
