@@ -157,6 +157,24 @@ def test_readyz_tells_anonymous_callers_only_whether_the_server_is_ready(tmp_pat
         f"{REPO}: serving the last good index from ROOT; not synced since start"]
 
 
+def test_readyz_is_no_unlimited_oracle_for_the_initialize_token_or_admin_secrets(tmp_path: Path) -> None:
+    """Guesses at /readyz count against the budgets of /initialize/ (the token) and basic auth
+    (a repository's secrets); out of budget, even the right credential is answered as anonymous."""
+    server = Server(tmp_path / "root", config_text(), admin_secret=ADMIN_TEXT, initialize_token=TOKEN)
+    settings = server.state.settings
+    for attempt in range(settings.initialize_max_failures):
+        server.client.get("/readyz", headers={"Authorization": f"Bearer wrong-token-{attempt:04d}"})
+    limited = server.client.get("/readyz", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert limited.json() == {"ready": False}
+    initialize = server.client.post("/initialize/", data={"config": config_text()},
+                                    headers={"Authorization": f"Bearer {TOKEN}"})
+    assert initialize.status_code == 429  # one budget for the token, wherever it is guessed
+    for attempt in range(settings.auth_failure_limit):
+        server.client.get("/readyz", auth=(REPO, f"wrong-admin-{attempt:04d}"))
+    assert server.client.get("/readyz", auth=(REPO, ADMIN)).json() == {"ready": False}
+    assert server.client.get("/simple/", auth=(REPO, READ)).status_code == 429  # the same budget
+
+
 # -- 3. file modes follow the umask -------------------------------------------------------------
 
 

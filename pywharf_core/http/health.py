@@ -21,6 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from pywharf_core.http.auth import basic_credentials
+from pywharf_core.http.web.ratelimit import FailureLimiter
+from pywharf_core.http.web.secret_check import auth_limiter, client_address, initialize_limiter, limiter_key
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.storage.shared_secrets import secret_matches
@@ -33,18 +35,34 @@ async def healthz(request: Request) -> Response:
 
 def _administered(request: Request, state: ServerState) -> list[str] | None:
     """Names of the repositories the caller administers (every one for the initialize token),
-    or None for a caller who is no administrator."""
+    or None for a caller who is no administrator.
+
+    A wrong token or admin secret counts against the same failure budget as at ``/initialize/``
+    (the token) or basic auth (a repository's secrets): else this probe would be an unlimited
+    oracle for guessing them. A caller out of budget is answered as anonymous, unchecked."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer":
-        return list(state.repos) if secret_matches(token.strip(), state.settings.initialize_token) else None
+        return list(state.repos) if _checked(initialize_limiter(request), client_address(request),
+                                              token.strip(), state.settings.initialize_token) else None
     credentials = basic_credentials(request)
     if credentials is None:
         return None
     name, secret = credentials
     repo = state.repos.get(name)
-    if repo is None or not secret_matches(secret, repo.backend.context.admin_secret):
+    admin_secret = repo.backend.context.admin_secret if repo is not None else None
+    if not _checked(auth_limiter(request), limiter_key(request, name), secret, admin_secret):
         return None
     return [name]
+
+
+def _checked(limiter: FailureLimiter, key: str, given: str, expected: str | None) -> bool:
+    """``given`` matches ``expected``, within ``limiter``'s budget for ``key`` (a miss uses it)."""
+    if limiter.retry_after(key) > 0:
+        return False
+    if secret_matches(given, expected):
+        return True
+    limiter.record_failure(key)
+    return False
 
 
 def _warnings(repos: Iterable[tuple[str, PkgRepo]]) -> list[str]:

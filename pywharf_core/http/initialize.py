@@ -22,17 +22,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from pywharf_core.http.app_singletons import app_singleton
 from pywharf_core.http.text_form import read_body, text_fields
-from pywharf_core.http.web.ratelimit import FailureLimiter
-from pywharf_core.http.web.secret_check import client_address
+from pywharf_core.http.web.secret_check import client_address, initialize_limiter
 from pywharf_core.model.errors import ConfigError
-from pywharf_core.service.server_state import (
-    INITIALIZE_FAILURE_WINDOW_SECONDS,
-    ServerState,
-    build_repos,
-    load_setup,
-)
+from pywharf_core.service.server_state import ServerState, build_repos, load_setup
 from pywharf_core.storage.shared_secrets import secret_matches
 
 log = logging.getLogger(__name__)
@@ -41,12 +34,6 @@ log = logging.getLogger(__name__)
 MAX_INITIALIZE_BYTES = 1 << 20
 _ALREADY_CONFIGURED = ("The server is already configured: re-initialisation needs "
                        "'Authorization: Bearer <initialize token>'.")
-
-
-def _limiter(request: Request) -> FailureLimiter:
-    """One limiter per app (its state lives as long as the server)."""
-    return app_singleton(request, "initialize_limiter", lambda settings: FailureLimiter(
-        limit=settings.initialize_max_failures, window=INITIALIZE_FAILURE_WINDOW_SECONDS))
 
 
 def _bearer_matches(header: str, token: str) -> bool:
@@ -66,7 +53,7 @@ def _check_token(request: Request, state: ServerState) -> bool:
     if not token:
         raise HTTPException(403, "Re-initialisation is disabled: start the server with --initialize_token.")
     client = client_address(request)
-    limiter = _limiter(request)
+    limiter = initialize_limiter(request)
     wait = limiter.retry_after(client)
     if wait > 0:
         raise HTTPException(429, "Too many wrong initialize tokens: try again later.",

@@ -27,7 +27,7 @@ from starlette.requests import HTTPConnection
 from pywharf_core.http.app_singletons import app_singleton
 from pywharf_core.http.web.ratelimit import FailureLimiter
 from pywharf_core.service.repository import PkgRepo
-from pywharf_core.service.server_state import ServerState
+from pywharf_core.service.server_state import INITIALIZE_FAILURE_WINDOW_SECONDS, ServerState
 from pywharf_core.storage.backend import Permission
 from pywharf_core.storage.shared_secrets import shared_secret_permission
 
@@ -60,11 +60,18 @@ def auth_limiter(conn: HTTPConnection) -> FailureLimiter:
         limit=settings.auth_failure_limit, window=float(settings.auth_failure_window)))
 
 
+def initialize_limiter(conn: HTTPConnection) -> FailureLimiter:
+    """The app's limiter of wrong ``--initialize_token`` guesses (``/initialize/``, ``/readyz``),
+    keyed by client address."""
+    return app_singleton(conn, "initialize_limiter", lambda settings: FailureLimiter(
+        limit=settings.initialize_max_failures, window=INITIALIZE_FAILURE_WINDOW_SECONDS))
+
+
 def client_address(conn: HTTPConnection) -> str:
     return conn.client.host if conn.client else "unknown"
 
 
-def _limiter_key(conn: HTTPConnection, name: str) -> str:
+def limiter_key(conn: HTTPConnection, name: str) -> str:
     return f"{client_address(conn)}\x00{name[:_MAX_NAME_CHARS]}"
 
 
@@ -86,7 +93,7 @@ async def check_secret(
     if not secret:
         return None, Permission.NONE
     limiter = auth_limiter(conn) if limited else None
-    key = _limiter_key(conn, name)
+    key = limiter_key(conn, name)
     if limiter is not None:
         wait = limiter.retry_after(key)
         if wait > 0:
