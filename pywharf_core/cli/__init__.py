@@ -33,6 +33,8 @@ from pywharf_core.model.records import FileRecord
 from pywharf_core.service.backends import open_backend, read_remote_index, rebuild_remote_index
 from pywharf_core.service.repository import AuthExpiry
 from pywharf_core.service.server_state import (
+    DEFAULT_AUTH_FAILURE_LIMIT,
+    DEFAULT_AUTH_FAILURE_WINDOW,
     DEFAULT_INITIALIZE_MAX_FAILURES,
     ServerSettings,
     ServerState,
@@ -62,8 +64,8 @@ def server(
     initialize_token: str | None = None,
     page_max_age: int = 10,
     session_secret: str | None = None,
-    auth_failure_limit: int = 10,
-    auth_failure_window: int = 60,
+    auth_failure_limit: int = DEFAULT_AUTH_FAILURE_LIMIT,
+    auth_failure_window: int = DEFAULT_AUTH_FAILURE_WINDOW,
     initialize_max_failures: int = DEFAULT_INITIALIZE_MAX_FAILURES,
     initialize_env_prefix: str = DEFAULT_HTTP_ENV_PREFIX,
     allowed_endpoints: str = "",

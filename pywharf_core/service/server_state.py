@@ -41,6 +41,10 @@ MIN_INITIALIZE_TOKEN_LENGTH = 16
 # typo or two, too few for guessing (the same as the browser login's limit).
 DEFAULT_INITIALIZE_MAX_FAILURES = 5
 INITIALIZE_FAILURE_WINDOW_SECONDS = 60.0
+# Wrong secrets per client address and repository name per window (basic auth and /login/):
+# a client mistyping a secret a few times is never stopped; a guesser gets 10 tries a minute.
+DEFAULT_AUTH_FAILURE_LIMIT = 10
+DEFAULT_AUTH_FAILURE_WINDOW = 60
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,8 @@ class ServerSettings:
     session_secret: str | None = field(default=None, repr=False)
     # Failed authentications (basic auth and /login/) per client address and repository name
     # within auth_failure_window seconds before 429 (pywharf_core.http.web.secret_check).
-    auth_failure_limit: int = 10
-    auth_failure_window: int = 60
+    auth_failure_limit: int = DEFAULT_AUTH_FAILURE_LIMIT
+    auth_failure_window: int = DEFAULT_AUTH_FAILURE_WINDOW
     # Failed /initialize/ bearer tokens per client per minute before 429.
     initialize_max_failures: int = DEFAULT_INITIALIZE_MAX_FAILURES
     # Environment variables a config sent to /initialize/ may read ("env = ..."): this prefix.
