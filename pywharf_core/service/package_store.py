@@ -313,7 +313,7 @@ class PackageStore(Backend):
             dist = _dist_or_none(blob.key)
             if dist is not None:
                 blobs.append((dist, blob))
-            elif blob.key.endswith(DIST_SUFFIXES) and "/" not in blob.key and not blob.key.startswith("."):
+            elif _is_top_level(blob.key) and blob.key.endswith(DIST_SUFFIXES):
                 # e.g. a non-ASCII or control character put in by hand: never served, said once
                 log.warning("repo %r: skipping stored file %r: not a valid distribution filename",
                             self.config.name, blob.key)
@@ -415,8 +415,13 @@ class PackageStore(Backend):
         return found, sha256, metadata_sha256
 
 
+def _is_top_level(key: str) -> bool:
+    """A key where distribution files live: not in a folder, not a companion (``.pywharf/``)."""
+    return "/" not in key and not key.startswith(".")
+
+
 def _dist_or_none(key: str) -> DistFilename | None:
-    if "/" in key or key.startswith(".") or key == INDEX_KEY:
+    if not _is_top_level(key) or key == INDEX_KEY:
         return None
     try:
         return parse_dist_filename(key)
