@@ -657,28 +657,28 @@ def test_auth_read_verdict_cached_until_expiry(auth_repo):
     """Backends like GitHub are slow/rate-limited: a read secret is checked once per expiry."""
     repo, backend, clock = auth_repo
     for _ in range(5):
-        assert repo.authenticate("r") is Permission.READ
+        assert repo.grant_for("r").permission is Permission.READ
     assert backend.calls == 1
     clock.now += 99
-    assert repo.authenticate("r") is Permission.READ
+    assert repo.grant_for("r").permission is Permission.READ
     assert backend.calls == 1
     clock.now += 2  # past the 100 s read expiry
-    assert repo.authenticate("r") is Permission.READ
+    assert repo.grant_for("r").permission is Permission.READ
     assert backend.calls == 2
 
 
 def test_auth_write_verdict_uses_write_expiry_and_revalidates(auth_repo):
     """Write secrets are trusted for the (shorter) write expiry; a revoked secret is noticed."""
     repo, backend, clock = auth_repo
-    assert repo.authenticate("w") is Permission.WRITE
+    assert repo.grant_for("w").permission is Permission.WRITE
     clock.now += 9
-    assert repo.authenticate("w") is Permission.WRITE
+    assert repo.grant_for("w").permission is Permission.WRITE
     assert backend.calls == 1
     clock.now += 2
     backend.verdicts["w"] = Permission.NONE  # revoked meanwhile
-    assert repo.authenticate("w") is Permission.NONE
+    assert repo.grant_for("w").permission is Permission.NONE
     assert backend.calls == 2
-    assert repo.authenticate("w") is Permission.NONE
+    assert repo.grant_for("w").permission is Permission.NONE
     assert backend.calls == 3
 
 
@@ -686,29 +686,29 @@ def test_auth_failures_are_not_cached(auth_repo):
     """A wrong secret must be re-checked every time (it may become valid; nothing to trust)."""
     repo, backend, _ = auth_repo
     for _ in range(3):
-        assert repo.authenticate("wrong") is Permission.NONE
+        assert repo.grant_for("wrong").permission is Permission.NONE
     assert backend.calls == 3
     assert repo._auth_cache == {}
 
 
-def test_cached_permission_never_calls_the_backend(auth_repo):
-    """``cached_permission`` runs on the event loop: it answers from the cache only, and only
+def test_cached_grant_never_calls_the_backend(auth_repo):
+    """``cached_grant`` runs on the event loop: it answers from the cache only, and only
     while the verdict is within its expiry."""
     repo, backend, clock = auth_repo
-    assert repo.cached_permission("r") is None
+    assert repo.cached_grant("r") is None
     assert backend.calls == 0
-    repo.authenticate("r")
-    assert repo.cached_permission("r") is Permission.READ
+    repo.grant_for("r")
+    assert repo.cached_grant("r").permission is Permission.READ
     clock.now += 101
-    assert repo.cached_permission("r") is None
-    assert repo.cached_permission("wrong") is None
+    assert repo.cached_grant("r") is None
+    assert repo.cached_grant("wrong") is None
     assert backend.calls == 1
 
 
 def test_auth_cache_is_keyed_by_hash_not_secret(auth_repo):
     """Secrets are never kept in memory structures that might be dumped: only their SHA-256."""
     repo, _, _ = auth_repo
-    repo.authenticate("w")
+    repo.grant_for("w")
     assert list(repo._auth_cache) == [hashlib.sha256(b"w").digest()]
 
 

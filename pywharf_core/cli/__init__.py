@@ -21,6 +21,8 @@ import fire
 import fire.helptext
 import fire.trace
 
+from pywharf_core.cli.server_calls import call, secret_from
+from pywharf_core.cli.tokens import token
 from pywharf_core.http.limits import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
@@ -229,21 +231,9 @@ def _change_yank(
 ) -> None:
     """POST /yank/ or /unyank/ to a running server: it persists the change through its backend
     (so ``update_index`` keeps it) and serves it at once; other servers see it after a sync."""
-    import requests
-
-    if secret_env:
-        secret = os.environ.get(str(secret_env))
-    if not secret:
-        raise PywharfError("a write secret is needed: pass --secret or --secret_env VAR")
+    secret = secret_from(secret, secret_env)
     target = f"{str(url).rstrip('/')}/{action}/{quote(str(project))}/{quote(str(file_or_version), safe='')}"
-    try:
-        response = requests.post(
-            target, data={"reason": _opt_str(reason) or ""}, auth=(str(repo), str(secret)), timeout=60
-        )
-    except requests.RequestException as exc:
-        raise PywharfError(f"{action}: cannot reach {url}: {exc}") from exc
-    if response.status_code != 200:
-        raise PywharfError(f"{action}: {response.status_code} {response.reason}: {response.text.strip()}")
+    response = call(action, "POST", target, data={"reason": _opt_str(reason) or ""}, auth=(str(repo), secret))
     for filename in response.text.split():
         print(f"{action}: {filename}")
 
@@ -365,6 +355,7 @@ CORE_COMMANDS: Mapping[str, Callable[..., Any]] = {
     "quickstart": quickstart,
     "yank": yank,
     "unyank": unyank,
+    "token": token,
 }
 
 
@@ -415,7 +406,7 @@ def argv_from_environment(environ: Mapping[str, str]) -> list[str]:
 
 # fire evaluates arguments as Python literals: the version "1.10" would become the float 1.1.
 # These commands take versions and free text, so their arguments are passed as string literals.
-VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank"})
+VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank", "token"})
 
 
 def _verbatim(arg: str) -> str:

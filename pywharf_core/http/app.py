@@ -26,7 +26,7 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from pywharf_core.http.auth import authorize
+from pywharf_core.http.auth import authorize, authorize_grant
 from pywharf_core.http.cross_site import CrossSiteWriteGuard
 from pywharf_core.http.errors import EXCEPTION_HANDLERS
 from pywharf_core.http.health import healthz, readyz
@@ -37,6 +37,7 @@ from pywharf_core.http.pages import GZIP_MIN_BYTES, RenderedPage
 from pywharf_core.http.project_json import render_project_json_api
 from pywharf_core.http.public_url import public_base_url
 from pywharf_core.http.security_headers import SECURITY_HEADERS, SecurityHeadersMiddleware
+from pywharf_core.http.tokens import create_token, list_tokens, revoke_token
 from pywharf_core.http.upload_form import receive_upload
 from pywharf_core.http.web import web_routes
 from pywharf_core.model.errors import BackendUnavailable, InvalidName
@@ -191,11 +192,13 @@ def _close_stream(target: object) -> None:
 
 
 async def _yank(request: Request, yanked: bool) -> Response:
-    repo = await authorize(request, Permission.WRITE)
+    repo, grant = await authorize_grant(request, Permission.WRITE)
     try:
         project = normalize_project(request.path_params["project"])
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
+    if not grant.may_upload(project):
+        raise HTTPException(403, grant.upload_refusal(project))
     target = request.path_params["target"]
     async with request.form(max_files=0, max_fields=5) as form:
         reason = str(form.get("reason") or "")
@@ -231,17 +234,17 @@ async def unyank(request: Request) -> Response:
 
 async def upload(request: Request) -> Response:
     """The legacy upload API: stream the form to staging, then the upload use case."""
-    repo = await authorize(request, Permission.WRITE)
+    repo, grant = await authorize_grant(request, Permission.WRITE)
     try:
         received = await receive_upload(request, repo.backend.staging_dir(), repo.config.max_file_bytes)
     except OSError as exc:  # the staging folder is full or gone: the store's fault, not the client's
         raise BackendUnavailable(f"storage error while receiving the upload: {exc.strerror or exc}") from exc
     try:
-        outcome, record = await anyio.to_thread.run_sync(accept_upload, repo, received)
+        outcome, record = await anyio.to_thread.run_sync(accept_upload, repo, received, grant)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(received.staged.path)
-    log.info("repo %r: %s %s (%d bytes)", repo.name, outcome.value, record.filename, record.size)
+    log.info("repo %r: %s %s (%d bytes) by %s", repo.name, outcome.value, record.filename, record.size, grant.actor)
     return PlainTextResponse("OK")
 
 
@@ -276,6 +279,9 @@ def create_app(state: ServerState, *, public_url: str | None = None) -> Starlett
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/index_mtime/", index_mtime, methods=["GET"]),
         Route("/initialize/", initialize, methods=["POST"]),
+        Route("/_/tokens/{repo}", create_token, methods=["POST"]),
+        Route("/_/tokens/{repo}", list_tokens, methods=["GET"]),
+        Route("/_/tokens/{repo}/{token_id}", revoke_token, methods=["DELETE"]),
         *web_routes(authorize),  # the browser UI: /, /login/, /logout/, /project/..., /static/
     ]
     app = _PywharfApp(

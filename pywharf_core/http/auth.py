@@ -1,4 +1,5 @@
-"""Who a request is: HTTP basic auth (repository name + secret) or the browser UI's session.
+"""Who a request is: HTTP basic auth (repository name + secret, or ``__token__`` + an API
+token) or the browser UI's session.
 
 Read endpoints also accept the session cookie (``pywharf_core.http.web``) when no basic auth is
 sent; write endpoints take basic auth only, so no write can ride on a cookie. Secrets are
@@ -16,6 +17,7 @@ from starlette.requests import Request
 
 from pywharf_core.http.web import session_credentials
 from pywharf_core.http.web.secret_check import check_secret, client_address
+from pywharf_core.service.grants import Grant
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.storage.backend import Permission
 
@@ -62,6 +64,13 @@ def basic_credentials(request: Request) -> tuple[str, str] | None:
 
 async def authorize(request: Request, needed: Permission) -> PkgRepo:
     """The repository the request's credentials grant ``needed`` on, or 401/403/429."""
+    repo, _ = await authorize_grant(request, needed)
+    return repo
+
+
+async def authorize_grant(request: Request, needed: Permission) -> tuple[PkgRepo, Grant]:
+    """:func:`authorize`, and what exactly was granted (an API token may be limited to some
+    projects: the caller checks them with :meth:`Grant.may_upload`)."""
     credentials = basic_credentials(request)
     from_session = False
     if credentials is None and needed is Permission.READ:
@@ -72,9 +81,10 @@ async def authorize(request: Request, needed: Permission) -> PkgRepo:
         raise Unauthorized()
     name, secret = credentials
     # A session's secret was checked at login and the cookie is signed: no guess to limit.
-    repo, permission = await check_secret(request, name, secret, limited=not from_session)
-    if repo is None or permission is Permission.NONE:
+    repo, grant = await check_secret(request, name, secret, limited=not from_session)
+    if repo is None or grant.permission is Permission.NONE:
         raise Unauthorized(INVALID_CREDENTIALS)
-    if permission < needed:
-        raise HTTPException(403, "This secret may read but not upload: use the write secret.")
-    return repo
+    if grant.permission < needed:
+        what = "token" if grant.is_token else "secret"
+        raise HTTPException(403, f"This {what} may read but not upload: use the write secret or an upload token.")
+    return repo, grant

@@ -27,8 +27,11 @@ from pywharf_core.index.formats import IndexFormatError, index_log_position, par
 from pywharf_core.index.local import LocalIndexStore
 from pywharf_core.index.remote_log import READ_BATCH
 from pywharf_core.index.snapshot import IndexSnapshot
+from pywharf_core.model.api_tokens import parse_token
 from pywharf_core.model.records import FileRecord
+from pywharf_core.service.grants import Grant
 from pywharf_core.service.package_store import PackageStore
+from pywharf_core.service.tokens import TokenStore
 from pywharf_core.storage.backend import Backend, Permission, RemoteIndex
 from pywharf_core.storage.config import PkgRepoConfig
 
@@ -81,7 +84,9 @@ class PkgRepo:
         self.has_log = isinstance(backend, PackageStore)
         self.has_local_copy = False  # an index synced before this start is served from ROOT
         self._write_lock = threading.Lock()
-        self._auth_cache: dict[bytes, tuple[Permission, float]] = {}
+        self._auth_cache: dict[bytes, tuple[Grant, float]] = {}
+        # API tokens live in the store beside the files (stores with documents only).
+        self.tokens = TokenStore(backend.storage, self.name) if isinstance(backend, PackageStore) else None
 
     # -- index -------------------------------------------------------------------------------
 
@@ -209,29 +214,50 @@ class PkgRepo:
     def _auth_key(secret: str) -> bytes:
         return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
-    def cached_permission(self, secret: str) -> Permission | None:
+    def cached_grant(self, secret: str) -> Grant | None:
         """A still-valid cached verdict for ``secret``, or None (cheap: safe on the event loop)."""
         cached = self._auth_cache.get(self._auth_key(secret))
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         return None
 
-    def authenticate(self, secret: str) -> Permission:
-        """The permission ``secret`` grants, cached by the secret's hash for the auth expiry.
+    def grant_for(self, secret: str) -> Grant:
+        """What ``secret`` (a shared secret, a backend credential or an API token) grants, cached
+        by the secret's hash.
 
-        May call the backend (network for some): run it off the event loop.
+        A cached token verdict lives at most ``sync_index_interval`` seconds (and never past the
+        token's expiry): that bounds how long a token revoked through another server still works
+        here. May call the backend (network for some): run it off the event loop.
         """
         key = self._auth_key(secret)
         now = time.monotonic()
         cached = self._auth_cache.get(key)
         if cached is not None and cached[1] > now:
             return cached[0]
-        permission = self.backend.authenticate(secret)
-        if permission is not Permission.NONE:
-            ttl = self.auth_expiry.write if permission is Permission.WRITE else self.auth_expiry.read
+        grant = self._decide(secret)
+        if grant.permission is not Permission.NONE:
+            ttl: float = self.auth_expiry.write if grant.permission is Permission.WRITE else self.auth_expiry.read
+            if grant.token is not None:
+                ttl = min(ttl, self.config.sync_index_interval, grant.token.expires - time.time())
             if len(self._auth_cache) >= _AUTH_CACHE_MAX:
                 self._auth_cache = {k: v for k, v in self._auth_cache.items() if v[1] > now}
-            self._auth_cache[key] = (permission, now + ttl)
+            self._auth_cache[key] = (grant, now + ttl)
         else:
             self._auth_cache.pop(key, None)
-        return permission
+        return grant
+
+    def _decide(self, secret: str) -> Grant:
+        parsed = parse_token(secret)
+        if parsed is not None and parsed.repo == self.name:
+            # A pywharf token is checked against the store only: never sent on to a backend that
+            # decides credentials itself (GitHub would see it as a GitHub token).
+            record = self.tokens.find(secret) if self.tokens is not None else None
+            if record is None:
+                return Grant(Permission.NONE)
+            return Grant(Permission.WRITE if record.scope == "upload" else Permission.READ, record)
+        return Grant(self.backend.authenticate(secret))
+
+    def forget_token(self, token_id: str) -> None:
+        """Drop cached verdicts of a token revoked through this server (refused here at once)."""
+        self._auth_cache = {k: v for k, v in self._auth_cache.items()
+                            if v[0].token is None or v[0].token.token_id != token_id}

@@ -34,6 +34,7 @@ from pywharf_core.model.records import (
     freeze_meta,
     utc_timestamp,
 )
+from pywharf_core.service.grants import Grant
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.storage.backend import StagedFile, StoreOutcome
 
@@ -140,9 +141,14 @@ def check_identity(repo: PkgRepo, dist: DistFilename) -> None:
             )
 
 
-def accept_upload(repo: PkgRepo, upload: ReceivedUpload) -> tuple[StoreOutcome, FileRecord]:
-    """Steps 1-5 of the module docstring; blocking (run it in a worker thread)."""
+def accept_upload(repo: PkgRepo, upload: ReceivedUpload, grant: Grant | None = None) -> tuple[StoreOutcome, FileRecord]:
+    """Steps 1-5 of the module docstring; blocking (run it in a worker thread).
+
+    ``grant``: what the uploader's credentials allow (an API token may be limited to some
+    projects: anything else is a 403 naming them); None for the write secret."""
     record, metadata = validate_upload(upload)
+    if grant is not None and not grant.may_upload(upload.dist.project):
+        raise UploadRejected(403, grant.upload_refusal(upload.dist.project))
     check_identity(repo, upload.dist)
     core_metadata = extract_core_metadata(upload.staged.path, upload.dist.filename)
     if core_metadata is not None:

@@ -179,13 +179,14 @@ class WebUI:
                       "Please try again (this site needs cookies).",
             )
         try:
-            repo, permission = await check_secret(request, name, secret)
+            repo, grant = await check_secret(request, name, secret)
         except TooManyFailures as exc:
             return self._login_page(
                 request, status=429, repo_value=name, next_target=next_target,
                 headers={"Retry-After": str(exc.retry_after)},
                 error=f"Too many failed attempts. Please wait {exc.retry_after} seconds before trying again.",
             )
+        permission = grant.permission
         if repo is None or permission is Permission.NONE:
             return self._login_page(request, repo_value=name, next_target=next_target,
                                     error="Invalid repository name or secret.")

@@ -26,6 +26,8 @@ from starlette.requests import HTTPConnection
 
 from pywharf_core.http.app_singletons import app_singleton
 from pywharf_core.http.web.ratelimit import FailureLimiter
+from pywharf_core.model.api_tokens import TOKEN_USERNAME, parse_token
+from pywharf_core.service.grants import NO_GRANT, Grant
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import INITIALIZE_FAILURE_WINDOW_SECONDS, ServerState
 from pywharf_core.storage.backend import Permission
@@ -76,22 +78,34 @@ def limiter_key(conn: HTTPConnection, name: str) -> str:
 
 
 def _unknown_repo_permission(secret: str) -> Permission:
-    """What :meth:`PkgRepo.authenticate` does for a wrong secret, against a dummy secret pair."""
+    """What :meth:`PkgRepo.grant_for` does for a wrong secret, against a dummy secret pair."""
     hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
     return shared_secret_permission(secret, _DUMMY_READ, _DUMMY_WRITE)
 
 
+def repo_name_for(name: str, secret: str) -> str:
+    """The repository credentials name: the username, or for ``__token__`` the repository the
+    token names (tokens say where they belong: pywharf_core.model.api_tokens)."""
+    if name == TOKEN_USERNAME:
+        parsed = parse_token(secret)
+        return parsed.repo if parsed is not None else name
+    return name
+
+
 async def check_secret(
     conn: HTTPConnection, name: str, secret: str, *, limited: bool = True
-) -> tuple[PkgRepo | None, Permission]:
-    """The repository and what ``secret`` grants on it; ``(None, NONE)`` for an unknown name.
+) -> tuple[PkgRepo | None, Grant]:
+    """The repository and what ``secret`` grants on it; ``(None, NO_GRANT)`` for an unknown name.
+
+    ``name`` is a repository name, or ``__token__`` with an API token as ``secret``.
 
     With ``limited`` (a secret typed or sent by the client, not one from a signed session
     cookie) the failure budget applies: raises :class:`TooManyFailures` when it is used up, and
     a wrong secret uses it. An empty secret is no guess: refused without counting.
     """
     if not secret:
-        return None, Permission.NONE
+        return None, NO_GRANT
+    name = repo_name_for(name, secret)
     limiter = auth_limiter(conn) if limited else None
     key = limiter_key(conn, name)
     if limiter is not None:
@@ -101,14 +115,14 @@ async def check_secret(
     state: ServerState = conn.app.state.pywharf
     repo = state.repos.get(name)
     if repo is None:
-        _NO_VERDICTS.get(hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest())  # as cached_permission
-        permission = await anyio.to_thread.run_sync(_unknown_repo_permission, secret)
+        _NO_VERDICTS.get(hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest())  # as cached_grant
+        grant = Grant(await anyio.to_thread.run_sync(_unknown_repo_permission, secret))
     else:
-        cached = repo.cached_permission(secret)
-        permission = cached if cached is not None else await anyio.to_thread.run_sync(repo.authenticate, secret)
-    if permission is Permission.NONE:
+        cached = repo.cached_grant(secret)
+        grant = cached if cached is not None else await anyio.to_thread.run_sync(repo.grant_for, secret)
+    if grant.permission is Permission.NONE:
         if limiter is not None:
             limiter.record_failure(key)
         log.info("failed authentication for repository %r from %s", name[:_MAX_NAME_CHARS], client_address(conn))
-        return None, Permission.NONE
-    return repo, permission
+        return None, NO_GRANT
+    return repo, grant

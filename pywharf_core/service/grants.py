@@ -1,0 +1,52 @@
+"""What an authenticated client may do, and who it is (for logs and, later, the audit log).
+
+A shared secret or a backend credential (a GitHub token) grants a :class:`Permission` on the
+whole repository; an API token grants its scope, possibly for some projects only, and is named
+by its id, never its text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pywharf_core.model.api_tokens import TokenRecord
+from pywharf_core.storage.backend import Permission
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    permission: Permission
+    token: TokenRecord | None = None  # None: a secret from the config, or the backend's own
+
+    @property
+    def is_token(self) -> bool:
+        return self.token is not None
+
+    @property
+    def manages_tokens(self) -> bool:
+        """Creating and revoking tokens takes the write secret itself: a token cannot make a
+        longer-lived or wider one."""
+        return self.token is None and self.permission is Permission.WRITE
+
+    def may_upload(self, project: str) -> bool:
+        if self.permission < Permission.WRITE:
+            return False
+        return self.token is None or self.token.may_upload(project)
+
+    def upload_refusal(self, project: str) -> str:
+        """Why :meth:`may_upload` is false, for the 403 body."""
+        if self.permission < Permission.WRITE:
+            return "This secret may read but not upload: use the write secret or an upload token."
+        assert self.token is not None
+        allowed = ", ".join(self.token.projects)
+        return f"This token may upload only to: {allowed} (not {project!r})."
+
+    @property
+    def actor(self) -> str:
+        if self.token is None:
+            return "write secret" if self.permission is Permission.WRITE else "read secret"
+        described = f" ({self.token.description})" if self.token.description else ""
+        return f"{self.token.kind} token {self.token.token_id}{described}"
+
+
+NO_GRANT = Grant(Permission.NONE)
