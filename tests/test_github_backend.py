@@ -41,7 +41,7 @@ from github_standin import GitHubStandIn
 from urllib3 import HTTPResponse
 
 from pywharf_backends.github.client import BoundedGithubRetry, ClientPolicy, GitHubClient, GitHubUnavailable
-from pywharf_backends.github.commands import render_workflow
+from pywharf_backends.github.commands import publisher_repository, render_trusted_publisher, render_workflow
 from pywharf_backends.github.config import GitHubConfig
 from pywharf_backends.github.contents import git_blob_sha
 from pywharf_backends.github.storage import (
@@ -53,7 +53,7 @@ from pywharf_backends.github.storage import (
     parse_body,
     render_body,
 )
-from pywharf_core.model.errors import ConfigError
+from pywharf_core.model.errors import ConfigError, PywharfError
 from pywharf_core.service.package_store import PackageStore
 from pywharf_core.storage.api import VersionConflict
 from pywharf_core.storage.backend import BackendContext
@@ -984,6 +984,74 @@ def test_init_pkg_repo_for_an_organisation(gh: GitHubStandIn, env: dict[str, str
     assert requests.get(f"{gh.api_url}/repos/acme/other", headers={"Authorization": f"token {ADMIN}"},
                         timeout=10).status_code == 404
     assert_no_tokens(made.stdout, made.stderr, again.stdout, refused.stderr)
+
+
+def printed_config(stdout: str) -> str:
+    return stdout.split("# config.toml (--config)\n", 1)[1].split("\n# admin_secret.toml", 1)[0]
+
+
+def test_init_pkg_repo_prints_a_trusted_publisher(gh: GitHubStandIn, env: dict[str, str]):
+    """--trusted_publisher_workflow adds a [[NAME.trusted_publishers]] entry to the printed
+    config: the publishing repository (the package's source repository, not the storage
+    repository), the workflow file name and the environment, as TOML under the repository's
+    table. Given the example's values it is the entry of examples/github-actions/."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "github-actions" / "trusted-publisher.toml"
+    ((example_name, example_table),) = tomllib.loads(example.read_text()).items()
+    (wanted,) = example_table["trusted_publishers"]
+    gh.add_org("pywharf", members={"alice": "admin"})
+    command = [tool("pywharf"), "github.init_pkg_repo", "--name", example_name, "--owner", "pywharf",
+               "--repo", "pywharf-pkg-repo", "--token_env", "GH_ADMIN_TOKEN", "--api_base_url", gh.api_url,
+               "--trusted_publisher_workflow", wanted["workflow"],
+               "--trusted_publisher_environment", wanted["environment"],
+               "--trusted_publisher_repository", wanted["repository"]]
+    made = run(command, {**env, "GH_ADMIN_TOKEN": ADMIN}, timeout=60)
+    config = tomllib.loads(printed_config(made.stdout))
+    table = config[example_name]
+    assert (table["owner"], table["repo"]) == ("pywharf", "pywharf-pkg-repo")
+    assert table["trusted_publishers"] == [{k: v for k, v in wanted.items() if k != "projects"}]
+    assert "id-token: write" in made.stdout and "GitHub Enterprise Server" in made.stdout  # not api.github.com
+    assert_no_tokens(made.stdout, made.stderr)
+
+    # A bare repository name is under --owner; no --trusted_publisher_environment: any environment.
+    again = run([*command[:command.index("--trusted_publisher_workflow")], "--trusted_publisher_workflow",
+                 "release.yaml", "--trusted_publisher_repository", "widgets"],
+                {**env, "GH_ADMIN_TOKEN": ADMIN}, timeout=60)
+    (entry,) = tomllib.loads(printed_config(again.stdout))[example_name]["trusted_publishers"]
+    assert entry == {"issuer": "https://token.actions.githubusercontent.com", "repository": "pywharf/widgets",
+                     "workflow": "release.yaml"}
+    plain = run(command[:command.index("--trusted_publisher_workflow")], {**env, "GH_ADMIN_TOKEN": ADMIN}, timeout=60)
+    assert "trusted_publishers" not in plain.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--trusted_publisher_workflow", ".github/workflows/release.yml"], "must be a workflow file name"),
+    (["--trusted_publisher_workflow", "release"], "must be a workflow file name"),
+    (["--trusted_publisher_workflow", "release.yml", "--trusted_publisher_repository", "a/b/c"], "OWNER/NAME"),
+    (["--trusted_publisher_environment", "pypi"], "need --trusted_publisher_workflow"),
+])
+def test_init_pkg_repo_refuses_a_bad_trusted_publisher(flags: list[str], message: str, gh: GitHubStandIn,
+                                                        env: dict[str, str]):
+    """Bad trusted-publisher flags fail with one line before anything is made on GitHub."""
+    gh.requests.clear()
+    command = [tool("pywharf"), "github.init_pkg_repo", "--name", NAME, "--owner", OWNER, "--repo", "never",
+               "--token_env", "GH_ADMIN_TOKEN", "--api_base_url", gh.api_url, *flags]
+    refused = run(command, {**env, "GH_ADMIN_TOKEN": ADMIN}, timeout=60, check=False)
+    assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+    assert gh.request_count() == 0
+
+
+def test_render_trusted_publisher_is_toml_under_the_repository_table() -> None:
+    """The entry parses as TOML whatever the names hold (a '.' in a repository name is not a
+    nested table; quotes in an environment name are escaped)."""
+    text = render_trusted_publisher("team.pkgs", publisher_repository(None, "acme", "pkgs"), "release.yml",
+                                    'prod "eu"')
+    assert tomllib.loads(text) == {"team.pkgs": {"trusted_publishers": [{
+        "issuer": "https://token.actions.githubusercontent.com", "repository": "acme/pkgs",
+        "workflow": "release.yml", "environment": 'prod "eu"'}]}}
+    assert publisher_repository("acme/widgets", "alice", "pkgs") == "acme/widgets"
+    assert publisher_repository("widgets", "alice", "pkgs") == "alice/widgets"
+    with pytest.raises(PywharfError):
+        publisher_repository("acme/", "alice", "pkgs")
 
 
 def test_gen_gh_pages_renders_an_installable_static_index(gh: GitHubStandIn, server_factory,

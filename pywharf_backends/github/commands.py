@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -33,6 +34,9 @@ from pywharf_core.storage.services import core_services
 
 WORKFLOW_PATH = ".github/workflows/pywharf-update-index.yml"
 TOKEN_ENV = "PYWHARF_GITHUB_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
+_GITHUB_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_WORKFLOW_FILE = re.compile(r"[^/@]+\.ya?ml")  # the file name Warehouse takes from job_workflow_ref
 
 
 def _str(value: Any) -> str | None:
@@ -153,6 +157,44 @@ jobs:
     return text
 
 
+def publisher_repository(value: str | None, owner: str, repo: str) -> str:
+    """``owner/name`` of the repository whose workflow publishes: ``name`` alone is OWNER's, none is OWNER/REPO."""
+    full = value if value and "/" in value else f"{owner}/{value or repo}"
+    parts = full.split("/")
+    if len(parts) != 2 or not all(_GITHUB_NAME.fullmatch(part) for part in parts):
+        raise PywharfError(f"--trusted_publisher_repository must be OWNER/NAME or NAME, not {value!r}")
+    return full
+
+
+def render_trusted_publisher(name: str, repository: str, workflow: str, environment: str | None,
+                             api_base_url: str = DEFAULT_API_BASE_URL) -> str:
+    """The ``[[NAME.trusted_publishers]]`` entry (TOML) that lets ``repository``'s ``workflow`` publish.
+
+    The entry goes in the server's config.toml after the ``[NAME]`` table; matching follows
+    PyPI's GitHub publishers: the OIDC token's ``repository`` claim, the workflow file named in
+    ``job_workflow_ref`` and, when given, the ``environment`` claim.
+    """
+    if not _WORKFLOW_FILE.fullmatch(workflow):
+        raise PywharfError(f"--trusted_publisher_workflow must be a workflow file name such as release.yml "
+                           f"(the file in .github/workflows/), not {workflow!r}")
+    enterprise = ("# GitHub Enterprise Server: set issuer to its own, https://HOST/_services/token\n"
+                  if api_base_url != DEFAULT_API_BASE_URL else "")
+    environment_line = (f"environment = {_toml_str(environment)}\n" if environment
+                        else "# environment = \"pypi\"  # none given: a token from any environment (or none) matches\n")
+    return (
+        f"[[{_toml_key(name)}.trusted_publishers]]\n"
+        f"{enterprise}issuer = {_toml_str(GITHUB_ACTIONS_ISSUER)}\n"
+        f"repository = {_toml_str(repository)}\n"
+        f"workflow = {_toml_str(workflow)}\n"
+        f"{environment_line}"
+        "# projects = [\"my-package\"]  # optional: the minted token may upload only these projects\n"
+    )
+
+
+def _toml_key(name: str) -> str:
+    return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else _toml_str(name)
+
+
 def _shell(value: str) -> str:
     """Quote for the workflow's bash: config values are validated names, quoting is belt and braces."""
     return "'" + value.replace("'", "'\\''") + "'"
@@ -170,6 +212,9 @@ def init_pkg_repo(
     enable_gh_pages: bool = False,
     api_base_url: str = DEFAULT_API_BASE_URL,
     public: bool = False,
+    trusted_publisher_workflow: str | None = None,
+    trusted_publisher_environment: str | None = None,
+    trusted_publisher_repository: str | None = None,
 ) -> None:
     """Create (or reuse) a GitHub repository as a package repository: index, workflow, config.
 
@@ -185,12 +230,27 @@ def init_pkg_repo(
         enable_gh_pages: Also publish a static index with GitHub Pages (see gen_gh_pages).
         api_base_url: GitHub API root, e.g. https://HOST/api/v3 for GitHub Enterprise.
         public: Create a public repository (default private).
+        trusted_publisher_workflow: Also print a [[NAME.trusted_publishers]] entry (trusted
+            publishing, no stored secret) for this workflow file name, e.g. release.yml.
+        trusted_publisher_environment: The GitHub environment the publishing job runs in (e.g.
+            pypi); default: any.
+        trusted_publisher_repository: OWNER/NAME (or NAME, under OWNER) of the repository whose
+            workflow publishes: the package's source repository; default: OWNER/REPO.
     """
     secret = _token(token, token_env, required=True)
     table = {"type": "github", "owner": str(owner), "repo": str(repo), "branch": str(branch),
              "index_filename": str(index_filename), "api_base_url": str(api_base_url)}
     config = build_config(GitHubConfig, str(name), table, ConfigSource("<command line>"))
     assert isinstance(config, GitHubConfig)
+    publisher_workflow = _str(trusted_publisher_workflow)
+    publisher = None
+    if publisher_workflow is not None:
+        repository = publisher_repository(_str(trusted_publisher_repository), config.owner, config.repo)
+        publisher = render_trusted_publisher(config.name, repository, publisher_workflow,
+                                             _str(trusted_publisher_environment), config.api_base_url)
+    elif _str(trusted_publisher_environment) or _str(trusted_publisher_repository):
+        raise PywharfError("--trusted_publisher_environment / --trusted_publisher_repository need "
+                           "--trusted_publisher_workflow")
     client = GitHubClient(secret, ClientPolicy(config.api_base_url, config.timeout, config.max_rate_limit_wait),
                           lazy=False)
     created = _get_or_create_repo(client, config, private=not bool(public))
@@ -211,13 +271,18 @@ def init_pkg_repo(
     branch_line = f"branch = {_toml_str(config.branch)}\n" if config.branch != "master" else ""
     index_line = (f"index_filename = {_toml_str(config.index_filename)}\n"
                   if config.index_filename != "index.toml" else "")
+    trusted = (f"\n# Trusted publishing: {GITHUB_ACTIONS_ISSUER} tokens of this workflow may upload with no\n"
+               "# stored secret (the job needs `permissions: id-token: write` and pypa/gh-action-pypi-publish\n"
+               "# with repository-url: https://<this server>/simple/; see examples/github-actions/).\n"
+               f"{publisher}") if publisher else ""
+    table_name = _toml_key(config.name)
     print(
         "\n# config.toml (--config)\n"
-        f'[{config.name}]\ntype = "github"\nowner = {_toml_str(config.owner)}\nrepo = {_toml_str(config.repo)}\n'
-        f"{branch_line}{index_line}{extra}"
+        f'[{table_name}]\ntype = "github"\nowner = {_toml_str(config.owner)}\nrepo = {_toml_str(config.repo)}\n'
+        f"{branch_line}{index_line}{extra}{trusted}"
         "\n# admin_secret.toml (--admin_secret): a token that can push to the repository,\n"
         f"# read from ${TOKEN_ENV} (or write raw = \"<token>\" instead of env)\n"
-        f'[{config.name}]\ntype = "github"\nenv = "{TOKEN_ENV}"\n'
+        f'[{table_name}]\ntype = "github"\nenv = "{TOKEN_ENV}"\n'
         "\n# Clients use a GitHub token as their secret: pull access reads, push access uploads.\n"
     )
     if enable_gh_pages:
