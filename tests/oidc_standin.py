@@ -99,8 +99,9 @@ class OidcStandIn:
     """The stand-in server; ``with OidcStandIn() as oidc:`` (or :meth:`start` / :meth:`stop`) in a fixture.
 
     Attributes tests read or set between requests: :attr:`shape` (the next tokens), :attr:`down` (discovery and
-    JWKS answer 503), :attr:`request_token`, the counters :attr:`discovery_requests`, :attr:`jwks_requests`,
-    :attr:`idtoken_requests`, and :attr:`issued` (the claims of every token minted, newest last).
+    JWKS answer 503), :attr:`redirects` (path -> 302 Location), :attr:`request_token`, the counters
+    :attr:`discovery_requests`, :attr:`jwks_requests`, :attr:`idtoken_requests`, and :attr:`issued` (the claims
+    of every token minted, newest last).
     """
 
     def __init__(self, *, request_token: str = DEFAULT_REQUEST_TOKEN, host: str = "127.0.0.1") -> None:
@@ -111,6 +112,7 @@ class OidcStandIn:
         self.jwks_requests = 0
         self.idtoken_requests = 0
         self.issued: list[dict[str, Any]] = []
+        self.redirects: dict[str, str] = {}  # path -> Location: answered with a 302
         self._signing_key = _Key.new()
         self._published: list[_Key] = [self._signing_key]
         self._lock = threading.Lock()
@@ -264,7 +266,12 @@ def _handler_for(standin: OidcStandIn) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
-            if parts.path == "/.well-known/openid-configuration":
+            if parts.path in standin.redirects:
+                self.send_response(302)
+                self.send_header("Location", standin.redirects[parts.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif parts.path == "/.well-known/openid-configuration":
                 standin.discovery_requests += 1
                 self._issuer_answer(standin.discovery())
             elif parts.path == "/.well-known/jwks":

@@ -396,6 +396,25 @@ def test_fetch_json_caps_the_response_size(oidc):
         fetch_json(f"{oidc.url}/nothing")
 
 
+def test_fetch_json_follows_redirects_only_to_allowed_urls(oidc):
+    oidc.redirects = {"/keys": "/.well-known/jwks", "/away": "http://keys.example.com/jwks", "/loop": "/loop"}
+    try:
+        assert fetch_json(f"{oidc.url}/keys")["keys"][0]["kid"] == oidc.kid
+        with pytest.raises(ValueError, match=r"keys\.example\.com.*https://"):
+            fetch_json(f"{oidc.url}/away")
+        with pytest.raises(ValueError, match="more than 3 redirects"):
+            fetch_json(f"{oidc.url}/loop")
+    finally:
+        oidc.redirects = {}
+
+
+def test_publisher_made_in_code_with_a_bad_issuer_is_never_fetched(clock):
+    fetched = []
+    keys = IssuerKeys(fetch=fetched.append, clock=clock)
+    assert keys.key_for("http://keys.example.com", "k1") is None
+    assert fetched == []
+
+
 def test_publisher_for_unconfigured_issuer_is_not_consulted(oidc, verifier):
     """A repository whose publishers name another issuer does not match a token of this one."""
     github = TrustedPublisher(repository="acme/widgets", workflow="release.yml")

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
 import jwt
 import requests
@@ -90,21 +91,34 @@ class PublisherMatch:
 Fetch = Callable[[str], Any]  # URL -> parsed JSON; raises on any failure
 
 
+MAX_REDIRECTS = 3
+
+
 def fetch_json(url: str, *, timeout: float = FETCH_TIMEOUT, max_bytes: int = MAX_FETCH_BYTES) -> Any:
     """GET ``url`` and parse its JSON body, read in chunks and refused past ``max_bytes``.
 
-    No redirects: the URL was checked (https, or http on loopback) and a redirect could lead
-    elsewhere. ``timeout`` bounds connecting and each read."""
-    with requests.get(url, timeout=timeout, stream=True, allow_redirects=False,
-                      headers={"Accept": "application/json"}) as response:
-        if response.status_code != 200:
-            raise ValueError(f"HTTP {response.status_code}")
-        body = bytearray()
-        for chunk in response.iter_content(64 * 1024):
-            body += chunk
-            if len(body) > max_bytes:
-                raise ValueError(f"response larger than {max_bytes} bytes")
-    return json.loads(bytes(body))
+    Redirects are followed by hand (at most 3), each target held to the same rule as the URL
+    itself (https, or http on loopback): requests would follow an https page to plain http.
+    ``timeout`` bounds connecting and each read."""
+    for _ in range(MAX_REDIRECTS + 1):
+        with requests.get(url, timeout=timeout, stream=True, allow_redirects=False,
+                          headers={"Accept": "application/json"}) as response:
+            if response.is_redirect:
+                target = urljoin(url, response.headers.get("Location", ""))
+                problem = issuer_url_problem(target)
+                if problem:
+                    raise ValueError(f"redirected to {target!r}, which {problem}")
+                url = target
+                continue
+            if response.status_code != 200:
+                raise ValueError(f"HTTP {response.status_code}")
+            body = bytearray()
+            for chunk in response.iter_content(64 * 1024):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ValueError(f"response larger than {max_bytes} bytes")
+        return json.loads(bytes(body))
+    raise ValueError(f"more than {MAX_REDIRECTS} redirects")
 
 
 class IssuerKeys:
@@ -148,6 +162,9 @@ class IssuerKeys:
     def _fetch_keys(self, issuer: str) -> dict[str, jwt.PyJWK]:
         discovery_url = issuer.rstrip("/") + "/.well-known/openid-configuration"
         try:
+            problem = issuer_url_problem(issuer)  # the config checked it; publishers made in code were not
+            if problem:
+                raise ValueError(f"issuer {problem}")
             discovery = self._fetch(discovery_url)
             if not isinstance(discovery, dict):
                 raise ValueError("discovery document is not a JSON object")
@@ -224,7 +241,7 @@ class TrustedPublishingVerifier:
             raise MintRefused(INVALID_TOKEN, "invalid token: missing claim 'jti'")
         repo, publisher = match_publisher(claims, issuer, publishers)
         return PublisherMatch(
-            repo=repo, publisher=publisher, issuer=issuer, jti=jti, expires=claims["exp"],
+            repo=repo, publisher=publisher, issuer=issuer, jti=jti, expires=int(claims["exp"]),
             claims={name: claims[name] for name in RECORDED_CLAIMS if isinstance(claims.get(name), str)},
         )
 
