@@ -99,7 +99,9 @@ def fetch_json(url: str, *, timeout: float = FETCH_TIMEOUT, max_bytes: int = MAX
 
     Redirects are followed by hand (at most 3), each target held to the same rule as the URL
     itself (https, or http on loopback): requests would follow an https page to plain http.
-    ``timeout`` bounds connecting and each read."""
+    ``timeout`` bounds connecting and each read, and the whole body too (a server trickling
+    bytes would otherwise hold a worker thread far longer)."""
+    deadline = time.monotonic() + 2 * timeout
     for _ in range(MAX_REDIRECTS + 1):
         with requests.get(url, timeout=timeout, stream=True, allow_redirects=False,
                           headers={"Accept": "application/json"}) as response:
@@ -117,6 +119,8 @@ def fetch_json(url: str, *, timeout: float = FETCH_TIMEOUT, max_bytes: int = MAX
                 body += chunk
                 if len(body) > max_bytes:
                     raise ValueError(f"response larger than {max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise ValueError(f"response took longer than {2 * timeout:g} s")
         return json.loads(bytes(body))
     raise ValueError(f"more than {MAX_REDIRECTS} redirects")
 
