@@ -155,6 +155,13 @@ def _type_text(annotation: Any) -> str:
         return annotation
     if isinstance(annotation, type):
         return annotation.__name__
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis:
+        # A TOML array (the loader makes it a tuple); of tables when the items are dataclasses.
+        item = args[0]
+        if dataclasses.is_dataclass(item):
+            return f"array of {item.__name__} tables"
+        return f"array of {_type_text(item)}"
     return str(annotation).replace("typing.", "")
 
 

@@ -23,6 +23,11 @@ from typing import Any
 from pywharf_core.model.errors import ConfigError, InvalidName
 from pywharf_core.model.names import validate_repo_name
 from pywharf_core.storage.config_limits import FULL_POWER, ConfigLimits
+from pywharf_core.storage.trusted_publishers import (
+    GITHUB_ACTIONS_ISSUER,
+    MAX_TRUSTED_PUBLISHERS,
+    TrustedPublisher,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -41,6 +46,9 @@ class PkgRepoConfig:
     type: str  # the backend, by the name it registers (e.g. "file_system")
     max_file_bytes: int  # largest accepted upload, enforced while streaming (413)
     sync_index_interval: int = 60  # seconds between syncs of the local index from the remote one
+    # CI workflows that may trade an OIDC token for an upload token: [[name.trusted_publishers]] tables with
+    # repository, workflow (required), issuer, environment, repository_owner_id, projects (see TrustedPublisher)
+    trusted_publishers: tuple[TrustedPublisher, ...] = ()
 
     def check(self) -> list[tuple[str, str]]:
         """Backend-specific semantic checks: a list of (key, problem); empty when valid."""
@@ -49,6 +57,18 @@ class PkgRepoConfig:
             problems.append(("max_file_bytes", "must be a positive integer"))
         if self.sync_index_interval <= 0:
             problems.append(("sync_index_interval", "must be a positive integer"))
+        if len(self.trusted_publishers) > MAX_TRUSTED_PUBLISHERS:
+            problems.append(("trusted_publishers", f"at most {MAX_TRUSTED_PUBLISHERS} publishers per repository, "
+                                                   f"got {len(self.trusted_publishers)}"))
+        seen: dict[tuple[str, str, str, str], int] = {}
+        for index, publisher in enumerate(self.trusted_publishers):
+            # Two entries that match the same tokens make the choice between them arbitrary.
+            identity = (publisher.issuer, publisher.repository.lower(), publisher.workflow,
+                        publisher.environment.lower())
+            if identity in seen:
+                problems.append((f"trusted_publishers[{index}]", f"same issuer, repository, workflow and environment "
+                                                                 f"as trusted_publishers[{seen[identity]}]"))
+            seen.setdefault(identity, index)
         return problems
 
 
@@ -177,6 +197,79 @@ def _matches(value: Any, tp: Any) -> bool:
     return True
 
 
+# Longest array a config value may be (each entry is validated, and some are walked per request).
+MAX_CONFIG_ARRAY = 1000
+
+
+def _item_type(tp: Any) -> Any | None:
+    """``X`` for a ``tuple[X, ...]`` field (a TOML array, loaded as a tuple), else None."""
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return args[0]
+    return None
+
+
+def _load_value(value: Any, tp: Any, source: ConfigSource, table: str, key: str) -> Any:
+    """Check ``value`` against the field type ``tp``; arrays become tuples, tables of a
+    dataclass type become that dataclass (validated like a repository table, so errors name
+    the entry: ``key 'trusted_publishers[1].workflow'``)."""
+    item_type = _item_type(tp)
+    if item_type is None:
+        if not _matches(value, tp):
+            raise source.error(f"must be {_type_name(tp)}, got {type(value).__name__}", table, key)
+        return value
+    is_table = dataclasses.is_dataclass(item_type)
+    if not isinstance(value, list):
+        what = f"an array of tables ([[{table}.{key}]])" if is_table else f"an array, each {_type_name(item_type)}"
+        raise source.error(f"must be {what}, got {type(value).__name__}", table, key)
+    if len(value) > MAX_CONFIG_ARRAY:
+        raise source.error(f"at most {MAX_CONFIG_ARRAY} entries, got {len(value)}", table, key)
+    items = []
+    for index, item in enumerate(value):
+        item_key = f"{key}[{index}]"
+        if not is_table:
+            items.append(_load_value(item, item_type, source, table, item_key))
+            continue
+        if not isinstance(item, dict):
+            raise source.error(f"must be a table, got {type(item).__name__}", table, item_key)
+        assert isinstance(item_type, type)
+        fields = {f.name: f for f in dataclasses.fields(item_type)}
+        entry = item_type(**_load_fields(item_type, fields, item, source, table, f"{item_key}."))
+        for entry_key, problem in entry.check():
+            raise source.error(problem, table, f"{item_key}.{entry_key}")
+        items.append(entry)
+    return tuple(items)
+
+
+def _load_fields(
+    cls: type,
+    fields: Mapping[str, dataclasses.Field[Any]],
+    data: Mapping[str, Any],
+    source: ConfigSource,
+    table: str,
+    prefix: str,
+) -> dict[str, Any]:
+    """The constructor arguments for ``cls`` from ``data``: unknown and missing keys and wrong
+    types are errors naming ``prefix + key``; absent optional keys are left to the defaults."""
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            allowed = ", ".join(sorted(fields))
+            raise source.error(f"unknown key (allowed: {allowed})", table, prefix + key)
+    kwargs: dict[str, Any] = {}
+    for key, field in fields.items():
+        if key not in data:
+            no_default = (
+                field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+            )
+            if no_default:
+                raise source.error("missing required key", table, prefix + key)
+            continue
+        kwargs[key] = _load_value(data[key], hints[key], source, table, prefix + key)
+    return kwargs
+
+
 def build_config(
     config_class: type[PkgRepoConfig],
     name: str,
@@ -193,27 +286,8 @@ def build_config(
         validate_repo_name(name)
     except InvalidName as exc:
         raise source.error(str(exc), name) from exc
-    hints = typing.get_type_hints(config_class)
     fields = {f.name: f for f in dataclasses.fields(config_class) if f.name not in _IMPLICIT_KEYS}
-    for key in table:
-        if key not in fields:
-            allowed = ", ".join(sorted(fields))
-            raise source.error(f"unknown key (allowed: {allowed})", name, key)
-    kwargs: dict[str, Any] = {"name": name}
-    for key, field in fields.items():
-        if key not in table:
-            no_default = (
-                field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-            )
-            if no_default:
-                raise source.error("missing required key", name, key)
-            continue
-        value = table[key]
-        if not _matches(value, hints[key]):
-            raise source.error(
-                f"must be {_type_name(hints[key])}, got {type(value).__name__}", name, key
-            )
-        kwargs[key] = value
+    kwargs: dict[str, Any] = {"name": name, **_load_fields(config_class, fields, table, source, name, "")}
     _apply_limits(config_class, fields, kwargs, limits, name, source)
     config = config_class(**kwargs)
     for key, problem in config.check():
@@ -237,6 +311,13 @@ def _apply_limits(
         problem = limits.endpoint_problem(value)
         if problem:
             raise source.error(problem, name, key)
+    for index, publisher in enumerate(kwargs.get("trusted_publishers", ())):
+        # Tokens are checked with keys fetched from the issuer: an HTTP config naming one makes the
+        # server fetch from it, so it is an endpoint like the backends' (GitHub's own is the default).
+        if publisher.issuer != GITHUB_ACTIONS_ISSUER:
+            problem = limits.endpoint_problem(publisher.issuer)
+            if problem:
+                raise source.error(problem, name, f"trusted_publishers[{index}].issuer")
     for key in getattr(config_class, "path_keys", ()):
         value = kwargs.get(key)
         if not value:
