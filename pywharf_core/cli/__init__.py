@@ -38,6 +38,7 @@ from pywharf_core.service.server_state import (
     DEFAULT_AUTH_FAILURE_LIMIT,
     DEFAULT_AUTH_FAILURE_WINDOW,
     DEFAULT_INITIALIZE_MAX_FAILURES,
+    DEFAULT_OIDC_AUDIENCE,
     ServerSettings,
     ServerState,
     build_repos,
@@ -77,6 +78,9 @@ def server(
     header_timeout: float = DEFAULT_HEADER_TIMEOUT,
     stall_timeout: float = DEFAULT_STALL_TIMEOUT,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    oidc_audience: str = DEFAULT_OIDC_AUDIENCE,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -127,6 +131,13 @@ def server(
             connection is closed. (waitress: channel_timeout = the larger of the two timeouts.)
         max_connections: Open connections (uvicorn); past it the longest-idle one is closed, or
             the new one gets 503. (waitress: its own --connection_limit, default 100.)
+        oidc_audience: The audience CI identity tokens must be made for (Trusted Publishing:
+            GET /_/oidc/audience tells clients). Never "pypi": tokens made for pypi.org must not
+            work here.
+        ssl_certfile: Serve https with this certificate chain (PEM; uvicorn only). Trusted
+            Publishing clients (uv, gh-action-pypi-publish) call https://HOST/_/oidc/... whatever
+            the upload URL says: serve TLS here or through a reverse proxy.
+        ssl_keyfile: The certificate's private key (PEM), with --ssl_certfile.
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.http.app import create_app
@@ -159,7 +170,13 @@ def server(
         initialize_env_prefix=_opt_str(initialize_env_prefix) or "",
         allowed_endpoints=_csv(allowed_endpoints),
         allowed_storage_paths=tuple(Path(p) for p in _csv(allow_storage_path)),
+        oidc_audience=str(oidc_audience),
     )
+    tls = (str(ssl_certfile), str(ssl_keyfile)) if _opt_str(ssl_certfile) or _opt_str(ssl_keyfile) else None
+    if tls is not None and not (_opt_str(ssl_certfile) and _opt_str(ssl_keyfile)):
+        raise PywharfError("--ssl_certfile and --ssl_keyfile go together")
+    if tls is not None and server != "uvicorn":
+        raise PywharfError("--ssl_certfile needs --server uvicorn (waitress serves plain http: put TLS in front)")
     if settings.session_secret is not None and len(settings.session_secret) < 16:
         raise PywharfError("--session_secret (or PYWHARF_SESSION_SECRET) must be at least 16 characters")
     if waitress_options and server != "waitress":
@@ -181,6 +198,7 @@ def server(
         debug=bool(debug),
         waitress_options=waitress_options,
         limits=limits,
+        tls=tls,
     )
 
 

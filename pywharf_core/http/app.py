@@ -32,6 +32,7 @@ from pywharf_core.http.errors import EXCEPTION_HANDLERS
 from pywharf_core.http.health import healthz, readyz
 from pywharf_core.http.initialize import initialize
 from pywharf_core.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_content_type
+from pywharf_core.http.oidc import audience, burn_token, mint_token
 from pywharf_core.http.page_cache import pages_of
 from pywharf_core.http.pages import GZIP_MIN_BYTES, RenderedPage
 from pywharf_core.http.project_json import render_project_json_api
@@ -279,6 +280,10 @@ def create_app(state: ServerState, *, public_url: str | None = None) -> Starlett
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/index_mtime/", index_mtime, methods=["GET"]),
         Route("/initialize/", initialize, methods=["POST"]),
+        Route("/_/oidc/audience", audience, methods=["GET"]),
+        Route("/_/oidc/mint-token", mint_token, methods=["POST"]),
+        Route("/_/oidc/github/mint-token", mint_token, methods=["POST"]),  # gh-action-pypi-publish before 2024
+        Route("/_/oidc/burn-token", burn_token, methods=["POST"]),
         Route("/_/tokens/{repo}", create_token, methods=["POST"]),
         Route("/_/tokens/{repo}", list_tokens, methods=["GET"]),
         Route("/_/tokens/{repo}/{token_id}", revoke_token, methods=["DELETE"]),

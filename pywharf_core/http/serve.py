@@ -49,12 +49,14 @@ def run(
     debug: bool = False,
     waitress_options: dict[str, Any] | None = None,
     limits: TransportLimits | None = None,
+    tls: tuple[str, str] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop index sync and return (exit code 0).
 
     ``limits`` bound headers, slow clients and connections (``pywharf_core.http.transport``);
     with waitress, the header size and timeouts become its own options unless given explicitly
-    (waitress caps connections itself: ``--connection_limit``, default 100).
+    (waitress caps connections itself: ``--connection_limit``, default 100). ``tls``: a
+    certificate chain and key file (PEM) to serve https (uvicorn only).
     """
     limits = limits or TransportLimits()
 
@@ -84,6 +86,8 @@ def run(
                 log_level="debug" if debug else "info",
                 server_header=False,
                 timeout_graceful_shutdown=10,
+                ssl_certfile=tls[0] if tls else None,
+                ssl_keyfile=tls[1] if tls else None,
             )
             uvicorn.Server(config).run()
         elif server == "waitress":

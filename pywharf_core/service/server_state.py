@@ -45,6 +45,9 @@ INITIALIZE_FAILURE_WINDOW_SECONDS = 60.0
 # a client mistyping a secret a few times is never stopped; a guesser gets 10 tries a minute.
 DEFAULT_AUTH_FAILURE_LIMIT = 10
 DEFAULT_AUTH_FAILURE_WINDOW = 60
+# The audience CI identity tokens must carry (Trusted Publishing). Not pypi.org's "pypi": a
+# token a CI job made for pypi.org must not be accepted here.
+DEFAULT_OIDC_AUDIENCE = "pywharf"
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class ServerSettings:
     allowed_endpoints: tuple[str, ...] = ()
     # Folders besides ROOT a config sent to /initialize/ may store files under.
     allowed_storage_paths: tuple[Path, ...] = ()
+    # The `aud` Trusted Publishing identity tokens must have (GET /_/oidc/audience).
+    oidc_audience: str = DEFAULT_OIDC_AUDIENCE
 
     def __post_init__(self) -> None:
         token = self.initialize_token
@@ -79,6 +84,8 @@ class ServerSettings:
             raise ConfigError("--auth_failure_limit and --auth_failure_window must be positive integers")
         if self.initialize_max_failures < 1:
             raise ConfigError("--initialize_max_failures must be a positive integer")
+        if not self.oidc_audience.strip() or self.oidc_audience.strip().lower() == "pypi":
+            raise ConfigError("--oidc_audience must be non-empty and not 'pypi' (pypi.org's audience)")
         if not self.initialize_env_prefix:
             raise ConfigError("--initialize_env_prefix must not be empty (it would expose every variable)")
         for url in self.allowed_endpoints:

@@ -19,6 +19,7 @@ created create-only: a replayed identity token cannot mint twice, on any server.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -190,6 +191,29 @@ class TokenStore:
 
         self._update_listing(without)
         return found or (listed[0] if listed else None)
+
+    def burn(self, text: str) -> TokenRecord | None:
+        """End token ``text`` now, on behalf of whoever holds it (uv asks this after publishing
+        with a minted token: ``POST /_/oidc/burn-token``). The record stays (expired) until its
+        ``keep_until``: for a minted token it is the replay guard of its identity token.
+        None when ``text`` is no live token of this repository."""
+        record = self.find(text)
+        if record is None:
+            return None
+        key = record_key(record.token_id)
+        for _ in range(LISTING_ATTEMPTS):
+            document = self.storage.read_document(key)
+            if document is None:
+                return None
+            ended = dataclasses.replace(TokenRecord.from_json(document.data), expires=int(self.clock()))
+            try:
+                self.storage.write_document(key, ended.to_json(), document.version)
+            except VersionConflict:
+                continue
+            if record.kind == "api":
+                self._update_listing(lambda records: [r for r in records if r.token_id != record.token_id])
+            return record
+        raise TokenError(503, "the token record keeps changing: retry")
 
     # -- the listing document ---------------------------------------------------------------------
 

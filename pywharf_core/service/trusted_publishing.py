@@ -207,6 +207,19 @@ class IssuerKeys:
         return keys
 
 
+def claims_for_log(token: str) -> dict[str, str]:
+    """The claims of a refused token that say whose it was (``iss`` and :data:`RECORDED_CLAIMS`),
+    read *without* verifying it: for the log line of a refusal only, never to decide anything.
+    Empty for something that is not a JWT."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_BYTES:
+        return {}
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return {}
+    return {name: claims[name][:200] for name in ("iss", *RECORDED_CLAIMS) if isinstance(claims.get(name), str)}
+
+
 class TrustedPublishingVerifier:
     """Verifies identity tokens for one server (one audience); keeps the issuers' keys."""
 
