@@ -239,3 +239,44 @@ def test_phone_layout_and_login_return_path(browser: Browser, repo_server: tuple
         context.close()
     # Without a browser, the same server still speaks plain basic auth to tools.
     assert requests.get(f"{server.base}/simple/", auth=("local", READ), timeout=10).status_code == 200
+
+
+def test_write_session_creates_and_revokes_a_token(browser: Browser,
+                                                    repo_server: tuple[Server, dict[str, Dist]]) -> None:
+    """Issue 14: the write secret's session creates a token in the browser (shown once), which
+    works as ``__token__``, and revokes it."""
+    server, _ = repo_server
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{server.base}/tokens/")
+        expect(page).to_have_url(re.compile(r"/login/\?next=%2Ftokens%2F$"))
+        log_in(page, server, "write-secret")
+        expect(page).to_have_url(f"{server.base}/tokens/")
+        expect(page.get_by_text("No live tokens.")).to_be_visible()
+        expect(page.get_by_label("Expires in (days)")).to_have_value("90")
+        page.get_by_label("Scope").select_option("upload")
+        page.get_by_label("Projects (upload tokens only)").fill("wharf-demo")
+        page.get_by_label("Description").fill("browser test")
+        page.get_by_role("button", name="Create token").click()
+        expect(page.get_by_role("heading", name="New API token")).to_be_visible()
+        token = page.locator("#new-token").inner_text().strip()
+        assert re.fullmatch(r"pywharf-local-[0-9a-f]{16}-[A-Za-z0-9_-]{43}", token), token
+        expect(page.locator("#twine-line")).to_contain_text(f"-u __token__ -p {token}")
+        assert token not in page.url
+        shot(page, "11-token-created")
+        assert requests.get(f"{server.base}/simple/", auth=("__token__", token), timeout=10).status_code == 200
+
+        page.get_by_role("link", name="Back to the API tokens").click()
+        rows = page.locator("table.tokens tbody tr")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("wharf-demo")
+        expect(rows.first).to_contain_text("browser test")
+        assert token not in page.content()
+        shot(page, "12-tokens")
+        rows.first.get_by_role("button", name=re.compile("^Revoke token")).click()
+        expect(page.get_by_role("status")).to_contain_text("is revoked")
+        expect(page.get_by_text("No live tokens.")).to_be_visible()
+        assert requests.get(f"{server.base}/simple/", auth=("__token__", token), timeout=10).status_code == 401
+    finally:
+        context.close()

@@ -287,7 +287,7 @@ def create_app(state: ServerState, *, public_url: str | None = None) -> Starlett
         Route("/_/tokens/{repo}", create_token, methods=["POST"]),
         Route("/_/tokens/{repo}", list_tokens, methods=["GET"]),
         Route("/_/tokens/{repo}/{token_id}", revoke_token, methods=["DELETE"]),
-        *web_routes(authorize),  # the browser UI: /, /login/, /logout/, /project/..., /static/
+        *web_routes(authorize),  # the browser UI: /, /login/, /logout/, /project/..., /tokens/, /static/
     ]
     app = _PywharfApp(
         routes=routes,

@@ -8,9 +8,10 @@ several servers behind one load balancer need. Browsers' own cross-site markers
 (``Sec-Fetch-Site``, ``Origin``) are checked for every unsafe request, forms included, by
 ``pywharf_core.http.cross_site``; this token is the second lock on the UI's forms.
 
-The UI's POST forms are ``/login/`` and ``/logout/`` (a GET logout could be triggered by any
-site); the session cookie itself grants read access only (``app.authorize`` never lets it
-upload or yank), so no write endpoint can be forged through it.
+The UI's POST forms are ``/login/``, ``/logout/`` (a GET logout could be triggered by any
+site) and the tokens page's create and revoke (``token_pages.py``). For the package API the
+session cookie grants read access only (``app.authorize`` never lets it upload or yank); the
+tokens forms are the only writes a session makes, and they check this token first.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The browser UI's pages: ``/login/``, ``/logout/``, the repo home ``/`` and ``/project/<name>/``.
+"""The browser UI's pages: ``/login/``, ``/logout/``, the repo home ``/``, ``/project/<name>/``
+and, for a write-secret session, ``/tokens/`` (``token_pages.py``).
 
 Logout is a CSRF-protected ``POST`` (a GET could be triggered by any other site) that revokes
 the session server-side; ``GET /logout/`` only shows the button. Every page carries the CSRF
@@ -35,6 +36,7 @@ from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard, set_csrf_cookie
 from pywharf_core.http.web.readme import find_description, render_description
 from pywharf_core.http.web.secret_check import TooManyFailures, check_secret
 from pywharf_core.http.web.session import SESSION_COOKIE, current_session, end_session, session_codec
+from pywharf_core.http.web.token_pages import TokenPages
 from pywharf_core.http.web.views import ProjectSummary, ReleaseView, project_summaries, release_view
 from pywharf_core.index.snapshot import IndexSnapshot
 from pywharf_core.model.errors import InvalidName
@@ -109,6 +111,7 @@ class WebUI:
             Route("/logout/", self.logout, methods=["POST"]),
             Route("/project/{project}/", self.project, methods=["GET", "HEAD"]),
             Route("/project/{project}/{version}/", self.project, methods=["GET", "HEAD"]),
+            *TokenPages(self).routes(),
             Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
             Route("/favicon.ico", self.favicon, methods=["GET", "HEAD"]),
         ]
@@ -124,15 +127,28 @@ class WebUI:
 
     def _page(self, request: Request, template: str, context: Mapping[str, Any], status: int = 200,
               headers: Mapping[str, str] | None = None) -> Response:
-        """A page with the CSRF token its forms need (logout on every page, login)."""
+        """A page with the CSRF token its forms need (logout on every page, login), and whether
+        to link the tokens page."""
         token, new_nonce = CsrfGuard(session_codec(request).keys.csrf).issue(request)
         full = {"repo_name": "", "title": "", "csrf_field": CSRF_FIELD, "csrf_token": token, **context}
+        full["manages_tokens"] = self._session_manages_tokens(request, full["repo_name"])
         response = self.templates.TemplateResponse(
             request, template, full, status_code=status, headers={**PAGE_HEADERS, **(headers or {})}
         )
         if new_nonce is not None:
             set_csrf_cookie(response, new_nonce, secure=_is_https(request))
         return response
+
+    @staticmethod
+    def _session_manages_tokens(request: Request, repo_name: str) -> bool:
+        """Whether the request's session holds the write secret of ``repo_name``, as its cached
+        verdict says (the page's own access check has just made it; no backend call here)."""
+        session = current_session(request) if repo_name else None
+        if session is None or session.repo != repo_name:
+            return False
+        repo = request.app.state.pywharf.repos.get(repo_name)
+        grant = repo.cached_grant(session.secret) if repo is not None else None
+        return grant is not None and grant.manages_tokens
 
     async def _viewer(self, request: Request) -> PkgRepo | None:
         """The repo the request may read (basic auth or session cookie), or None."""

@@ -1,0 +1,212 @@
+"""``/tokens/``: create, list and revoke a repository's API tokens from the browser.
+
+Only a session logged in with the repository's **write secret** manages tokens (as over
+``/_/tokens/<repo>``): a read session or a session logged in with a token gets a 403 page, a
+browser without a session goes to the login form. The secret in the session is re-checked on
+every request (``check_secret``, as every page does), so a changed write secret ends this too.
+
+These are the only browser forms that change something with the session cookie, so each
+carries three locks: the CSRF token (``csrf.py``, checked before anything else), the
+``CrossSiteWriteGuard`` middleware (``Sec-Fetch-Site`` / ``Origin``), and the cookie's own
+``SameSite=Lax`` (a browser does not send it on another site's POST).
+
+The new token is in the body of the answer to ``POST /tokens/`` and nowhere else: never in a
+URL, a redirect, a cookie or a log line (the store keeps only its sha256). Reloading that page
+asks the browser to post again, which would make another token; it never shows the same one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio.to_thread
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from pywharf_core.http.public_url import public_base_url
+from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard
+from pywharf_core.http.web.secret_check import check_secret, client_address
+from pywharf_core.http.web.session import current_session, session_codec
+from pywharf_core.model.api_tokens import MAX_DESCRIPTION_CHARS, SCOPES, TOKEN_USERNAME, TokenRecord, parse_projects
+from pywharf_core.model.errors import InvalidName
+from pywharf_core.service.repository import PkgRepo
+from pywharf_core.service.tokens import DEFAULT_EXPIRES_IN, MAX_EXPIRES_IN, TokenError, TokenStore
+from pywharf_core.storage.backend import Permission
+
+if TYPE_CHECKING:
+    from pywharf_core.http.web.routes import WebUI
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DAYS = DEFAULT_EXPIRES_IN // 86400
+MAX_DAYS = MAX_EXPIRES_IN // 86400
+_TOKEN_ID = re.compile(r"^[0-9a-f]{16}$")
+_LOGIN = "/login/?next=%2Ftokens%2F"
+_FORM_FIELDS = ("scope", "projects", "expires_days", "description", CSRF_FIELD)
+_MAX_FORM_BYTES = 16 * 1024
+FORBIDDEN_MESSAGE = (
+    "Managing API tokens takes the repository's write secret: you are logged in with {what}. "
+    "Log out, then log in with the write secret."
+)
+
+
+def _when(timestamp: int) -> dict[str, str]:
+    return {"iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp)),
+            "text": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))}
+
+
+def token_row(record: TokenRecord) -> dict[str, Any]:
+    """What the list shows of one token (never its digest)."""
+    projects = (", ".join(record.projects) or "all projects") if record.scope == "upload" else "n/a (read only)"
+    return {"id": record.token_id, "scope": record.scope, "projects": projects, "description": record.description,
+            "created": _when(record.created), "expires": _when(record.expires)}
+
+
+def usage_lines(index_url: str, token: str, scope: str) -> dict[str, str]:
+    """Copyable commands using the new token as the password of ``__token__``."""
+    parts = urlsplit(index_url)
+    with_credentials = urlunsplit(parts._replace(netloc=f"{TOKEN_USERNAME}:{token}@{parts.netloc}"))
+    lines = {"pip": f"pip install --index-url {with_credentials} PACKAGE"}
+    if scope == "upload":
+        lines["twine"] = f"twine upload --repository-url {index_url} -u {TOKEN_USERNAME} -p {token} dist/*"
+    return lines
+
+
+class TokenPages:
+    """The routes of the tokens page; pages are rendered by the :class:`WebUI` they belong to."""
+
+    def __init__(self, ui: WebUI) -> None:
+        self.ui = ui
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/tokens/", self.show, methods=["GET", "HEAD"]),
+            Route("/tokens/", self.create, methods=["POST"]),
+            Route("/tokens/{token_id}/revoke", self.revoke, methods=["POST"]),
+        ]
+
+    # -- checks ----------------------------------------------------------------------------------
+
+    async def _manager(self, request: Request) -> tuple[PkgRepo, TokenStore] | Response:
+        """The session's repository and token store when its secret is the write secret; else
+        the answer to send (login redirect, 403 or 501 page)."""
+        session = current_session(request)
+        if session is None:
+            return RedirectResponse(_LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
+        # The cookie is signed and its secret was checked at login: no guess to count.
+        repo, grant = await check_secret(request, session.repo, session.secret, limited=False)
+        if repo is None or grant.permission is Permission.NONE:
+            return RedirectResponse(_LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
+        if not grant.manages_tokens:
+            what = "an API token" if grant.is_token else "the read secret"
+            return self._error(request, repo.name, 403, "Write secret needed", FORBIDDEN_MESSAGE.format(what=what))
+        if repo.tokens is None:
+            return self._error(request, repo.name, 501, "No API tokens here",
+                               f"The backend of {repo.name!r} keeps no documents: it cannot store API tokens.")
+        return repo, repo.tokens
+
+    def _csrf_ok(self, request: Request, submitted: object) -> bool:
+        return CsrfGuard(session_codec(request).keys.csrf).verify(request, submitted)
+
+    def _csrf_refused(self, request: Request) -> Response:
+        session = current_session(request)
+        return self._error(request, session.repo if session is not None else "", 403, "Form expired",
+                           "This form has expired or your browser did not send its cookie: "
+                           "reload the tokens page and try again.")
+
+    def _error(self, request: Request, repo_name: str, status: int, title: str, message: str) -> Response:
+        return self.ui._page(request, "error.html", {"repo_name": repo_name, "title": title, "message": message},
+                             status=status)
+
+    @staticmethod
+    async def _form(request: Request) -> dict[str, str]:
+        async with request.form(max_files=0, max_fields=len(_FORM_FIELDS) + 2, max_part_size=_MAX_FORM_BYTES) as form:
+            values = {name: form.get(name) for name in _FORM_FIELDS}
+        return {name: value if isinstance(value, str) else "" for name, value in values.items()}
+
+    # -- pages -----------------------------------------------------------------------------------
+
+    async def _list_page(self, request: Request, repo: PkgRepo, store: TokenStore, *, status: int = 200,
+                         error: str = "", notice: str = "", form: dict[str, str] | None = None) -> Response:
+        try:
+            records = await anyio.to_thread.run_sync(store.list)
+        except TokenError as exc:
+            records = []
+            error, status = error or str(exc), status if status != 200 else exc.status
+        values = {"scope": "upload", "projects": "", "expires_days": str(DEFAULT_DAYS), "description": "",
+                  **(form or {})}
+        context = {
+            "repo_name": repo.name, "title": f"API tokens of {repo.name}", "tokens": [token_row(r) for r in records],
+            "error": error, "notice": notice, "form": values, "scopes": SCOPES, "max_days": MAX_DAYS,
+            "max_description": MAX_DESCRIPTION_CHARS,
+        }
+        return self.ui._page(request, "tokens.html", context, status=status)
+
+    async def show(self, request: Request) -> Response:
+        manager = await self._manager(request)
+        if isinstance(manager, Response):
+            return manager
+        revoked = request.query_params.get("revoked", "")
+        notice = f"Token {revoked} is revoked: it is refused from now on." if _TOKEN_ID.fullmatch(revoked) else ""
+        return await self._list_page(request, *manager, notice=notice)
+
+    async def create(self, request: Request) -> Response:
+        fields = await self._form(request)
+        if not self._csrf_ok(request, fields.pop(CSRF_FIELD)):
+            return self._csrf_refused(request)
+        manager = await self._manager(request)
+        if isinstance(manager, Response):
+            return manager
+        repo, store = manager
+        scope = fields["scope"] or "upload"
+        description = fields["description"].strip()
+        try:
+            projects = parse_projects(fields["projects"])
+            days = int(fields["expires_days"].strip() or DEFAULT_DAYS)
+            if not 1 <= days <= MAX_DAYS:
+                raise ValueError
+        except InvalidName as exc:
+            return await self._list_page(request, repo, store, status=400, error=f"Projects: {exc}", form=fields)
+        except ValueError:
+            return await self._list_page(request, repo, store, status=400, form=fields,
+                                         error=f"The expiry must be a whole number of days from 1 to {MAX_DAYS}.")
+        try:
+            new = await anyio.to_thread.run_sync(lambda: store.create(
+                scope, projects=projects, expires_in=days * 86400, description=description))
+        except TokenError as exc:
+            return await self._list_page(request, repo, store, status=exc.status, error=str(exc), form=fields)
+        record = new.record
+        log.info("repo %r: token %s created in the browser UI (scope %s, projects %s, expires %d) from %s", repo.name,
+                 record.token_id, record.scope, ",".join(record.projects) or "all", record.expires,
+                 client_address(request))
+        row = token_row(record)
+        context = {"repo_name": repo.name, "title": "New API token", "token": new.token, "row": row,
+                   "lines": usage_lines(public_base_url(request) + "simple/", new.token, record.scope)}
+        return self.ui._page(request, "token_created.html", context)
+
+    async def revoke(self, request: Request) -> Response:
+        fields = await self._form(request)
+        if not self._csrf_ok(request, fields[CSRF_FIELD]):
+            return self._csrf_refused(request)
+        manager = await self._manager(request)
+        if isinstance(manager, Response):
+            return manager
+        repo, store = manager
+        token_id = request.path_params["token_id"]
+        try:
+            found = await anyio.to_thread.run_sync(store.revoke, token_id)
+        except TokenError as exc:
+            return await self._list_page(request, repo, store, status=exc.status, error=str(exc))
+        repo.forget_token(token_id)
+        if found is None:
+            return await self._list_page(request, repo, store, status=404,
+                                         error=f"There is no token {token_id[:32]!r} in repository {repo.name!r}.")
+        log.info("repo %r: token %s revoked in the browser UI from %s", repo.name, found.token_id,
+                 client_address(request))
+        return RedirectResponse(f"/tokens/?revoked={found.token_id}", status_code=303,
+                                headers={"Cache-Control": "no-store"})
