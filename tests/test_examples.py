@@ -323,7 +323,7 @@ def test_example_workflow_lints(path: Path) -> None:
     assert schema.returncode == 0, schema.stdout + schema.stderr
 
 
-def test_trusted_publishing_workflow_matches_its_publisher() -> None:
+def test_trusted_publishing_workflow_matches_its_publisher(monkeypatch: pytest.MonkeyPatch) -> None:
     """release-trusted-publishing.yml and the [[...trusted_publishers]] entry it documents agree:
     the entry names the workflow's file and its publish job's environment; that job may request
     an OIDC token and sends no secret, to an https pywharf (the OIDC calls are always https);
@@ -363,6 +363,17 @@ def test_trusted_publishing_workflow_matches_its_publisher() -> None:
     header = "\n".join(line[1:].strip() for line in RELEASE_WORKFLOW.read_text().splitlines()
                        if line.startswith("#   "))
     assert tomllib.loads(header) == {repo_name: {"trusted_publishers": [entry]}}
+    # And the server accepts it: the github example's config with the entry appended.
+    from pywharf_core.service.server_state import load_setup
+
+    config = (EXAMPLES / "github" / "config.toml").read_text() + "\n" + TRUSTED_PUBLISHER.read_text()
+    admin = (EXAMPLES / "github" / "admin_secret.toml").read_text()
+    monkeypatch.setenv("PYWHARF_GITHUB_TOKEN", "ghp_stand_in_token_for_this_test")
+    (loaded,) = load_setup(config, admin, is_text=True).configs.values()
+    (publisher,) = loaded.trusted_publishers
+    assert (publisher.repository, publisher.workflow, publisher.environment) == (
+        entry["repository"], entry["workflow"], entry["environment"])
+    assert publisher.projects == tuple(entry["projects"])
 
 
 def uses(job: dict[str, Any]) -> list[str]:
