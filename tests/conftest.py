@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -83,10 +83,11 @@ class Server:
     proc: subprocess.Popen[bytes]
     log_path: Path
     repos: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (read, write)
+    ca: Path | None = None  # the test CA of a server started with TLS (https)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
 
     def index_url(self, repo: str, secret: str) -> str:
         return f"http://{repo}:{secret}@127.0.0.1:{self.port}/simple/"
@@ -121,7 +122,9 @@ def wait_for(probe: Callable[[], T], timeout: float, describe: Callable[[], str]
 
 
 def start_server(root: Path, config_text: str | None = None, *extra: str, admin_text: str | None = None,
-                 wait: bool = True, env: dict[str, str] | None = None) -> Server:
+                 wait: bool = True, env: dict[str, str] | None = None, tls: Mapping[str, Path] | None = None,
+                 ) -> Server:
+    """``tls``: serve https with ``tls["cert"]`` / ``tls["key"]``, trusting ``tls["ca"]``."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = [tool("pywharf"), "server", str(root), "--host", "127.0.0.1", "--port", str(port)]
@@ -132,17 +135,20 @@ def start_server(root: Path, config_text: str | None = None, *extra: str, admin_
         (root.parent / f"{root.name}-admin.toml").write_text(admin_text)
         cmd += ["--admin_secret", str(root.parent / f"{root.name}-admin.toml")]
     cmd += list(extra)
+    if tls is not None:
+        cmd += ["--ssl_certfile", str(tls["cert"]), "--ssl_keyfile", str(tls["key"])]
     log_path = root.parent / f"{root.name}-server.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    server = Server(root, port, proc, log_path)
+    server = Server(root, port, proc, log_path, ca=tls["ca"] if tls is not None else None)
     if wait:
         deadline = time.monotonic() + 20
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"server exited early ({proc.returncode}):\n{server.log()}")
             try:
-                if requests.get(f"{server.base}/healthz", timeout=1).status_code == 200:
+                verify = str(server.ca) if server.ca else True
+                if requests.get(f"{server.base}/healthz", timeout=1, verify=verify).status_code == 200:
                     break
             except requests.ConnectionError:
                 pass

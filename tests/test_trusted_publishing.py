@@ -197,21 +197,7 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def start_https(tmp_path: Path, config: str, tls: dict[str, Path]) -> ProcessServer:
-    server = start_server(tmp_path / "root", config, "--extra_index_url=", "--ssl_certfile", str(tls["cert"]),
-                          "--ssl_keyfile", str(tls["key"]), wait=False)
-    deadline = time.monotonic() + 20
-    while True:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"server exited ({server.proc.returncode}):\n{server.log()}")
-        try:
-            if requests.get(f"https://127.0.0.1:{server.port}/healthz", verify=str(tls["ca"]), timeout=1).ok:
-                return server
-        except requests.ConnectionError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise AssertionError(f"https server did not start:\n{server.log()}")
-        time.sleep(0.1)
+    return start_server(tmp_path / "root", config, "--extra_index_url=", tls=tls)
 
 
 def runner_env(tmp_path: Path, oidc: OidcStandIn, tls: dict[str, Path]) -> dict[str, str]:
@@ -223,7 +209,7 @@ def runner_env(tmp_path: Path, oidc: OidcStandIn, tls: dict[str, Path]) -> dict[
 
 
 def listed(server: ProcessServer, tls: dict[str, Path], project: str) -> str:
-    return requests.get(f"https://127.0.0.1:{server.port}/simple/{project}/", auth=(REPO, READ),
+    return requests.get(f"{server.base}/simple/{project}/", auth=(REPO, READ),
                         verify=str(tls["ca"]), timeout=10).text
 
 
@@ -234,7 +220,7 @@ def test_uv_publishes_with_trusted_publishing_and_no_secret(tmp_path: Path, oidc
         env = runner_env(tmp_path, oidc, tls)
         oidc.set_shape(environment="pypi")
         dist = make_wheel(tmp_path, "demo", "1.0")
-        publish_url = f"https://127.0.0.1:{server.port}/simple/"
+        publish_url = f"{server.base}/simple/"
         cmd = [tool("uv"), "publish", "--trusted-publishing", "always", "--publish-url", publish_url, str(dist.path)]
         result = run(cmd, env, timeout=120)
         assert "::add-mask::pywharf-local-" in result.stdout  # uv masks the minted token in the job log
@@ -247,7 +233,7 @@ def test_uv_publishes_with_trusted_publishing_and_no_secret(tmp_path: Path, oidc
         uv_version = tuple(int(p) for p in run([tool("uv"), "--version"], env).stdout.split()[1].split(".")[:2])
         if uv_version >= (0, 13):  # uv burns the minted token after its upload
             assert "burned by its holder" in log
-            assert requests.get(f"https://127.0.0.1:{server.port}/simple/", auth=("__token__", minted),
+            assert requests.get(f"{server.base}/simple/", auth=("__token__", minted),
                                 verify=str(tls["ca"]), timeout=10).status_code == 401
 
         # The same job from the wrong environment: refused, uv shows the 422 and its reason.
@@ -281,7 +267,7 @@ def gh_action_exchange(repository_url: str, oidc_env: dict[str, str], ca: Path) 
 def test_the_gh_action_exchange_then_twine_uploads(tmp_path: Path, oidc: OidcStandIn, tls: dict[str, Path]) -> None:
     server = start_https(tmp_path, config_with_publishers(publisher(oidc, projects=["demo"])), tls)
     try:
-        repository_url = f"https://127.0.0.1:{server.port}/simple/"
+        repository_url = f"{server.base}/simple/"
         token = gh_action_exchange(repository_url, oidc.client_env(), tls["ca"])
         # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (set on this machine) override twine's
         # --cert, so the CA goes there too.
