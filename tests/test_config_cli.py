@@ -381,19 +381,21 @@ def test_quickstart_prints_working_secrets_and_keeps_them(tmp_path: Path):
         text = out.read_text(errors="replace")
         read, write = printed_secrets(text)
         assert read != write
-        assert f"twine upload --repository-url http://127.0.0.1:{port}/simple/ -u local -p {write}" in text
-        assert f"pip install --index-url http://local:{read}@127.0.0.1:{port}/simple/" in text
+        # The repository's own URL (issue 15), printed for every client.
+        assert f"twine upload --repository-url http://127.0.0.1:{port}/repos/local/simple/ -u local -p {write}" in text
+        assert f"pip install --index-url http://local:{read}@127.0.0.1:{port}/repos/local/simple/" in text
         assert "uv pip install" in text
 
         wheel = build_wheel(DistSpec("quick", "0.1"), tmp_path / "dist")
-        base = f"http://127.0.0.1:{port}"
+        base = f"http://127.0.0.1:{port}/repos/local"
         assert legacy_upload(base, ("local", read), wheel, "quick", "0.1", "bdist_wheel").status_code == 403
         response = legacy_upload(base, ("local", write), wheel, "quick", "0.1", "bdist_wheel")
         assert response.status_code == 200, response.text
-        listing = requests.get(f"{base}/simple/", auth=("local", read), timeout=5)
+        listing = requests.get(f"{base}/simple/", auth=("anyone", read), timeout=5)
         assert listing.status_code == 200
         assert "quick" in listing.text
         assert requests.get(f"{base}/simple/", timeout=5).status_code == 401
+        assert requests.get(f"http://127.0.0.1:{port}/simple/", auth=("local", read), timeout=5).status_code == 200
     finally:
         terminate(proc)
 

@@ -303,7 +303,7 @@ def test_forged_host_is_not_reflected_when_public_url_is_set(state: ServerState,
         assert body.json()["urls"][0]["url"].startswith("https://pypi.example.com/simple/demo/")
         page = client.get("/project/demo/", auth=(REPO, READ), headers=forged)
         assert page.status_code == 200
-        assert "evil.example" not in page.text and "https://pypi.example.com/simple/" in page.text
+        assert "evil.example" not in page.text and "https://pypi.example.com/repos/local/simple/" in page.text
 
 
 def test_empty_home_page_hint_uses_the_public_url(state: ServerState) -> None:
@@ -314,7 +314,7 @@ def test_empty_home_page_hint_uses_the_public_url(state: ServerState) -> None:
     with TestClient(app, raise_server_exceptions=False) as client:
         page = client.get("/", auth=(REPO, READ), headers={"Host": "evil.example"})
         assert page.status_code == 200 and "No projects yet" in page.text
-        assert "evil.example" not in page.text and "https://pypi.example.com/simple/" in page.text
+        assert "evil.example" not in page.text and "https://pypi.example.com/repos/local/simple/" in page.text
 
 
 def test_without_public_url_the_request_host_is_used(client: TestClient, tmp_path: Path) -> None:

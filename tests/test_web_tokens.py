@@ -113,7 +113,7 @@ def test_write_session_creates_lists_and_revokes(client: TestClient, state: Serv
     assert parsed is not None and parsed.repo == "local"
     assert response.text.count(token) >= 2  # the token block and the usage lines: this page only
     assert f"-u __token__ -p {token}" in response.text  # twine
-    assert f"http://__token__:{token}@testserver/simple/" in response.text  # pip
+    assert f"http://__token__:{token}@testserver/repos/local/simple/" in response.text  # pip
     assert 'data-copy="new-token"' in response.text
     assert "location" not in response.headers and token not in str(response.url)
 

@@ -157,7 +157,7 @@ def test_login_browse_download_logout(browser: Browser, repo_server: tuple[Serve
         expect(page.locator(".details")).to_contain_text(">=3.8")
         expect(page.locator(".deps")).to_contain_text("requests>=2.31")
         expect(page.get_by_role("link", name="Source")).to_have_attribute("href", "https://example.invalid/wharf-demo")
-        index_url = f"{server.base}/simple/"
+        index_url = f"{server.base}/repos/local/simple/"  # the repository's own URL (issue 15)
         expect(page.locator("#pip-line")).to_have_text(f"pip install --index-url {index_url} wharf-demo")
         expect(page.locator("#uv-line")).to_have_text(f"uv add --index local={index_url} wharf-demo")
         assert READ not in page.content() and "write-secret" not in page.content()
@@ -223,7 +223,7 @@ def test_phone_layout_and_login_return_path(browser: Browser, repo_server: tuple
         page.goto(f"{server.base}/project/wharf-demo/2.0rc1/")
         expect(page.get_by_role("note")).to_contain_text("not the latest")
         expect(page.locator("#pip-line")).to_have_text(
-            f"pip install --index-url {server.base}/simple/ wharf-demo==2.0rc1")
+            f"pip install --index-url {server.base}/repos/local/simple/ wharf-demo==2.0rc1")
         # A yanked release shows it, with the reason, on the page, the versions list and the files.
         response = requests.post(f"{server.base}/yank/wharf-demo/2.0rc1", data={"reason": "broken build"},
                                  auth=("local", "write-secret"), timeout=10)

@@ -322,8 +322,10 @@ def quickstart(root: str = "./pywharf-root", host: str = "127.0.0.1", port: int 
 
     document, _ = read_toml_source(str(config_path), is_text=False, what="config")
     read, write = document["local"]["read_secret"], document["local"]["write_secret"]
-    url = f"http://{host}:{port}/simple/"
-    auth_url = f"http://local:{read}@{host}:{port}/simple/"
+    # The repository's own URL (/repos/local/simple/): clients keep credentials per URL, so it
+    # combines with other repositories of the server (the shared /simple/ still works).
+    url = f"http://{host}:{port}/repos/local/simple/"
+    auth_url = f"http://local:{read}@{host}:{port}/repos/local/simple/"
     print(
         f"pywharf quickstart: file_system repo 'local', files in {root_path}/cache/local/storage\n"
         f"  read secret:  {read}\n  write secret: {write}\n"

@@ -23,7 +23,7 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
 from pywharf_core.http.auth import authorize, authorize_grant
@@ -36,7 +36,7 @@ from pywharf_core.http.oidc import audience, burn_token, mint_token
 from pywharf_core.http.page_cache import pages_of
 from pywharf_core.http.pages import GZIP_MIN_BYTES, RenderedPage
 from pywharf_core.http.project_json import render_project_json_api
-from pywharf_core.http.public_url import public_base_url
+from pywharf_core.http.public_url import index_base_url, repo_prefix
 from pywharf_core.http.security_headers import SECURITY_HEADERS, SecurityHeadersMiddleware
 from pywharf_core.http.tokens import create_token, list_tokens, revoke_token
 from pywharf_core.http.upload_form import receive_upload
@@ -115,7 +115,7 @@ async def simple_project(request: Request) -> Response:
         raise HTTPException(404, "Not Found") from None
     if normalized != project:
         query = f"?{request.url.query}" if request.url.query else ""
-        return RedirectResponse(f"/simple/{quote(normalized)}/{query}", status_code=301)
+        return RedirectResponse(f"{repo_prefix(request)}/simple/{quote(normalized)}/{query}", status_code=301)
     content_type = _negotiate(request)
     page = pages_of(repo).project_page(repo.snapshot, normalized, content_type)
     if page is not None:
@@ -217,7 +217,7 @@ async def project_json(request: Request) -> Response:
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
     records = repo.snapshot.projects.get(project, ())
-    base = public_base_url(request) + "simple/"
+    base = index_base_url(request)
     body = render_project_json_api(project, records, request.path_params.get("version"), base)
     if body is None:
         raise HTTPException(404, "Not Found")
@@ -263,7 +263,10 @@ class _PywharfApp(Starlette):
 
 def create_app(state: ServerState, *, public_url: str | None = None) -> Starlette:
     """The application; ``public_url`` (``--public_url``) is the base of every absolute URL."""
-    routes = [
+    # The package index, at the shared /simple/ (0.2.3's: the username names the repository)
+    # and at /repos/<repo>/ (the URL names it: clients keep credentials per URL, so two
+    # repositories of one server can be used together).
+    index_routes = [
         # Starlette tries routes in order: the hot read paths first.
         Route("/simple/{project}/", simple_project, methods=["GET", "HEAD"]),
         Route("/simple/{project}/{filename}", download, methods=["GET", "HEAD"]),
@@ -271,14 +274,18 @@ def create_app(state: ServerState, *, public_url: str | None = None) -> Starlett
         # Uploads are never redirected (twine aborts on a redirect): accept every spelling.
         Route("/simple/", upload, methods=["POST"]),
         Route("/simple", upload, methods=["POST"]),
-        Route("/", upload, methods=["POST"]),
         Route("/yank/{project}/{target}", yank, methods=["POST"]),
         Route("/unyank/{project}/{target}", unyank, methods=["POST"]),
         Route("/pypi/{project}/json", project_json, methods=["GET", "HEAD"]),
         Route("/pypi/{project}/{version}/json", project_json, methods=["GET", "HEAD"]),
+        Route("/index_mtime/", index_mtime, methods=["GET"]),
+    ]
+    routes = [
+        *index_routes,
+        Route("/", upload, methods=["POST"]),
+        Mount("/repos/{repo}", routes=[*index_routes, Route("/", upload, methods=["POST"])]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
-        Route("/index_mtime/", index_mtime, methods=["GET"]),
         Route("/initialize/", initialize, methods=["POST"]),
         Route("/_/oidc/audience", audience, methods=["GET"]),
         Route("/_/oidc/mint-token", mint_token, methods=["POST"]),

@@ -80,6 +80,13 @@ async def authorize_grant(request: Request, needed: Permission) -> tuple[PkgRepo
     if credentials is None:
         raise Unauthorized()
     name, secret = credentials
+    in_url = request.path_params.get("repo")
+    if in_url is not None:
+        # /repos/<repo>/...: the URL names the repository, the username may be anything (or
+        # __token__); a session opens only its own repository's URLs.
+        if from_session and name != in_url:
+            raise Unauthorized()
+        name = in_url
     # A session's secret was checked at login and the cookie is signed: no guess to limit.
     repo, grant = await check_secret(request, name, secret, limited=not from_session)
     if repo is None or grant.permission is Permission.NONE:

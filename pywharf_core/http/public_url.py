@@ -9,7 +9,7 @@ absolute URL instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
 from starlette.types import Scope
@@ -27,6 +27,25 @@ def public_base_url(request: Request) -> str:
     """The base URL (ending with ``/``): ``--public_url`` when set, else the request's own."""
     configured: str | None = getattr(request.app.state, "public_url", None)
     return configured or str(request.base_url)
+
+
+def repo_prefix(request: Request) -> str:
+    """The path prefix of the repository URL a request came through: ``/repos/<repo>`` for
+    per-repository URLs, ``""`` for the shared ``/simple/`` (0.2.3's, named by the username)."""
+    repo = request.path_params.get("repo")
+    return f"/repos/{quote(repo, safe='')}" if repo else ""
+
+
+def repo_index_url(request: Request, repo: str) -> str:
+    """The simple index URL of ``repo`` to hand out (install lines, quickstart): its own URL,
+    which clients keep credentials for separately from every other repository's."""
+    return f"{public_base_url(request)}repos/{quote(repo, safe='')}/simple/"
+
+
+def index_base_url(request: Request) -> str:
+    """The simple index URL the request came through (shared or per repository)."""
+    prefix = repo_prefix(request)
+    return public_base_url(request) + (f"{prefix[1:]}/" if prefix else "") + "simple/"
 
 
 def relative_redirect(scope: Scope, headers: Sequence[tuple[bytes, bytes]]) -> Sequence[tuple[bytes, bytes]]:

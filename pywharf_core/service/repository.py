@@ -248,10 +248,11 @@ class PkgRepo:
 
     def _decide(self, secret: str) -> Grant:
         parsed = parse_token(secret)
-        if parsed is not None and parsed.repo == self.name:
+        if parsed is not None:
             # A pywharf token is checked against the store only: never sent on to a backend that
-            # decides credentials itself (GitHub would see it as a GitHub token).
-            record = self.tokens.find(secret) if self.tokens is not None else None
+            # decides credentials itself (GitHub would see it as a GitHub token). One of another
+            # repository opens nothing here.
+            record = self.tokens.find(secret) if self.tokens is not None and parsed.repo == self.name else None
             if record is None:
                 return Grant(Permission.NONE)
             return Grant(Permission.WRITE if record.scope == "upload" else Permission.READ, record)

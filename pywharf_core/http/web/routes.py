@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from pywharf_core.http.public_url import public_base_url
+from pywharf_core.http.public_url import repo_index_url
 from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard, set_csrf_cookie
 from pywharf_core.http.web.readme import find_description, render_description
 from pywharf_core.http.web.secret_check import TooManyFailures, check_secret
@@ -255,7 +255,7 @@ class WebUI:
         shown = [p for p in projects if p.matches(query)]
         return self._page(request, "home.html", {"repo_name": repo.name, "title": f"Projects in {repo.name}",
                                                  "projects": shown, "total": len(projects), "q": query,
-                                                 "index_url": public_base_url(request) + "simple/"})
+                                                 "index_url": repo_index_url(request, repo.name)})
 
     async def project(self, request: Request) -> Response:
         repo = await self._viewer(request)
@@ -281,7 +281,7 @@ class WebUI:
             "title": f"{name} {view.version}",
             "view": view,
             "description": description,
-            "install": install_lines(repo.name, public_base_url(request) + "simple/", view),
+            "install": install_lines(repo.name, repo_index_url(request, repo.name), view),
         }
         return self._page(request, "project.html", context)
 

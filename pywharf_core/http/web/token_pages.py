@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from pywharf_core.http.public_url import public_base_url
+from pywharf_core.http.public_url import repo_index_url
 from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard
 from pywharf_core.http.web.secret_check import check_secret, client_address
 from pywharf_core.http.web.session import current_session, session_codec
@@ -186,7 +186,7 @@ class TokenPages:
                  client_address(request))
         row = token_row(record)
         context = {"repo_name": repo.name, "title": "New API token", "token": new.token, "row": row,
-                   "lines": usage_lines(public_base_url(request) + "simple/", new.token, record.scope)}
+                   "lines": usage_lines(repo_index_url(request, repo.name), new.token, record.scope)}
         return self.ui._page(request, "token_created.html", context)
 
     async def revoke(self, request: Request) -> Response:
