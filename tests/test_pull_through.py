@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import fs_config
+from test_upload_rules import make_wheel, upload
 from upstream_standin import Route, Upstream, file_system_storage
 
 from pywharf_backends.file_system import FileSystemBackend
 from pywharf_core.service.pull_through import PullThrough, UpstreamFileError
-from pywharf_core.service.upstream_index import UpstreamIndex, UpstreamPage
+from pywharf_core.service.upstream_index import NotModified, UpstreamIndex, UpstreamPage, UpstreamUnavailable, to_record
 from pywharf_core.storage.backend import LocalFile, StreamedFile
 
 WHEEL = "demo-1.0-py3-none-any.whl"
@@ -327,3 +329,36 @@ def test_credentials_go_only_to_the_upstream_origin(storage: FileSystemBackend, 
         assert cdn.auth_headers("/files/demo-1.2.tar.gz") == [None]  # not over a redirect either
     finally:
         cdn.stop()
+
+
+# -- a real pywharf server as the upstream ------------------------------------------------------------------
+
+
+def test_a_pywharf_server_as_upstream(server_factory, storage: FileSystemBackend, tmp_path: Path) -> None:
+    """Page (PEP 691 JSON with size, upload time and core-metadata), file and .metadata, all
+    through the upstream's basic auth, then served from the cache with the upstream stopped."""
+    server = server_factory(fs_config(), "--extra_index_url=")
+    dist = make_wheel(tmp_path / "dists", name="Real_Demo", version="2.0", requires_python=">=3.8")
+    assert upload(server, dist).status_code == 200
+    index = UpstreamIndex(f"{server.base}/simple/", auth=("local", "read-secret-00"))
+    result = index.fetch_project("real-demo")
+    assert isinstance(result, UpstreamPage) and result.api_version == "1.1" and result.etag
+    (file,) = result.files
+    record = to_record(file)
+    assert record is not None
+    assert (record.filename, record.sha256, record.size, record.requires_python) == (
+        dist.filename, dist.sha256, len(dist.data), ">=3.8")
+    assert record.upload_time.endswith("Z") and record.metadata_sha256
+    assert file.url == f"{server.base}/simple/real-demo/{dist.filename}"
+    pull = PullThrough(storage, index.open_file)
+    assert read_all(pull.open(file.filename, file.url, file.sha256, file.size)) == dist.data
+    metadata_key = f".pywharf/{file.filename}.metadata"
+    metadata = read_all(pull.open(metadata_key, file.metadata_url, file.core_metadata_sha256, max_bytes=1 << 20))
+    assert b"Name: Real_Demo" in metadata or b"Name: real-demo" in metadata.lower()
+    pull_wait_idle(pull)
+    assert index.fetch_project("real-demo", etag=result.etag) == NotModified(result.etag)  # type: ignore[arg-type]
+    server.stop()
+    assert isinstance(pull.open(file.filename, file.url, file.sha256), LocalFile)
+    assert isinstance(pull.open(metadata_key, file.metadata_url, file.core_metadata_sha256), LocalFile)
+    with pytest.raises(UpstreamUnavailable):
+        index.fetch_project("real-demo")

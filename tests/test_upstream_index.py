@@ -242,6 +242,10 @@ def test_oversize_page_is_refused_with_or_without_a_length(upstream: Upstream) -
     with pytest.raises(UpstreamUnavailable, match="more than 1000 files"):
         page(upstream, max_files=1000)
     assert len(page(upstream).files) == 2000
+    html = "".join(f'<a href="demo-1.{i}.tar.gz#sha256={H1}">x</a>' for i in range(2000)).encode()
+    upstream.routes["/simple/demo/"] = Route(body=html, content_type="text/html")
+    with pytest.raises(UpstreamUnavailable, match="more than 1000 files"):
+        page(upstream, max_files=1000)
 
 
 GOOD_FILE = {"filename": "demo-1.0.tar.gz", "url": "demo-1.0.tar.gz", "hashes": {"sha256": H1}}

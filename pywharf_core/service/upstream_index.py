@@ -198,7 +198,7 @@ class UpstreamIndex:
         if media_type in (JSON_V1, "application/json"):
             api_version, entries = _parse_json_page(body, name, final_url)
         elif media_type in (HTML_V1, "text/html"):
-            api_version, entries = _parse_html_page(body, charset, final_url)
+            api_version, entries = _parse_html_page(body, charset, final_url, self.max_files)
         else:
             raise UpstreamUnavailable(f"upstream page {final_url}: unexpected content type {media_type!r}")
         return self._page(name, api_version, entries, page_etag, final_url)
@@ -292,9 +292,10 @@ def to_record(file: UpstreamFile) -> FileRecord | None:
     A file without a sha256 is not offered: the proxy must verify what it caches and serves
     (otherwise whoever sits between pywharf and the upstream chooses the bytes every client
     installs), and pywharf's pages always carry the hash. The size is 0 when the upstream did
-    not say (PEP 503 HTML pages never do): HTML pages do not render it; JSON pages would claim
-    ``"size": 0``, see the report of the proxy work. The metadata file is advertised only with
-    a sha256 it can be verified against.
+    not say (PEP 503 HTML pages never do): FileRecord needs an int and HTML pages do not render
+    it, but a PEP 700 JSON page would claim ``"size": 0``, so whoever renders a proxy page must
+    omit it or use the size of the cached blob. The metadata file is advertised only with a
+    sha256 it can be verified against.
     """
     if file.sha256 is None:
         return None
@@ -437,8 +438,9 @@ class _AnchorParser(html.parser.HTMLParser):
 
     ``html.parser`` unescapes attribute values (``&lt;`` -> ``<``), as PEP 503 requires."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_anchors: int) -> None:
         super().__init__(convert_charrefs=True)
+        self.max_anchors = max_anchors  # one more is kept, so the page is refused, not cut
         self.anchors: list[dict[str, str | None]] = []
         self.base: str | None = None
         self.api_version = "1.0"
@@ -446,19 +448,21 @@ class _AnchorParser(html.parser.HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
         if tag == "a" and values.get("href"):
-            self.anchors.append(values)
+            if len(self.anchors) <= self.max_anchors:
+                self.anchors.append(values)
         elif tag == "base" and self.base is None and values.get("href"):
             self.base = values["href"]
         elif tag == "meta" and values.get("name") == "pypi:repository-version" and values.get("content"):
             self.api_version = str(values["content"])
 
 
-def _parse_html_page(body: bytes, charset: str, url: str) -> tuple[str, Iterator[UpstreamFile | None]]:
+def _parse_html_page(body: bytes, charset: str, url: str,
+                     max_files: int) -> tuple[str, Iterator[UpstreamFile | None]]:
     try:
         text = body.decode(charset or "utf-8", errors="replace")
     except LookupError:  # an unknown charset name
         text = body.decode("utf-8", errors="replace")
-    parser = _AnchorParser()
+    parser = _AnchorParser(max_files)
     parser.feed(text)
     parser.close()
     api_version = _api_version(parser.api_version, url)
