@@ -198,8 +198,8 @@ async def _yank(request: Request, yanked: bool) -> Response:
         project = normalize_project(request.path_params["project"])
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
-    if not grant.may_upload(project):
-        raise HTTPException(403, grant.upload_refusal(project))
+    if not grant.may_yank(project):
+        raise HTTPException(403, grant.yank_refusal(project))
     target = request.path_params["target"]
     async with request.form(max_files=0, max_fields=5) as form:
         reason = str(form.get("reason") or "")

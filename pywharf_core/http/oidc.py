@@ -21,15 +21,18 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio.to_thread
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from pywharf_core.http.app_singletons import app_singleton
-from pywharf_core.http.web.secret_check import client_address
+from pywharf_core.http.text_form import read_body
+from pywharf_core.http.web.secret_check import auth_limiter, client_address, limiter_key
 from pywharf_core.model.api_tokens import parse_token
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.service.tokens import TokenError, TokenIdTaken, minted_token_id
@@ -74,15 +77,11 @@ async def audience(request: Request) -> Response:
 
 
 async def _body(request: Request) -> bytes | None:
-    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+    """The body, or None when it is over :data:`MAX_BODY_BYTES` (declared or streamed)."""
+    try:
+        return await read_body(request, MAX_BODY_BYTES, "too big")
+    except HTTPException:
         return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def _token_field(request: Request) -> str | Response:
@@ -144,8 +143,17 @@ async def burn_token(request: Request) -> Response:
     once its upload is done, so a minted token does not live its 15 minutes). Holding the token
     is the authority: whoever may use it may end it."""
     state: ServerState = request.app.state.pywharf
+    # Guessing costs a store read (on GitHub an API call on the server's own token): wrong
+    # tokens count against the client's basic-auth failure budget.
+    limiter, key = auth_limiter(request), limiter_key(request, "_/oidc/burn-token")
+    wait = limiter.retry_after(key)
+    if wait > 0:
+        retry = str(max(1, math.ceil(wait)))
+        return JSONResponse({"message": f"Too many failed requests: retry in {retry} seconds."}, status_code=429,
+                            headers={**NO_STORE, "Retry-After": retry})
     token = await _token_field(request)
     if isinstance(token, Response):
+        limiter.record_failure(key)
         return token
     parsed = parse_token(token)
     repo = state.repos.get(parsed.repo) if parsed is not None else None
@@ -156,6 +164,7 @@ async def burn_token(request: Request) -> Response:
         except TokenError as exc:
             return JSONResponse({"message": str(exc)}, status_code=exc.status, headers=NO_STORE)
     if repo is None or burned is None:
+        limiter.record_failure(key)
         return _refused("invalid-token", "not a live token of this server")
     repo.forget_token(burned.token_id)
     log.info("oidc: token %s of repo %r burned by its holder from %s", burned.token_id, repo.name,

@@ -24,7 +24,10 @@ _UTF8_NAMES = frozenset({"utf-8", "ascii"})
 
 async def read_body(request: Request, limit: int, too_big: str) -> bytes:
     """The whole body, or 413 as soon as it exceeds ``limit`` bytes (declared or streamed)."""
-    if int(request.headers.get("content-length") or 0) > limit:
+    declared = request.headers.get("content-length") or "0"
+    if not declared.isdigit():
+        raise HTTPException(400, "Malformed Content-Length header.")
+    if int(declared) > limit:
         raise HTTPException(413, too_big)
     chunks, size = [], 0
     async for chunk in request.stream():

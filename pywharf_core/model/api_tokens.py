@@ -170,13 +170,17 @@ def _int(value: Any) -> int:
     return value
 
 
-def parse_projects(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+def parse_projects(text: object) -> tuple[str, ...]:
     """Normalised, de-duplicated project names from ``a,b`` or a list; InvalidName for a bad one."""
     if text is None:
         return ()
+    if not isinstance(text, (str, list, tuple)):
+        raise InvalidName("projects must be comma-separated names or a list of names")
     items = text.split(",") if isinstance(text, str) else list(text)
     names: list[str] = []
     for item in items:
+        if not isinstance(item, str):
+            raise InvalidName(f"project names are text, not {item!r}")
         item = item.strip()
         if not item:
             continue

@@ -33,6 +33,16 @@ class Grant:
             return False
         return self.token is None or self.token.may_upload(project)
 
+    def may_yank(self, project: str) -> bool:
+        """Yank and unyank: what may upload, except a token minted for a trusted publisher (as
+        on pypi.org, a CI identity proves it may publish, nothing more)."""
+        return self.may_upload(project) and (self.token is None or self.token.kind == "api")
+
+    def yank_refusal(self, project: str) -> str:
+        if self.may_upload(project):
+            return "A trusted publisher's token may upload, not yank: use the write secret or an API token."
+        return self.upload_refusal(project)
+
     def upload_refusal(self, project: str) -> str:
         """Why :meth:`may_upload` is false, for the 403 body."""
         if self.permission < Permission.WRITE:

@@ -28,6 +28,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pywharf_core.model.api_tokens import (
     MAX_DESCRIPTION_CHARS,
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 TOKENS_PREFIX = ".pywharf/tokens/"
 LISTING_KEY = ".pywharf/tokens.json"
+MINTED_KEY = ".pywharf/tokens-minted.json"
 DEFAULT_EXPIRES_IN = 90 * 86400
 MAX_EXPIRES_IN = 10 * 365 * 86400
 MAX_LISTED_TOKENS = 1000  # live API tokens per repository
@@ -152,6 +154,11 @@ class TokenStore:
                 with contextlib.suppress(Exception):
                     self.storage.delete(record_key(token_id))  # not listed: not created
                 raise
+        else:
+            try:
+                self._note_minted(record)
+            except TokenError as exc:  # the token is valid; only the tidy-up list was not updated
+                log.warning("repo %r: minted token %s not added to the sweep list: %s", self.repo, token_id, exc)
         return NewToken(text, record)
 
     def _with_new(self, records: list[TokenRecord], record: TokenRecord) -> list[TokenRecord]:
@@ -174,7 +181,7 @@ class TokenStore:
         return [r for r in records if not r.expired(now)]
 
     def revoke(self, token_id: str) -> TokenRecord | None:
-        """Delete the token ``token_id`` (its record first: refused from then on); None if unknown."""
+        """End the token ``token_id`` (refused from then on); None if unknown."""
         if not re.fullmatch(r"[0-9a-f]{16}", token_id):
             return None
         document = self.storage.read_document(record_key(token_id))
@@ -182,7 +189,10 @@ class TokenStore:
         if document is not None:
             with contextlib.suppress(ValueError):
                 found = TokenRecord.from_json(document.data)
-            self.storage.delete(record_key(token_id))
+            if found is not None:
+                self._end(found)
+            else:
+                self.storage.delete(record_key(token_id))  # unreadable: refused anyway, now gone
         listed: list[TokenRecord] = []
 
         def without(records: list[TokenRecord]) -> list[TokenRecord]:
@@ -194,55 +204,108 @@ class TokenStore:
 
     def burn(self, text: str) -> TokenRecord | None:
         """End token ``text`` now, on behalf of whoever holds it (uv asks this after publishing
-        with a minted token: ``POST /_/oidc/burn-token``). The record stays (expired) until its
-        ``keep_until``: for a minted token it is the replay guard of its identity token.
-        None when ``text`` is no live token of this repository."""
+        with a minted token: ``POST /_/oidc/burn-token``). None when ``text`` is no live token
+        of this repository."""
         record = self.find(text)
         if record is None:
             return None
+        self._end(record)
+        if record.kind == "api":
+            self._update_listing(lambda records: [r for r in records if r.token_id != record.token_id])
+        return record
+
+    def _end(self, record: TokenRecord) -> None:
+        """An API token's record is deleted. A minted token's record is kept, expired, until its
+        ``keep_until``: it is the replay guard of the identity token it was minted for (deleting
+        it would let that identity token mint again); the sweep of :meth:`_note_minted` removes it."""
         key = record_key(record.token_id)
+        if record.kind == "api":
+            self.storage.delete(key)
+            return
         for _ in range(LISTING_ATTEMPTS):
             document = self.storage.read_document(key)
             if document is None:
-                return None
-            ended = dataclasses.replace(TokenRecord.from_json(document.data), expires=int(self.clock()))
+                return
+            try:
+                current = TokenRecord.from_json(document.data)
+            except ValueError:
+                return  # unreadable: refused by find() anyway, and still a replay guard
+            ended = dataclasses.replace(current, expires=min(current.expires, int(self.clock())))
             try:
                 self.storage.write_document(key, ended.to_json(), document.version)
+                return
             except VersionConflict:
                 continue
-            if record.kind == "api":
-                self._update_listing(lambda records: [r for r in records if r.token_id != record.token_id])
-            return record
         raise TokenError(503, "the token record keeps changing: retry")
+
+    # -- minted tokens: a sweep list, so their records do not pile up ------------------------------
+
+    def _note_minted(self, record: TokenRecord) -> None:
+        """Add a minted token to ``.pywharf/tokens-minted.json`` and delete the records of those
+        past their ``keep_until`` (nothing else would: uv burns its token and never presents it
+        again). The document holds only the minted tokens of the last ``keep_until`` window."""
+        now = self.clock()
+        done: list[str] = []
+
+        def change(entries: list[Any]) -> list[Any]:
+            valid = [(e[0], e[1]) for e in entries if isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
+                     and re.fullmatch(r"[0-9a-f]{16}", e[0]) and isinstance(e[1], int)]
+            done[:] = [token_id for token_id, until in valid if until <= now]
+            return [[token_id, until] for token_id, until in valid if until > now] + [
+                [record.token_id, max(record.expires, record.keep_until)]]
+
+        self._update_json_list(MINTED_KEY, "minted", change)
+        for token_id in done:
+            with contextlib.suppress(Exception):  # tidy-up only
+                self.storage.delete(record_key(token_id))
 
     # -- the listing document ---------------------------------------------------------------------
 
     def _read_listing(self) -> tuple[list[TokenRecord], str | None]:
-        document = self.storage.read_document(LISTING_KEY)
+        entries, version = self._read_json_list(LISTING_KEY, "tokens")
+        try:
+            return [TokenRecord.from_json(json.dumps(entry).encode()) for entry in entries], version
+        except ValueError as exc:
+            where = self.storage.describe(LISTING_KEY)
+            raise TokenError(503, f"the token listing {where} is unreadable: {exc}") from None
+
+    def _update_listing(self, change: Callable[[list[TokenRecord]], list[TokenRecord]]) -> None:
+        def change_entries(entries: list[Any]) -> list[Any]:
+            try:
+                records = [TokenRecord.from_json(json.dumps(entry).encode()) for entry in entries]
+            except ValueError as exc:
+                raise TokenError(503, f"the token listing {self.storage.describe(LISTING_KEY)} is unreadable: "
+                                      f"{exc}") from None
+            return [json.loads(r.to_json()) for r in change(records)]
+
+        self._update_json_list(LISTING_KEY, "tokens", change_entries)
+
+    # -- small JSON documents holding one list, changed with compare-and-swap -----------------------
+
+    def _read_json_list(self, key: str, field: str) -> tuple[list[Any], str | None]:
+        document = self.storage.read_document(key)
         if document is None:
             return [], None
         try:
-            raw = json.loads(document.data)
-            entries = raw.get("tokens", []) if isinstance(raw, dict) else None
-            if not isinstance(entries, list):
-                raise ValueError("no 'tokens' list")
-            records = [TokenRecord.from_json(json.dumps(entry).encode()) for entry in entries]
-        except ValueError as exc:
+            raw: Any = json.loads(document.data)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raw = None
+        entries = raw.get(field) if isinstance(raw, dict) else None
+        if not isinstance(entries, list):
             # Never overwrite what cannot be read: the operator repairs it (tokens still work).
-            where = self.storage.describe(LISTING_KEY)
-            raise TokenError(503, f"the token listing {where} is unreadable: {exc}") from None
-        return records, document.version
+            raise TokenError(503, f"{self.storage.describe(key)} is unreadable: no {field!r} list")
+        return entries, document.version
 
-    def _update_listing(self, change: Callable[[list[TokenRecord]], list[TokenRecord]]) -> None:
+    def _update_json_list(self, key: str, field: str, change: Callable[[list[Any]], list[Any]]) -> None:
         for attempt in range(LISTING_ATTEMPTS):
-            records, version = self._read_listing()
-            updated = change(records)
-            if updated == records:
+            entries, version = self._read_json_list(key, field)
+            updated = change(entries)
+            if updated == entries:
                 return
-            data = json.dumps({"tokens": [json.loads(r.to_json()) for r in updated]}, sort_keys=True, indent=1)
+            data = json.dumps({field: updated}, sort_keys=True, indent=1)
             try:
-                self.storage.write_document(LISTING_KEY, data.encode(), version)
+                self.storage.write_document(key, data.encode(), version)
                 return
             except VersionConflict:
                 time.sleep(random.uniform(0, 0.02 * (attempt + 1)))  # another writer: read again
-        raise TokenError(503, "the token listing keeps changing: retry")
+        raise TokenError(503, f"{self.storage.describe(key)} keeps changing: retry")

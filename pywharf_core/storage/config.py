@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pywharf_core.model.api_tokens import parse_token
 from pywharf_core.model.errors import ConfigError, InvalidName
 from pywharf_core.model.names import validate_repo_name
 from pywharf_core.storage.config_limits import FULL_POWER, ConfigLimits
@@ -97,6 +98,9 @@ class SharedSecretConfig(PkgRepoConfig):
                 problems.append((key, "must not be empty"))
             elif not value.strip():
                 problems.append((key, "must not be only whitespace"))
+            elif parse_token(value) is not None:
+                problems.append((key, "has the form of a pywharf API token (pywharf-<repo>-<id>-<secret>), which is "
+                                      "only ever checked as a token: choose another secret"))
             elif len(value) < self.min_secret_chars:
                 # The message never shows the secret, only its length.
                 problems.append((key, f"is {len(value)} characters: at least {self.min_secret_chars} are required "

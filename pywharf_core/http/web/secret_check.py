@@ -27,6 +27,8 @@ from starlette.requests import HTTPConnection
 from pywharf_core.http.app_singletons import app_singleton
 from pywharf_core.http.web.ratelimit import FailureLimiter
 from pywharf_core.model.api_tokens import TOKEN_USERNAME, parse_token
+from pywharf_core.model.errors import InvalidName
+from pywharf_core.model.names import validate_repo_name
 from pywharf_core.service.grants import NO_GRANT, Grant
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import INITIALIZE_FAILURE_WINDOW_SECONDS, ServerState
@@ -50,7 +52,7 @@ class TooManyFailures(HTTPException):
         self.retry_after = max(1, math.ceil(retry_after))
         super().__init__(
             429,
-            f"Too many failed authentications for repository {name[:_MAX_NAME_CHARS]!r} from your "
+            f"Too many failed authentications for repository {loggable_name(name)} from your "
             f"address: retry in {self.retry_after} seconds.",
             headers={"Retry-After": str(self.retry_after)},
         )
@@ -81,6 +83,18 @@ def _unknown_repo_permission(secret: str) -> Permission:
     """What :meth:`PkgRepo.grant_for` does for a wrong secret, against a dummy secret pair."""
     hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
     return shared_secret_permission(secret, _DUMMY_READ, _DUMMY_WRITE)
+
+
+def loggable_name(name: str) -> str:
+    """A client-sent repository name as a log shows it: a valid name as it is; a token pasted
+    into the username field by its id only; anything else by its length (it may be a secret)."""
+    parsed = parse_token(name)
+    if parsed is not None:
+        return f"<token {parsed.repo}-{parsed.token_id}>"
+    try:
+        return repr(validate_repo_name(name))
+    except InvalidName:
+        return f"<not a repository name, {len(name)} characters>"
 
 
 def repo_name_for(name: str, secret: str) -> str:
@@ -123,6 +137,6 @@ async def check_secret(
     if grant.permission is Permission.NONE:
         if limiter is not None:
             limiter.record_failure(key)
-        log.info("failed authentication for repository %r from %s", name[:_MAX_NAME_CHARS], client_address(conn))
+        log.info("failed authentication for repository %s from %s", loggable_name(name), client_address(conn))
         return None, NO_GRANT
     return repo, grant
