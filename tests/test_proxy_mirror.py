@@ -309,3 +309,46 @@ def test_a_proxy_never_grants_write_even_to_an_upload_token(tmp_path: Path) -> N
     assert repo.tokens is not None
     created = repo.tokens.create("upload", description="ci")
     assert repo.grant_for(created.token).permission is Permission.READ
+
+
+def test_upstream_credentials_must_be_user_and_password() -> None:
+    with pytest.raises(ConfigError, match=r"<admin secret>: \[pypi\]: the admin secret of a proxy is"):
+        load_setup(CONFIG.format(upstream="https://pypi.example/simple/"),
+                   '[pypi]\ntype = "proxy"\nraw = "just-a-token"\n', is_text=True)
+
+
+def test_pages_in_memory_are_bounded(tmp_path: Path, upstream: Upstream) -> None:
+    for name in ("a", "b", "c"):
+        upstream.routes[f"/simple/{name}/"] = json_page(name, [])
+    proxy = mirror(tmp_path, upstream)
+    proxy.max_pages = 2
+    for name in ("a", "b", "c"):
+        assert proxy.project_records(name) == ()
+    assert list(proxy._pages) == ["b", "c"]
+
+
+def test_an_outage_is_not_retried_on_every_request(tmp_path: Path, upstream: Upstream,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    publish(upstream)
+    clock = Clock()
+    proxy = mirror(tmp_path, upstream, clock, page_ttl=60)
+    first = proxy.project_records("demo")
+    upstream.routes["/simple/demo/"] = Route(status=503)
+    clock.now += 61
+    for _ in range(5):
+        assert proxy.project_records("demo") is first
+    assert upstream.hits["/simple/demo/"] == 2
+    assert caplog.text.count("serving the page of") == 1
+    clock.now += 31  # the retry period is over: asked again
+    assert proxy.project_records("demo") is first
+    assert upstream.hits["/simple/demo/"] == 3
+
+
+def test_a_damaged_cached_page_is_ignored(tmp_path: Path, upstream: Upstream) -> None:
+    publish(upstream)
+    proxy = mirror(tmp_path, upstream)
+    key = proxy.page_key("demo")
+    proxy.cache.write_document(key, b"{not json", None)
+    down(upstream, proxy)
+    with pytest.raises(MirrorUnavailable):
+        proxy.project_records("demo")

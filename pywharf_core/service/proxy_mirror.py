@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from pywharf_core.model.errors import ConfigError, InvalidName, PywharfError
+from pywharf_core.model.errors import InvalidName, PywharfError
 from pywharf_core.model.names import normalize_project, parse_dist_filename
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.package_store import metadata_key
@@ -76,7 +76,8 @@ class _Page:
     etag: str | None
     fetched: float  # clock time the upstream last confirmed it (200 or 304)
     records: tuple[FileRecord, ...] | None = None  # what is offered (cooldown, to_record)
-    offered: dict[str, UpstreamFile] = dataclasses.field(default_factory=dict)
+    # filename -> (the upstream's entry, its record): what downloads and ETags look up
+    offered: dict[str, tuple[UpstreamFile, FileRecord]] = dataclasses.field(default_factory=dict)
     fresh_until: float = 0.0
     error: str | None = None  # set while a failed fetch with nothing to serve is remembered
 
@@ -111,9 +112,8 @@ class ProxyMirror:
     def record(self, project: str, filename: str) -> FileRecord | None:
         """The offered record of ``filename`` (for ETags and HEAD); None when not offered."""
         page = self._page(project)
-        if page is None or page.records is None or filename not in page.offered:
-            return None
-        return next((r for r in page.records if r.filename == filename), None)
+        entry = page.offered.get(filename) if page is not None else None
+        return entry[1] if entry is not None else None
 
     def known_projects(self) -> list[str]:
         """Projects the proxy can show on its root page: pages in memory that the upstream has,
@@ -173,7 +173,8 @@ class ProxyMirror:
             page = _Page(answer.files, answer.etag, now)
         self._offer(page, old, now)
         self._remember(name, page)
-        self._persist(name, page)
+        if not isinstance(answer, NotModified):  # the stored copy is that page already
+            self._persist(name, page)
         return page
 
     def _offer(self, page: _Page, old: _Page | None, now: float) -> None:
@@ -182,12 +183,12 @@ class ProxyMirror:
         if page.files is None:
             return
         moment = datetime.fromtimestamp(now, timezone.utc)
-        offered: dict[str, UpstreamFile] = {}
+        offered: dict[str, tuple[UpstreamFile, FileRecord]] = {}
         records: list[FileRecord] = []
         for file in filter_cooldown(page.files, self.cooldown, moment):
             record = to_record(file)
             if record is not None:
-                offered[file.filename] = file
+                offered[file.filename] = (file, record)
                 records.append(record)
         result = tuple(records)
         page.records = old.records if old is not None and old.records == result else result
@@ -301,9 +302,10 @@ class ProxyMirror:
         its ``status``) when the upstream fails before the first byte.
         """
         page = self._page(project)
-        file = page.offered.get(filename) if page is not None else None
-        if file is None:
+        entry = page.offered.get(filename) if page is not None else None
+        if entry is None:
             raise FileNotFoundError(filename)
+        file = entry[0]
         if metadata:
             if not file.core_metadata_sha256:  # none offered, or one that cannot be verified
                 raise FileNotFoundError(metadata_key(filename))
@@ -312,21 +314,11 @@ class ProxyMirror:
         return self.pull.open(filename, file.url, file.sha256, file.size, max_bytes=self.config.max_file_bytes)
 
 
-def upstream_auth(config: ProxyConfig, admin_secret: str | None) -> tuple[str, str] | None:
-    """The upstream credentials from the admin secret ``user:password`` (None: anonymous)."""
-    if not admin_secret:
-        return None
-    user, colon, password = admin_secret.partition(":")
-    if not colon or not user:
-        raise ConfigError(f"[{config.name}]: the admin secret of a proxy is the upstream's 'user:password'")
-    return user, password
-
-
 def open_mirror(config: ProxyConfig, cache: Storage, admin_secret: str | None) -> ProxyMirror:
     """The mirror ``build_repos`` gives a proxy repository (``repo.mirror``)."""
     if config.upstream.lower().startswith("http://"):
         log.warning("proxy %r: upstream %s is plain http: pages are verified only against what the "
                     "network delivered", config.name, config.upstream)
-    upstream = UpstreamIndex(config.upstream, auth=upstream_auth(config, admin_secret))
+    upstream = UpstreamIndex(config.upstream, auth=config.upstream_credentials(admin_secret))
     pull = PullThrough(cache, upstream.open_file, max_bytes=config.max_file_bytes)
     return ProxyMirror(config, cache, upstream, pull)

@@ -124,6 +124,16 @@ class ProxyConfig(PkgRepoConfig):
     def cooldown_seconds(self) -> int | None:
         return parse_duration(self.exclude_newer_than)
 
+    def upstream_credentials(self, admin_secret: str | None) -> tuple[str, str] | None:
+        """The upstream's basic-auth pair from the admin secret ``user:password`` (None:
+        anonymous). A token works as PyPI-style ``__token__:<token>``."""
+        if not admin_secret:
+            return None
+        user, colon, password = admin_secret.partition(":")
+        if not colon or not user:
+            raise ConfigError(f"[{self.name}]: the admin secret of a proxy is the upstream's 'user:password'")
+        return user, password
+
     def offers(self, project: str) -> bool:
         """Whether the normalised ``project`` may be mirrored: deny wins, an empty allow is all."""
         if any(fnmatchcase(project, normalize_pattern(p)) for p in self.deny):
