@@ -352,3 +352,15 @@ def test_a_damaged_cached_page_is_ignored(tmp_path: Path, upstream: Upstream) ->
     down(upstream, proxy)
     with pytest.raises(MirrorUnavailable):
         proxy.project_records("demo")
+
+
+def test_a_config_sent_over_http_may_name_only_an_allowed_upstream_and_folder(tmp_path: Path) -> None:
+    limits = ServerSettings(root=tmp_path).http_config_limits()
+    with pytest.raises(ConfigError, match=re.escape("[pypi] key 'upstream'")):
+        load_setup(CONFIG.format(upstream="http://169.254.169.254/simple/"), None, is_text=True, limits=limits)
+    with pytest.raises(ConfigError, match=re.escape("[pypi] key 'storage_path'")):
+        load_setup(CONFIG.format(upstream="https://pypi.org/simple/") + 'storage_path = "/etc"\n', None,
+                   is_text=True, limits=limits)
+    setup = load_setup('[pypi]\ntype = "proxy"\nread_secret = "proxy-read-secret"\n', None, is_text=True,
+                       limits=limits)
+    assert setup.configs["pypi"].upstream == "https://pypi.org/simple/"  # type: ignore[attr-defined]
