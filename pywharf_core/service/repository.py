@@ -31,6 +31,7 @@ from pywharf_core.model.api_tokens import parse_token
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.grants import Grant
 from pywharf_core.service.package_store import PackageStore
+from pywharf_core.service.proxy_mirror import ProxyMirror
 from pywharf_core.service.tokens import TokenStore
 from pywharf_core.storage.backend import Backend, Permission, RemoteIndex
 from pywharf_core.storage.config import PkgRepoConfig
@@ -87,6 +88,8 @@ class PkgRepo:
         self._auth_cache: dict[bytes, tuple[Grant, float]] = {}
         # API tokens live in the store beside the files (stores with documents only).
         self.tokens = TokenStore(backend.storage, self.name) if isinstance(backend, PackageStore) else None
+        # A proxy repository's pages and files come from its upstream (server_state.build_repos).
+        self.mirror: ProxyMirror | None = None
 
     # -- index -------------------------------------------------------------------------------
 
@@ -247,6 +250,14 @@ class PkgRepo:
         return grant
 
     def _decide(self, secret: str) -> Grant:
+        grant = self._decide_any(secret)
+        if grant.permission is Permission.WRITE and self.config.read_only:
+            # Nothing is ever uploaded to a read-only repository (a proxy), whatever a backend
+            # or an upload token says: reading is all such a secret can do.
+            return Grant(Permission.READ, grant.token)
+        return grant
+
+    def _decide_any(self, secret: str) -> Grant:
         parsed = parse_token(secret)
         if parsed is not None:
             # A pywharf token is checked against the store only: never sent on to a backend that

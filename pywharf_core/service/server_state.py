@@ -15,6 +15,8 @@ from pathlib import Path
 from pywharf_core.index.local import LocalIndexStore
 from pywharf_core.model.errors import ConfigError
 from pywharf_core.service.backends import open_backend
+from pywharf_core.service.package_store import PackageStore
+from pywharf_core.service.proxy_mirror import open_mirror
 from pywharf_core.service.repository import AuthExpiry, PkgRepo
 from pywharf_core.service.sync import IndexSyncService
 from pywharf_core.storage.backend import BackendContext
@@ -30,7 +32,7 @@ from pywharf_core.storage.config_limits import (
     ConfigLimits,
     parse_endpoint,
 )
-from pywharf_core.storage.registry import installed_backends
+from pywharf_core.storage.proxy_config import ProxyCacheStorage, ProxyConfig, repository_types
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +121,7 @@ def load_setup(
     """Read and validate both documents; raises ConfigError naming file, table and key.
 
     ``limits``: what the documents may make the server do (configs from HTTP are limited)."""
-    backends = installed_backends()
+    backends = repository_types()
     if config is None:
         if admin_secret is not None:
             raise ConfigError("--admin_secret was given without --config")
@@ -131,6 +133,12 @@ def load_setup(
         secret_doc, secret_source = read_toml_source(admin_secret, is_text=is_text, what="admin secret")
         secrets = load_admin_secrets(secret_doc, secret_source, configs, limits=limits)
     for name, repo_config in configs.items():
+        if isinstance(repo_config, ProxyConfig):
+            try:
+                repo_config.upstream_credentials(secrets.get(name))
+            except ConfigError as exc:  # say which document, like every other admin-secret error
+                where = admin_secret if (admin_secret and not is_text) else "<admin secret>"
+                raise ConfigError(f"{where}: {exc}") from None
         if backends[repo_config.type].admin_secret_required and name not in secrets:
             where = admin_secret if (admin_secret and not is_text) else "<admin secret>"
             raise ConfigError(f"{where}: [{name}] missing: backend {repo_config.type!r} needs an admin secret")
@@ -139,7 +147,7 @@ def load_setup(
 
 def build_repos(setup: RepoSetup, settings: ServerSettings) -> dict[str, PkgRepo]:
     """Instantiate backends and load each local index from ROOT (no network, no sync yet)."""
-    backends = installed_backends()
+    backends = repository_types()
     repos: dict[str, PkgRepo] = {}
     for name, repo_config in setup.configs.items():
         spec = backends[repo_config.type]
@@ -149,6 +157,9 @@ def build_repos(setup: RepoSetup, settings: ServerSettings) -> dict[str, PkgRepo
         except OSError as exc:  # e.g. a storage folder the server may not create
             raise ConfigError(f"[{name}]: cannot open its storage: {exc.strerror or exc}") from exc
         repo = PkgRepo(repo_config, backend, LocalIndexStore(settings.root, name), settings.auth_expiry)
+        if isinstance(repo_config, ProxyConfig) and isinstance(backend, PackageStore):
+            assert isinstance(backend.storage, ProxyCacheStorage)
+            repo.mirror = open_mirror(repo_config, backend.storage, context.admin_secret)
         repo.load_local_index()
         repos[name] = repo
     return repos

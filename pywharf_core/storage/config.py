@@ -18,7 +18,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pywharf_core.model.api_tokens import parse_token
 from pywharf_core.model.errors import ConfigError, InvalidName
@@ -42,6 +42,10 @@ if typing.TYPE_CHECKING:
 @dataclass(frozen=True, kw_only=True)
 class PkgRepoConfig:
     """Settings every package repository has, whatever its backend."""
+
+    # True for kinds of repository nothing is ever uploaded to (proxies): the core never grants
+    # them WRITE, whatever a secret or token says.
+    read_only: ClassVar[bool] = False
 
     name: str
     type: str  # the backend, by the name it registers (e.g. "file_system")
@@ -93,19 +97,27 @@ class SharedSecretConfig(PkgRepoConfig):
         if self.min_secret_chars < 1:
             problems.append(("min_secret_chars", "must be a positive integer"))
         for key in ("read_secret", "write_secret"):
-            value = getattr(self, key)
-            if not value:
-                problems.append((key, "must not be empty"))
-            elif not value.strip():
-                problems.append((key, "must not be only whitespace"))
-            elif parse_token(value) is not None:
-                problems.append((key, "has the form of a pywharf API token (pywharf-<repo>-<id>-<secret>), which is "
-                                      "only ever checked as a token: choose another secret"))
-            elif len(value) < self.min_secret_chars:
-                # The message never shows the secret, only its length.
-                problems.append((key, f"is {len(value)} characters: at least {self.min_secret_chars} are required "
-                                      "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"))
+            problem = secret_problem(getattr(self, key), self.min_secret_chars)
+            if problem:
+                problems.append((key, problem))
         return problems
+
+
+def secret_problem(value: str, min_chars: int) -> str | None:
+    """Why ``value`` may not be a shared secret (None: it may). One rule set for every kind of
+    repository that takes shared secrets (hosted stores, proxies), so they cannot drift apart."""
+    if not value:
+        return "must not be empty"
+    if not value.strip():
+        return "must not be only whitespace"
+    if parse_token(value) is not None:
+        return ("has the form of a pywharf API token (pywharf-<repo>-<id>-<secret>), which is "
+                "only ever checked as a token: choose another secret")
+    if len(value) < min_chars:
+        # The message never shows the secret, only its length.
+        return (f"is {len(value)} characters: at least {min_chars} are required "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')")
+    return None
 
 
 # Keys set by the loader, never read from a table.

@@ -1,0 +1,227 @@
+"""The config of a proxy repository (``type = "proxy"``) and the store its cache lives in.
+
+A proxy is a core kind of repository, not a backend plugin: it mirrors an upstream simple index
+(``pywharf_core.service.proxy_mirror``) and keeps what it fetched in a *cache store*, which is
+an ordinary registered storage adapter opened by its type name (``file_system``), so the core
+never imports ``pywharf_backends``. :data:`PROXY_SPEC` is what lets the generic machinery
+(config loading, ``build_repos``) treat it like any backend: :func:`repository_types` adds it to
+the backends the entry points register.
+
+The cache store is the ``file_system`` adapter over ``storage_path`` (default
+``ROOT/cache/<name>/storage``, like a hosted repository's). Naming another repository whose
+backend settings should hold the cache (the design's ``storage = "<repo>"``) is not supported
+yet: sharing a hosted repository's folder would mix proxied files into its index.
+
+Upstream credentials, when the upstream needs them, are the proxy's admin secret
+(``[name] type = "proxy"`` and ``raw = "user:password"`` or ``env = ...``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, BinaryIO, ClassVar
+from urllib.parse import urlsplit
+
+from pywharf_core.model.errors import ConfigError
+from pywharf_core.storage.api import BlobInfo, Document, Storage
+from pywharf_core.storage.backend import BackendContext, DownloadTarget, Permission
+from pywharf_core.storage.config import (
+    MIN_SECRET_CHARS,
+    ConfigSource,
+    PkgRepoConfig,
+    build_config,
+    secret_problem,
+)
+from pywharf_core.storage.registry import BackendSpec, installed_backends
+from pywharf_core.storage.shared_secrets import secret_matches
+
+log = logging.getLogger(__name__)
+
+PROXY_TYPE = "proxy"
+CACHE_BACKEND = "file_system"
+DEFAULT_UPSTREAM = "https://pypi.org/simple/"
+DEFAULT_PAGE_TTL = 600
+DEFAULT_MAX_FILE_BYTES = 5 * (1 << 30)  # largest upstream file cached (PyPI's own limit is lower)
+
+_DURATION = re.compile(r"(\d{1,12})([dhms]?)", re.ASCII)
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}
+
+
+def parse_duration(text: str) -> int | None:
+    """``exclude_newer_than``: "7d", "12h", "30m", "90s" or plain seconds ("3600") -> seconds.
+
+    "" is None (no cooldown). Anything else raises ValueError: a cooldown that silently became
+    "off" through a typo ("7 days") would offer exactly the fresh releases it is meant to hide.
+    """
+    value = text.strip().lower()
+    if not value:
+        return None
+    match = _DURATION.fullmatch(value)
+    if match is None:
+        raise ValueError(text)
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def normalize_pattern(pattern: str) -> str:
+    """A project-name pattern in PEP 503 normal form, so "Foo_*" matches what "foo-*" does."""
+    return re.sub(r"[-_.]+", "-", pattern.strip()).lower()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProxyConfig(PkgRepoConfig):
+    """A read-only repository that mirrors an upstream PEP 503/691 index on demand."""
+
+    # The upstream is a server the proxy fetches from: a config sent over HTTP may only name an
+    # allowed one (the default, PyPI, is always allowed). The cache folder is confined like a
+    # file_system repository's.
+    endpoint_keys: ClassVar[tuple[str, ...]] = ("upstream",)
+    path_keys: ClassVar[tuple[str, ...]] = ("storage_path",)
+    read_only: ClassVar[bool] = True
+
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # largest upstream file the proxy caches
+    upstream: str = DEFAULT_UPSTREAM  # the upstream simple index (http or https; plain http logs a warning)
+    read_secret: str = dataclasses.field(repr=False)  # clients with it may read (install); nobody may write
+    min_secret_chars: int = MIN_SECRET_CHARS  # shortest read_secret accepted
+    page_ttl: int = DEFAULT_PAGE_TTL  # seconds a fetched project page is served before asking upstream again
+    exclude_newer_than: str = ""  # cooldown: hide files younger than "7d", "12h", "30m", "90s" or N seconds
+    allow: tuple[str, ...] = ()  # fnmatch patterns of project names offered (empty: all)
+    deny: tuple[str, ...] = ()  # fnmatch patterns of project names never offered (wins over allow)
+    storage_path: str | None = None  # cache folder (relative: to ROOT); None: ROOT/cache/<repo>/storage
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = super().check()
+        parts = urlsplit(self.upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append(("upstream", "must be an http(s)://host/... simple index URL"))
+        if self.min_secret_chars < 1:
+            problems.append(("min_secret_chars", "must be a positive integer"))
+        problem = secret_problem(self.read_secret, self.min_secret_chars)
+        if problem:
+            problems.append(("read_secret", problem))
+        if self.page_ttl <= 0:
+            problems.append(("page_ttl", "must be a positive integer (seconds)"))
+        try:
+            parse_duration(self.exclude_newer_than)
+        except ValueError:
+            problems.append(("exclude_newer_than", f"{self.exclude_newer_than!r} is not a duration: use e.g. "
+                                                   "'7d', '12h', '30m', '90s', a number of seconds, or '' (off)"))
+        for key in ("allow", "deny"):
+            for index, pattern in enumerate(getattr(self, key)):
+                if not pattern.strip():
+                    problems.append((f"{key}[{index}]", "must not be empty"))
+        if self.trusted_publishers:
+            problems.append(("trusted_publishers", "a proxy takes no uploads"))
+        return problems
+
+    @property
+    def cooldown_seconds(self) -> int | None:
+        return parse_duration(self.exclude_newer_than)
+
+    def upstream_credentials(self, admin_secret: str | None) -> tuple[str, str] | None:
+        """The upstream's basic-auth pair from the admin secret ``user:password`` (None:
+        anonymous). A token works as PyPI-style ``__token__:<token>``."""
+        if not admin_secret:
+            return None
+        user, colon, password = admin_secret.partition(":")
+        if not colon or not user:
+            raise ConfigError(f"[{self.name}]: the admin secret of a proxy is the upstream's 'user:password'")
+        return user, password
+
+    def offers(self, project: str) -> bool:
+        """Whether the normalised ``project`` may be mirrored: deny wins, an empty allow is all."""
+        if any(fnmatchcase(project, normalize_pattern(p)) for p in self.deny):
+            return False
+        return not self.allow or any(fnmatchcase(project, normalize_pattern(p)) for p in self.allow)
+
+
+class ProxyCacheStorage(Storage):
+    """The proxy's store: the ``file_system`` adapter over the cache folder, opened by type.
+
+    Every storage call is passed on. Authentication is decided here: the read secret grants
+    READ and nothing grants WRITE (the core's shared-secret check would look for a write secret).
+    The upstream credentials in the context are not passed on to the cache store.
+    """
+
+    config: ProxyConfig
+
+    def __init__(self, config: ProxyConfig, context: BackendContext) -> None:  # type: ignore[override]
+        super().__init__(config, context)
+        spec = installed_backends().get(CACHE_BACKEND)
+        if spec is None or not issubclass(spec.backend_class, Storage):
+            raise ConfigError(f"[{config.name}]: a proxy caches in a {CACHE_BACKEND!r} store, which is not installed")
+        table: dict[str, Any] = {
+            "type": CACHE_BACKEND,
+            "max_file_bytes": config.max_file_bytes,
+            "read_secret": config.read_secret,
+            "min_secret_chars": config.min_secret_chars,
+            # Required by the file_system schema, never usable: this class decides authentication.
+            "write_secret": secrets.token_urlsafe(32),
+        }
+        if config.storage_path:
+            table["storage_path"] = config.storage_path
+        cache_config = build_config(spec.config_class, config.name, table, ConfigSource(f"<cache of {config.name}>"))
+        self.cache: Storage = spec.backend_class(cache_config, BackendContext(root=context.root))  # type: ignore[arg-type]
+
+    def authenticate(self, secret: str) -> Permission | None:
+        return Permission.READ if secret_matches(secret, self.config.read_secret) else Permission.NONE
+
+    def describe(self, key: str) -> str:
+        return self.cache.describe(key)
+
+    def staging_dir(self) -> Path:
+        return self.cache.staging_dir()
+
+    def put_blob(self, key: str, source: Path, size: int, sha256: str) -> bool:
+        return self.cache.put_blob(key, source, size, sha256)
+
+    def blob_sha256(self, key: str) -> str | None:
+        return self.cache.blob_sha256(key)
+
+    def has_blob(self, key: str) -> bool:
+        return self.cache.has_blob(key)
+
+    def locate(self, key: str) -> DownloadTarget | None:
+        return self.cache.locate(key)
+
+    def open_blob(self, key: str) -> BinaryIO | None:
+        return self.cache.open_blob(key)
+
+    def list_blobs(self) -> Iterator[BlobInfo]:
+        return self.cache.list_blobs()
+
+    def delete(self, key: str) -> None:
+        self.cache.delete(key)
+
+    def read_document(self, key: str) -> Document | None:
+        return self.cache.read_document(key)
+
+    def write_document(self, key: str, data: bytes, expected: str | None) -> str:
+        return self.cache.write_document(key, data, expected)
+
+    def document_version(self, key: str) -> str | None:
+        return self.cache.document_version(key)
+
+    def cleanup_staging(self, max_age_seconds: float) -> int:
+        return self.cache.cleanup_staging(max_age_seconds)
+
+
+PROXY_SPEC = BackendSpec(type=PROXY_TYPE, config_class=ProxyConfig, backend_class=ProxyCacheStorage)
+
+
+def repository_types() -> Mapping[str, BackendSpec]:
+    """The kinds of repository a config may name: the installed backends plus the core's proxy.
+
+    ``installed_backends`` stays the entry points' view (commands, the Docker image's check).
+    A plugin that registers "proxy" itself is ignored, with an error: the name is the core's.
+    """
+    backends = installed_backends()
+    if PROXY_TYPE in backends and backends[PROXY_TYPE] is not PROXY_SPEC:
+        log.error("backend %r ignored: %r is a core repository type", backends[PROXY_TYPE].backend_class, PROXY_TYPE)
+    return {**backends, PROXY_TYPE: PROXY_SPEC}
