@@ -34,7 +34,7 @@ from pywharf_core.http.initialize import initialize
 from pywharf_core.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_content_type
 from pywharf_core.http.oidc import audience, burn_token, mint_token
 from pywharf_core.http.page_cache import pages_of
-from pywharf_core.http.pages import GZIP_MIN_BYTES, RenderedPage
+from pywharf_core.http.pages import GZIP_MIN_BYTES, RenderedPage, render_root
 from pywharf_core.http.project_json import render_project_json_api
 from pywharf_core.http.public_url import index_base_url, repo_prefix
 from pywharf_core.http.security_headers import SECURITY_HEADERS, SecurityHeadersMiddleware
@@ -43,9 +43,11 @@ from pywharf_core.http.upload_form import receive_upload
 from pywharf_core.http.web import web_routes
 from pywharf_core.model.errors import BackendUnavailable, InvalidName
 from pywharf_core.model.names import normalize_project, parse_dist_filename
+from pywharf_core.model.records import FileRecord
+from pywharf_core.service.proxy_mirror import ProxyMirror
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.service.upload import accept_upload
-from pywharf_core.storage.backend import LocalFile, Permission, Redirect, StreamedFile
+from pywharf_core.storage.backend import DownloadTarget, LocalFile, Permission, Redirect, StreamedFile
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,9 @@ def _page_headers(etag: str, max_age: int) -> dict[str, str]:
 async def simple_root(request: Request) -> Response:
     repo = await authorize(request, Permission.READ)
     content_type = _negotiate(request)
+    if repo.mirror is not None:  # a proxy lists what it has fetched, not the whole upstream
+        names = await anyio.to_thread.run_sync(repo.mirror.known_projects)
+        return _page_response(request, render_root(names, content_type), content_type)
     return _page_response(request, pages_of(repo).root_page(repo.snapshot, content_type), content_type)
 
 
@@ -117,6 +122,11 @@ async def simple_project(request: Request) -> Response:
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(f"{repo_prefix(request)}/simple/{quote(normalized)}/{query}", status_code=301)
     content_type = _negotiate(request)
+    if repo.mirror is not None:  # a proxy: the upstream's page (cached), never a redirect
+        records = await anyio.to_thread.run_sync(repo.mirror.project_records, normalized)
+        if records is None:
+            raise HTTPException(404, f"Project {normalized!r} is not offered by this proxy.")
+        return _page_response(request, pages_of(repo).records_page(normalized, records, content_type), content_type)
     page = pages_of(repo).project_page(repo.snapshot, normalized, content_type)
     if page is not None:
         return _page_response(request, page, content_type)
@@ -148,11 +158,41 @@ async def download(request: Request) -> Response:
         raise HTTPException(404, "Not Found") from None
     if dist.project != normalized:
         raise HTTPException(404, "Not Found")
+    if repo.mirror is not None:
+        return await _proxied_download(request, repo.mirror, normalized, filename, want_metadata)
     record = repo.snapshot.files.get(filename)
     if want_metadata and record is not None and not record.metadata_sha256:
         raise HTTPException(404, "Not Found")  # none, or not reliable (PEP 643 dynamic fields)
     locate = repo.backend.locate_metadata if want_metadata else repo.backend.locate
     target = await anyio.to_thread.run_sync(locate, filename)
+    return _file_response(request, target, record, want_metadata)
+
+
+async def _proxied_download(request: Request, mirror: ProxyMirror, project: str, filename: str,
+                            want_metadata: bool) -> Response:
+    """A proxy's file: from the cache, or fetched once from the upstream while streamed (and
+    verified before its last byte). A HEAD never starts a download."""
+    record = await anyio.to_thread.run_sync(mirror.record, project, filename)
+    if record is None or (want_metadata and not record.metadata_sha256):
+        raise HTTPException(404, "Not Found")
+    digest = record.metadata_sha256 if want_metadata else record.sha256
+    headers = {"Cache-Control": FILE_CACHE_CONTROL, "ETag": f'"{digest}"'}
+    if f'"{digest}"' in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        if record.size and not want_metadata:
+            headers["Content-Length"] = str(record.size)
+        media_type = "text/plain; charset=utf-8" if want_metadata else "application/octet-stream"
+        return Response(status_code=200, media_type=media_type, headers=headers)
+    try:
+        target = await anyio.to_thread.run_sync(mirror.open, project, filename, want_metadata)
+    except FileNotFoundError:
+        raise HTTPException(404, "Not Found") from None
+    return _file_response(request, target, record, want_metadata)
+
+
+def _file_response(request: Request, target: DownloadTarget | None, record: FileRecord | None,
+                   want_metadata: bool) -> Response:
     if target is None:
         raise HTTPException(404, "Not Found")
     if isinstance(target, Redirect):
@@ -216,7 +256,10 @@ async def project_json(request: Request) -> Response:
         project = normalize_project(request.path_params["project"])
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
-    records = repo.snapshot.projects.get(project, ())
+    if repo.mirror is not None:
+        records = await anyio.to_thread.run_sync(repo.mirror.project_records, project) or ()
+    else:
+        records = repo.snapshot.projects.get(project, ())
     base = index_base_url(request)
     body = render_project_json_api(project, records, request.path_params.get("version"), base)
     if body is None:

@@ -14,6 +14,8 @@ from starlette.responses import PlainTextResponse, Response
 
 from pywharf_core.http.reason_phrase import set_reason_phrase
 from pywharf_core.model.errors import BackendUnavailable, FileConflict, UploadRejected
+from pywharf_core.service.proxy_mirror import MirrorUnavailable
+from pywharf_core.service.pull_through import UpstreamFileError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,18 @@ async def _backend_unavailable(request: Request, exc: Exception) -> Response:
     return _error_response(503, f"Storage backend unavailable: {reason}")
 
 
+async def _mirror_unavailable(request: Request, exc: Exception) -> Response:
+    """A proxy's upstream cannot answer and nothing is cached for the request: 503, retry later."""
+    reason = " ".join(str(exc).split())
+    log.warning("proxy upstream unavailable on %s %s: %s", request.method, request.url.path, reason)
+    return _error_response(503, f"Upstream index unavailable: {reason}", {"Retry-After": "30"})
+
+
+async def _upstream_file_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, UpstreamFileError)
+    return _error_response(exc.status, f"Upstream file unavailable: {' '.join(str(exc).split())}")
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
     return PlainTextResponse("Internal Server Error", status_code=500)
@@ -55,5 +69,7 @@ EXCEPTION_HANDLERS = {
     UploadRejected: _upload_rejected,
     FileConflict: _file_conflict,
     BackendUnavailable: _backend_unavailable,
+    MirrorUnavailable: _mirror_unavailable,
+    UpstreamFileError: _upstream_file_error,
     Exception: _internal_error,
 }

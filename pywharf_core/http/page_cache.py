@@ -38,6 +38,11 @@ class PageCache:
         records = snapshot.projects.get(project)
         if records is None:
             return None
+        return self.records_page(project, records, content_type)
+
+    def records_page(self, project: str, records: tuple[FileRecord, ...], content_type: str) -> RenderedPage:
+        """The page of ``records`` (a snapshot's, or a proxy's upstream page, which also keeps
+        the same tuple while it does not change)."""
         key = (project, content_type == JSON_V1)
         cached = self._projects.get(key)
         if cached is not None and cached[0] is records:

@@ -1,0 +1,96 @@
+"""Proxy repositories through the server (issue 15): real pip and uv install from a pywharf
+proxy of another real pywharf (the upstream, on loopback, behind basic auth), then again with
+the upstream stopped; HEAD never starts a download; an upstream that cannot answer with
+nothing cached is a 503, never a 500; a proxy takes no uploads.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import tomli_w
+from conftest import Server as ProcessServer
+from conftest import client_env, run, start_server, tool
+from test_e2e_clients import installed_version, pip
+from test_upload_rules import make_wheel
+
+UP_READ, UP_WRITE = "upstream-read-secret", "upstream-write-secret"
+PROXY_READ = "proxy-read-secret"
+
+
+def upstream_server(tmp_path: Path) -> ProcessServer:
+    config = tomli_w.dumps({"up": {"type": "file_system", "read_secret": UP_READ, "write_secret": UP_WRITE}})
+    server = start_server(tmp_path / "upstream", config, "--extra_index_url=")
+    env = client_env(tmp_path)
+    for name, version in (("publib", "1.0"), ("publib", "2.0"), ("otherlib", "0.1")):
+        dist = make_wheel(tmp_path / "dists", name, version)
+        run([tool("twine"), "upload", "--repository-url", f"{server.base}/repos/up/simple/",
+             "--disable-progress-bar", "--non-interactive", str(dist.path)],
+            {**env, "TWINE_USERNAME": "ci", "TWINE_PASSWORD": UP_WRITE}, timeout=120)
+    return server
+
+
+def proxy_server(tmp_path: Path, upstream: ProcessServer, **table: object) -> ProcessServer:
+    config = tomli_w.dumps({"pypi": {"type": "proxy", "upstream": f"{upstream.base}/repos/up/simple/",
+                                     "read_secret": PROXY_READ, "page_ttl": 1, **table}})
+    admin = tomli_w.dumps({"pypi": {"type": "proxy", "raw": f"reader:{UP_READ}"}})
+    return start_server(tmp_path / "proxy", config, "--extra_index_url=", admin_text=admin)
+
+
+@pytest.fixture
+def servers(tmp_path: Path):
+    upstream = upstream_server(tmp_path)
+    proxy = proxy_server(tmp_path, upstream)
+    yield upstream, proxy
+    proxy.stop()
+    upstream.stop()
+
+
+def test_pip_and_uv_install_through_the_proxy_and_again_with_the_upstream_stopped(
+        tmp_path: Path, servers: tuple[ProcessServer, ProcessServer]) -> None:
+    upstream, proxy = servers
+    env = client_env(tmp_path)
+    index = f"http://x:{PROXY_READ}@127.0.0.1:{proxy.port}/repos/pypi/simple/"
+    run([*pip(), "install", "--no-deps", "--target", str(tmp_path / "first"), "--index-url", index, "publib"],
+        env, timeout=120)
+    assert installed_version(tmp_path / "first", "publib") == "2.0"
+    page = requests.get(f"{proxy.base}/repos/pypi/simple/publib/", auth=("x", PROXY_READ), timeout=10)
+    assert page.status_code == 200 and "publib-2.0-py3-none-any.whl" in page.text
+    assert f"127.0.0.1:{upstream.port}" not in page.text  # file URLs are the proxy's own
+    cached = proxy.root / "cache" / "pypi" / "storage" / "publib-2.0-py3-none-any.whl"
+    assert cached.is_file()
+
+    upstream.stop()
+    run([*pip(), "install", "--no-deps", "--target", str(tmp_path / "second"), "--index-url", index, "publib"],
+        env, timeout=120)
+    assert installed_version(tmp_path / "second", "publib") == "2.0"
+    run([tool("uv"), "pip", "install", "--no-deps", "--python", sys.executable, "--target", str(tmp_path / "uv"),
+         "--index-url", index, "publib"], env, timeout=120)
+    assert installed_version(tmp_path / "uv", "publib") == "2.0"
+    # Never fetched while the upstream was up: a 503 with a reason, not a 500.
+    missing = requests.get(f"{proxy.base}/repos/pypi/simple/otherlib/", auth=("x", PROXY_READ), timeout=30)
+    assert missing.status_code == 503 and "Upstream index unavailable" in missing.text
+    assert "Internal Server Error" not in proxy.log()
+
+
+def test_head_never_downloads_and_uploads_are_refused(tmp_path: Path,
+                                                      servers: tuple[ProcessServer, ProcessServer]) -> None:
+    _, proxy = servers
+    auth = ("x", PROXY_READ)
+    url = f"{proxy.base}/repos/pypi/simple/otherlib/otherlib-0.1-py3-none-any.whl"
+    head = requests.head(url, auth=auth, timeout=10)
+    assert head.status_code == 200 and head.headers["etag"]
+    assert not (proxy.root / "cache" / "pypi" / "storage" / "otherlib-0.1-py3-none-any.whl").exists()
+    assert requests.get(f"{proxy.base}/repos/pypi/simple/nosuchlib/", auth=auth, timeout=10).status_code == 404
+    body = requests.get(url, auth=auth, timeout=10)
+    assert body.status_code == 200 and body.content[:2] == b"PK"
+    metadata = requests.get(url + ".metadata", auth=auth, timeout=10)
+    assert metadata.status_code == 200 and b"Name: otherlib" in metadata.content
+    upload = requests.post(f"{proxy.base}/repos/pypi/simple/", auth=auth, data={":action": "file_upload"},
+                           timeout=10)
+    assert upload.status_code == 403
+    wrong = requests.get(f"{proxy.base}/repos/pypi/simple/", auth=("x", "wrong-secret-123"), timeout=10)
+    assert wrong.status_code == 401
