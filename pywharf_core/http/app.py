@@ -45,6 +45,7 @@ from pywharf_core.model.errors import BackendUnavailable, InvalidName
 from pywharf_core.model.names import normalize_project, parse_dist_filename
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.proxy_mirror import ProxyMirror
+from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.service.upload import accept_upload
 from pywharf_core.storage.backend import DownloadTarget, LocalFile, Permission, Redirect, StreamedFile
@@ -61,6 +62,17 @@ def _negotiate(request: Request) -> str:
     if content_type is None:
         raise HTTPException(406, f"Not Acceptable: this index serves {JSON_V1}, {HTML_V1} and text/html.")
     return content_type
+
+
+async def _answering(repo: PkgRepo, project: str) -> PkgRepo:
+    """The repository that answers ``project``: ``repo`` itself, or for a group the one member
+    that may (404 when none does; 503 while a hosted member that might has no index)."""
+    if repo.group is None:
+        return repo
+    member = await anyio.to_thread.run_sync(repo.group.member_for, project)
+    if member is None:
+        raise HTTPException(404, f"Project {project!r} is in no repository of group {repo.name!r}.")
+    return member
 
 
 class _CachedPageResponse(Response):
@@ -105,6 +117,9 @@ def _page_headers(etag: str, max_age: int) -> dict[str, str]:
 async def simple_root(request: Request) -> Response:
     repo = await authorize(request, Permission.READ)
     content_type = _negotiate(request)
+    if repo.group is not None:  # the union of the members' projects
+        names = await anyio.to_thread.run_sync(repo.group.project_names)
+        return _page_response(request, render_root(names, content_type), content_type)
     if repo.mirror is not None:  # a proxy lists what it has fetched, not the whole upstream
         names = await anyio.to_thread.run_sync(repo.mirror.known_projects)
         return _page_response(request, render_root(names, content_type), content_type)
@@ -122,6 +137,7 @@ async def simple_project(request: Request) -> Response:
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(f"{repo_prefix(request)}/simple/{quote(normalized)}/{query}", status_code=301)
     content_type = _negotiate(request)
+    repo = await _answering(repo, normalized)
     if repo.mirror is not None:  # a proxy: the upstream's page (cached), never a redirect
         records = await anyio.to_thread.run_sync(repo.mirror.project_records, normalized)
         if records is None:
@@ -158,6 +174,7 @@ async def download(request: Request) -> Response:
         raise HTTPException(404, "Not Found") from None
     if dist.project != normalized:
         raise HTTPException(404, "Not Found")
+    repo = await _answering(repo, normalized)
     if repo.mirror is not None:
         return await _proxied_download(request, repo.mirror, normalized, filename, want_metadata)
     record = repo.snapshot.files.get(filename)
@@ -240,6 +257,9 @@ async def _yank(request: Request, yanked: bool) -> Response:
         raise HTTPException(404, "Not Found") from None
     if not grant.may_yank(project):
         raise HTTPException(403, grant.yank_refusal(project))
+    if repo.group is not None:
+        raise HTTPException(405, f"Yank through the URL of the repository that holds {project!r}, not group "
+                                 f"{repo.name!r}.")
     target = request.path_params["target"]
     async with request.form(max_files=0, max_fields=5) as form:
         reason = str(form.get("reason") or "")
@@ -256,6 +276,7 @@ async def project_json(request: Request) -> Response:
         project = normalize_project(request.path_params["project"])
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
+    repo = await _answering(repo, project)
     if repo.mirror is not None:
         records = await anyio.to_thread.run_sync(repo.mirror.project_records, project) or ()
     else:
@@ -279,6 +300,10 @@ async def unyank(request: Request) -> Response:
 async def upload(request: Request) -> Response:
     """The legacy upload API: stream the form to staging, then the upload use case."""
     repo, grant = await authorize_grant(request, Permission.WRITE)
+    if repo.group is not None:  # uploads to a group go to its upload member
+        if repo.group.upload_target is None:
+            raise HTTPException(405, f"Group {repo.name!r} has no hosted member to upload to.")
+        repo = repo.group.upload_target
     try:
         received = await receive_upload(request, repo.backend.staging_dir(), repo.config.max_file_bytes)
     except OSError as exc:  # the staging folder is full or gone: the store's fault, not the client's

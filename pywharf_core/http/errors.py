@@ -16,6 +16,7 @@ from pywharf_core.http.reason_phrase import set_reason_phrase
 from pywharf_core.model.errors import BackendUnavailable, FileConflict, UploadRejected
 from pywharf_core.service.proxy_mirror import MirrorUnavailable
 from pywharf_core.service.pull_through import UpstreamFileError
+from pywharf_core.service.repo_group import MemberNotLoaded
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ async def _upstream_file_error(request: Request, exc: Exception) -> Response:
     return _error_response(exc.status, f"Upstream file unavailable: {' '.join(str(exc).split())}")
 
 
+async def _member_not_loaded(request: Request, exc: Exception) -> Response:
+    return _error_response(503, f"Index not loaded yet: {exc}", {"Retry-After": "5"})
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
     return PlainTextResponse("Internal Server Error", status_code=500)
@@ -70,6 +75,7 @@ EXCEPTION_HANDLERS = {
     FileConflict: _file_conflict,
     BackendUnavailable: _backend_unavailable,
     MirrorUnavailable: _mirror_unavailable,
+    MemberNotLoaded: _member_not_loaded,
     UpstreamFileError: _upstream_file_error,
     Exception: _internal_error,
 }

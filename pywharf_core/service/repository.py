@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
 
@@ -32,6 +33,9 @@ from pywharf_core.model.records import FileRecord
 from pywharf_core.service.grants import Grant
 from pywharf_core.service.package_store import PackageStore
 from pywharf_core.service.proxy_mirror import ProxyMirror
+
+if TYPE_CHECKING:
+    from pywharf_core.service.repo_group import RepoGroup
 from pywharf_core.service.tokens import TokenStore
 from pywharf_core.storage.backend import Backend, Permission, RemoteIndex
 from pywharf_core.storage.config import PkgRepoConfig
@@ -90,6 +94,7 @@ class PkgRepo:
         self.tokens = TokenStore(backend.storage, self.name) if isinstance(backend, PackageStore) else None
         # A proxy repository's pages and files come from its upstream (server_state.build_repos).
         self.mirror: ProxyMirror | None = None
+        self.group: RepoGroup | None = None  # a group repository's members (service.repo_group)
 
     # -- index -------------------------------------------------------------------------------
 

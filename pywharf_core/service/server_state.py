@@ -17,6 +17,7 @@ from pywharf_core.model.errors import ConfigError
 from pywharf_core.service.backends import open_backend
 from pywharf_core.service.package_store import PackageStore
 from pywharf_core.service.proxy_mirror import open_mirror
+from pywharf_core.service.repo_group import RepoGroup
 from pywharf_core.service.repository import AuthExpiry, PkgRepo
 from pywharf_core.service.sync import IndexSyncService
 from pywharf_core.storage.backend import BackendContext
@@ -32,7 +33,9 @@ from pywharf_core.storage.config_limits import (
     ConfigLimits,
     parse_endpoint,
 )
-from pywharf_core.storage.proxy_config import ProxyCacheStorage, ProxyConfig, repository_types
+from pywharf_core.storage.group_config import GroupConfig
+from pywharf_core.storage.proxy_config import ProxyCacheStorage, ProxyConfig
+from pywharf_core.storage.repository_types import repository_types
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +165,26 @@ def build_repos(setup: RepoSetup, settings: ServerSettings) -> dict[str, PkgRepo
             repo.mirror = open_mirror(repo_config, backend.storage, context.admin_secret)
         repo.load_local_index()
         repos[name] = repo
+    for repo in repos.values():
+        if isinstance(repo.config, GroupConfig):
+            repo.group = _group_of(repo.config, repos)
     return repos
+
+
+def _group_of(config: GroupConfig, repos: Mapping[str, PkgRepo]) -> RepoGroup:
+    """Link a group to its members (all built by now); names the first problem."""
+    members = []
+    for index, member in enumerate(config.members):
+        found = repos.get(member)
+        if found is None:
+            raise ConfigError(f"[{config.name}] key 'members[{index}]': no repository {member!r} in the config")
+        if isinstance(found.config, GroupConfig):
+            raise ConfigError(f"[{config.name}] key 'members[{index}]': {member!r} is a group (groups do not nest)")
+        members.append(found)
+    group = RepoGroup.of(members, config.upload_to)
+    if config.upload_to and group.upload_target is None:
+        raise ConfigError(f"[{config.name}] key 'upload_to': {config.upload_to!r} is a proxy (it takes no uploads)")
+    return group
 
 
 class ServerState:

@@ -4,8 +4,8 @@ A proxy is a core kind of repository, not a backend plugin: it mirrors an upstre
 (``pywharf_core.service.proxy_mirror``) and keeps what it fetched in a *cache store*, which is
 an ordinary registered storage adapter opened by its type name (``file_system``), so the core
 never imports ``pywharf_backends``. :data:`PROXY_SPEC` is what lets the generic machinery
-(config loading, ``build_repos``) treat it like any backend: :func:`repository_types` adds it to
-the backends the entry points register.
+(config loading, ``build_repos``) treat it like any backend:
+``pywharf_core.storage.repository_types`` adds it to the backends the entry points register.
 
 The cache store is the ``file_system`` adapter over ``storage_path`` (default
 ``ROOT/cache/<name>/storage``, like a hosted repository's). Naming another repository whose
@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -213,15 +213,3 @@ class ProxyCacheStorage(Storage):
 
 
 PROXY_SPEC = BackendSpec(type=PROXY_TYPE, config_class=ProxyConfig, backend_class=ProxyCacheStorage)
-
-
-def repository_types() -> Mapping[str, BackendSpec]:
-    """The kinds of repository a config may name: the installed backends plus the core's proxy.
-
-    ``installed_backends`` stays the entry points' view (commands, the Docker image's check).
-    A plugin that registers "proxy" itself is ignored, with an error: the name is the core's.
-    """
-    backends = installed_backends()
-    if PROXY_TYPE in backends and backends[PROXY_TYPE] is not PROXY_SPEC:
-        log.error("backend %r ignored: %r is a core repository type", backends[PROXY_TYPE].backend_class, PROXY_TYPE)
-    return {**backends, PROXY_TYPE: PROXY_SPEC}

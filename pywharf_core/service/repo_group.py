@@ -1,0 +1,63 @@
+"""A group repository's members and which one answers a project (``type = "group"``).
+
+The rule that keeps private names private (dependency confusion): a project is answered by
+exactly one member, and every *hosted* member is asked before any proxy, whatever the order of
+``members``. So a name a hosted member holds is never looked up upstream, even when the
+upstream has a higher version; and while a hosted member has not loaded an index yet (it might
+hold the name), the group answers 503 instead of falling through to a proxy. Among hosted
+members, and among proxies, ``members`` gives the priority.
+
+"Holds" is what the member's index lists. Files are never deleted yet, so a project a member
+ever held is one it holds; project deletion (issue 16) must keep its name claimed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pywharf_core.model.errors import PywharfError
+from pywharf_core.service.repository import PkgRepo
+
+
+class MemberNotLoaded(PywharfError):
+    """A hosted member has no index yet: it may hold the name, so nobody else may answer."""
+
+
+@dataclass(frozen=True)
+class RepoGroup:
+    hosted: tuple[PkgRepo, ...]  # in priority order
+    proxies: tuple[PkgRepo, ...]  # in priority order
+    upload_target: PkgRepo | None
+
+    @classmethod
+    def of(cls, members: Sequence[PkgRepo], upload_to: str) -> RepoGroup:
+        hosted = tuple(m for m in members if m.mirror is None)
+        target = next((m for m in hosted if m.name == upload_to), None) if upload_to else None
+        return cls(hosted, tuple(m for m in members if m.mirror is not None),
+                   target if upload_to else (hosted[0] if hosted else None))
+
+    def member_for(self, project: str) -> PkgRepo | None:
+        """The member that answers the normalised ``project``, or None (404). Blocking (a proxy
+        may fetch the upstream page); raises :class:`MemberNotLoaded` and whatever the proxy
+        raises when its upstream cannot answer."""
+        for member in self.hosted:
+            if project in member.snapshot.projects:
+                return member
+            if not member.index_loaded:
+                raise MemberNotLoaded(f"repository {member.name!r} has not loaded its index yet: retry shortly")
+        for member in self.proxies:
+            assert member.mirror is not None
+            if member.mirror.project_records(project):
+                return member
+        return None
+
+    def project_names(self) -> list[str]:
+        """Every project the group can answer (the union); proxies list what they fetched."""
+        names: set[str] = set()
+        for member in self.hosted:
+            names.update(member.snapshot.project_names)
+        for member in self.proxies:
+            assert member.mirror is not None
+            names.update(member.mirror.known_projects())
+        return sorted(names)
