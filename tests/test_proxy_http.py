@@ -94,3 +94,49 @@ def test_head_never_downloads_and_uploads_are_refused(tmp_path: Path,
     assert upload.status_code == 403
     wrong = requests.get(f"{proxy.base}/repos/pypi/simple/", auth=("x", "wrong-secret-123"), timeout=10)
     assert wrong.status_code == 401
+
+
+def test_quickstart_proxy_serves_one_url_over_an_html_only_upstream(tmp_path: Path) -> None:
+    """``pywharf quickstart --proxy=URL``: a group of the local repository and a proxy, here of a
+    plain static PEP 503 tree (no JSON, no sizes) served by the standard library's web server."""
+    import hashlib
+    import subprocess
+
+    from conftest import free_port
+    from test_config_cli import cli_env, printed_secrets, terminate, wait_healthy
+    from upstream_standin import StaticTree
+
+    tree = tmp_path / "tree"
+    dist = make_wheel(tmp_path / "dists", "htmllib", "3.0")
+    (tree / "files").mkdir(parents=True)
+    (tree / "files" / dist.filename).write_bytes(dist.data)
+    (tree / "simple" / "htmllib").mkdir(parents=True)
+    digest = hashlib.sha256(dist.data).hexdigest()
+    (tree / "simple" / "htmllib" / "index.html").write_text(
+        f'<!DOCTYPE html><html><body><a href="../../files/{dist.filename}#sha256={digest}" '
+        f'data-requires-python="&gt;=3.8">{dist.filename}</a></body></html>')
+    static = StaticTree(tree)
+    port = free_port()
+    out = tmp_path / "quickstart.out"
+    with open(out, "wb") as handle:
+        proc = subprocess.Popen([tool("pywharf"), "quickstart", str(tmp_path / "root"), "--port", str(port),
+                                 f"--proxy={static.base}/simple/"], stdout=handle, stderr=subprocess.STDOUT,
+                                env=cli_env(), stdin=subprocess.DEVNULL)
+    try:
+        wait_healthy(proc, port, out)
+        text = out.read_text()
+        read, write = printed_secrets(text)
+        assert f"pip install --index-url http://all:{read}@127.0.0.1:{port}/repos/all/simple/" in text
+        env = client_env(tmp_path)
+        target = tmp_path / "target"
+        run([*pip(), "install", "--no-deps", "--target", str(target), "--index-url",
+             f"http://all:{read}@127.0.0.1:{port}/repos/all/simple/", "htmllib"], env, timeout=120)
+        assert installed_version(target, "htmllib") == "3.0"
+        local = make_wheel(tmp_path / "dists", "mine", "0.1")
+        run([tool("twine"), "upload", "--repository-url", f"http://127.0.0.1:{port}/repos/all/simple/",
+             "--disable-progress-bar", "--non-interactive", str(local.path)],
+            {**env, "TWINE_USERNAME": "all", "TWINE_PASSWORD": write}, timeout=120)
+        assert (tmp_path / "root" / "cache" / "local" / "storage" / local.filename).is_file()
+    finally:
+        terminate(proc)
+        static.stop()

@@ -300,7 +300,8 @@ def unyank(
     _change_yank("unyank", project, file_or_version, "", url, repo, secret, secret_env)
 
 
-def quickstart(root: str = "./pywharf-root", host: str = "127.0.0.1", port: int = 8888) -> None:
+def quickstart(root: str = "./pywharf-root", host: str = "127.0.0.1", port: int = 8888,
+               proxy: bool | str = False) -> None:
     """Start a server with one file_system repo named "local" under ROOT; print how to use it.
 
     The secrets are generated once and kept in ROOT/quickstart-config.toml (mode 0600).
@@ -309,6 +310,9 @@ def quickstart(root: str = "./pywharf-root", host: str = "127.0.0.1", port: int 
         root: Path to the root folder (created if missing); the files land in ROOT/cache/local/storage.
         host: The interface to bind to (127.0.0.1: this machine only).
         port: The port to bind to.
+        proxy: Also create a proxy "pypi" of PyPI (or of the index URL given: --proxy=URL) and a
+            group "all" of local and pypi with the same secrets, and print the group's URL: one
+            URL for private and public packages.
     """
     root_path = Path(str(root)).resolve()
     root_path.mkdir(parents=True, exist_ok=True)
@@ -322,19 +326,35 @@ def quickstart(root: str = "./pywharf-root", host: str = "127.0.0.1", port: int 
 
     document, _ = read_toml_source(str(config_path), is_text=False, what="config")
     read, write = document["local"]["read_secret"], document["local"]["write_secret"]
-    # The repository's own URL (/repos/local/simple/): clients keep credentials per URL, so it
+    repo = "local"
+    if proxy:
+        upstream = proxy if isinstance(proxy, str) and proxy.strip() else "https://pypi.org/simple/"
+        if "all" not in document:  # added once (kept with its secrets, like the first table)
+            with open(config_path, "a", encoding="utf-8") as handle:
+                handle.write(f'\n[pypi]\ntype = "proxy"\nupstream = {_toml_string(upstream)}\nread_secret = "{read}"\n'
+                             f'\n[all]\ntype = "group"\nmembers = ["local", "pypi"]\nread_secret = "{read}"\n'
+                             f'write_secret = "{write}"\n')
+        repo = "all"
+    # The repository's own URL (/repos/<repo>/simple/): clients keep credentials per URL, so it
     # combines with other repositories of the server (the shared /simple/ still works).
-    url = f"http://{host}:{port}/repos/local/simple/"
-    auth_url = f"http://local:{read}@{host}:{port}/repos/local/simple/"
+    url = f"http://{host}:{port}/repos/{repo}/simple/"
+    auth_url = f"http://{repo}:{read}@{host}:{port}/repos/{repo}/simple/"
+    what = "file_system repo 'local'" + (", proxy 'pypi', group 'all' of both" if repo == "all" else "")
     print(
-        f"pywharf quickstart: file_system repo 'local', files in {root_path}/cache/local/storage\n"
+        f"pywharf quickstart: {what}, files in {root_path}/cache/local/storage\n"
         f"  read secret:  {read}\n  write secret: {write}\n"
-        f"  upload:  twine upload --repository-url {url} -u local -p {write} dist/*\n"
+        f"  upload:  twine upload --repository-url {url} -u {repo} -p {write} dist/*\n"
         f"  install: pip install --index-url {auth_url} PACKAGE\n"
         f"  uv:      uv pip install --index-url {auth_url} PACKAGE\n",
         flush=True,
     )
     server(str(root_path), config=str(config_path), host=host, port=port)
+
+
+def _toml_string(value: str) -> str:
+    import json
+
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
 def _csv(value: Any) -> tuple[str, ...]:
