@@ -6,6 +6,7 @@ nothing cached is a 503, never a 500; a proxy takes no uploads.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -140,3 +141,35 @@ def test_quickstart_proxy_serves_one_url_over_an_html_only_upstream(tmp_path: Pa
     finally:
         terminate(proc)
         static.stop()
+
+
+def test_twenty_concurrent_first_downloads_through_the_proxy_make_one_upstream_fetch(tmp_path: Path) -> None:
+    """Counted in the upstream server's own access log (a real pywharf, --access_log)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = tomli_w.dumps({"up": {"type": "file_system", "read_secret": UP_READ, "write_secret": UP_WRITE}})
+    upstream = start_server(tmp_path / "upstream", config, "--extra_index_url=", "--access_log")
+    try:
+        dist = make_wheel(tmp_path / "dists", "bigish", "1.0", extra_bytes=os.urandom(8 << 20))
+        run([tool("twine"), "upload", "--repository-url", f"{upstream.base}/repos/up/simple/",
+             "--disable-progress-bar", "--non-interactive", str(dist.path)],
+            {**client_env(tmp_path), "TWINE_USERNAME": "ci", "TWINE_PASSWORD": UP_WRITE}, timeout=120)
+        proxy = proxy_server(tmp_path, upstream, page_ttl=3600)
+        try:
+            url = f"{proxy.base}/repos/pypi/simple/bigish/{dist.filename}"
+            assert requests.get(f"{proxy.base}/repos/pypi/simple/bigish/", auth=("x", PROXY_READ),
+                                timeout=30).status_code == 200
+
+            def fetch(_: int) -> bytes:
+                return requests.get(url, auth=("x", PROXY_READ), timeout=120).content
+
+            with ThreadPoolExecutor(20) as pool:
+                bodies = list(pool.map(fetch, range(20)))
+            assert all(body == dist.data for body in bodies)
+            fetches = [line for line in upstream.log().splitlines()
+                       if f'"GET /repos/up/simple/bigish/{dist.filename}"' in line]
+            assert len(fetches) == 1, fetches
+        finally:
+            proxy.stop()
+    finally:
+        upstream.stop()
