@@ -364,3 +364,17 @@ def test_a_config_sent_over_http_may_name_only_an_allowed_upstream_and_folder(tm
     setup = load_setup('[pypi]\ntype = "proxy"\nread_secret = "proxy-read-secret"\n', None, is_text=True,
                        limits=limits)
     assert setup.configs["pypi"].upstream == "https://pypi.org/simple/"  # type: ignore[attr-defined]
+
+
+def test_fresh_page_answers_from_memory_only(tmp_path: Path, upstream: Upstream) -> None:
+    """The HTTP layer serves a cached page without a thread hop: fresh_page never fetches."""
+    publish(upstream)
+    clock = Clock()
+    proxy = mirror(tmp_path, upstream, clock, page_ttl=60, deny=["secret-*"])
+    hits = sum(upstream.hits.values())
+    assert proxy.fresh_page("demo") is None and sum(upstream.hits.values()) == hits  # not fetched
+    records = proxy.project_records("demo")
+    assert proxy.fresh_page("demo") == (records,)
+    assert proxy.fresh_page("secret-thing") == (None,)  # denied: decided without the upstream
+    clock.now += 61
+    assert proxy.fresh_page("demo") is None  # stale: the caller refreshes in a worker thread

@@ -69,7 +69,8 @@ async def _answering(repo: PkgRepo, project: str) -> PkgRepo:
     that may (404 when none does; 503 while a hosted member that might has no index)."""
     if repo.group is None:
         return repo
-    member = await anyio.to_thread.run_sync(repo.group.member_for, project)
+    cached = repo.group.cached_member(project)  # most requests: no thread hop
+    member = cached[0] if cached is not None else await anyio.to_thread.run_sync(repo.group.member_for, project)
     if member is None:
         raise HTTPException(404, f"Project {project!r} is in no repository of group {repo.name!r}.")
     return member
@@ -139,7 +140,9 @@ async def simple_project(request: Request) -> Response:
     content_type = _negotiate(request)
     repo = await _answering(repo, normalized)
     if repo.mirror is not None:  # a proxy: the upstream's page (cached), never a redirect
-        records = await anyio.to_thread.run_sync(repo.mirror.project_records, normalized)
+        cached = repo.mirror.fresh_page(normalized)
+        records = cached[0] if cached is not None else await anyio.to_thread.run_sync(
+            repo.mirror.project_records, normalized)
         if records is None:
             raise HTTPException(404, f"Project {normalized!r} is not offered by this proxy.")
         return _page_response(request, pages_of(repo).records_page(normalized, records, content_type), content_type)

@@ -109,6 +109,18 @@ class ProxyMirror:
         page = self._page(project)
         return None if page is None else page.records
 
+    def fresh_page(self, project: str) -> tuple[tuple[FileRecord, ...] | None] | None:
+        """Non-blocking: ``(records,)`` when a fresh page of the normalised ``project`` is in
+        memory (``records`` None: not offered), else None (ask :meth:`project_records` in a
+        worker thread). Serving a cached page this way skips the thread hop, which halved the
+        proxy's page rate (benchmarks/README.md, bench_proxy)."""
+        if not self.config.offers(project):
+            return (None,)
+        page = self._fresh(project)
+        if page is None or page.error is not None:
+            return None
+        return (page.records,)
+
     def record(self, project: str, filename: str) -> FileRecord | None:
         """The offered record of ``filename`` (for ETags and HEAD); None when not offered."""
         page = self._page(project)

@@ -52,6 +52,24 @@ class RepoGroup:
                 return member
         return None
 
+    def cached_member(self, project: str) -> tuple[PkgRepo | None] | None:
+        """Non-blocking :meth:`member_for`: ``(member,)`` when it can be decided from memory
+        (indexes, the proxies' fresh pages), else None (ask :meth:`member_for` in a worker
+        thread). Same order, same refusals."""
+        for member in self.hosted:
+            if project in member.snapshot.projects:
+                return (member,)
+            if not member.index_loaded:
+                raise MemberNotLoaded(f"repository {member.name!r} has not loaded its index yet: retry shortly")
+        for member in self.proxies:
+            assert member.mirror is not None
+            fresh = member.mirror.fresh_page(project)
+            if fresh is None:
+                return None
+            if fresh[0]:
+                return (member,)
+        return (None,)
+
     def project_names(self) -> list[str]:
         """Every project the group can answer (the union); proxies list what they fetched."""
         names: set[str] = set()
