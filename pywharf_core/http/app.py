@@ -23,7 +23,7 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from pywharf_core.http.auth import authorize, authorize_grant
@@ -332,29 +332,34 @@ class _PywharfApp(Starlette):
         return SecurityHeadersMiddleware(super().build_middleware_stack())
 
 
+def _index_routes(prefix: str) -> list[Route]:
+    return [
+        # Starlette tries routes in order: the hot read paths first.
+        Route(f"{prefix}/simple/{{project}}/", simple_project, methods=["GET", "HEAD"]),
+        Route(f"{prefix}/simple/{{project}}/{{filename}}", download, methods=["GET", "HEAD"]),
+        Route(f"{prefix}/simple/", simple_root, methods=["GET", "HEAD"]),
+        # Uploads are never redirected (twine aborts on a redirect): accept every spelling.
+        Route(f"{prefix}/simple/", upload, methods=["POST"]),
+        Route(f"{prefix}/simple", upload, methods=["POST"]),
+        Route(f"{prefix}/yank/{{project}}/{{target}}", yank, methods=["POST"]),
+        Route(f"{prefix}/unyank/{{project}}/{{target}}", unyank, methods=["POST"]),
+        Route(f"{prefix}/pypi/{{project}}/json", project_json, methods=["GET", "HEAD"]),
+        Route(f"{prefix}/pypi/{{project}}/{{version}}/json", project_json, methods=["GET", "HEAD"]),
+        Route(f"{prefix}/index_mtime/", index_mtime, methods=["GET"]),
+    ]
+
+
 def create_app(state: ServerState, *, public_url: str | None = None) -> Starlette:
     """The application; ``public_url`` (``--public_url``) is the base of every absolute URL."""
-    # The package index, at the shared /simple/ (0.2.3's: the username names the repository)
-    # and at /repos/<repo>/ (the URL names it: clients keep credentials per URL, so two
-    # repositories of one server can be used together).
-    index_routes = [
-        # Starlette tries routes in order: the hot read paths first.
-        Route("/simple/{project}/", simple_project, methods=["GET", "HEAD"]),
-        Route("/simple/{project}/{filename}", download, methods=["GET", "HEAD"]),
-        Route("/simple/", simple_root, methods=["GET", "HEAD"]),
-        # Uploads are never redirected (twine aborts on a redirect): accept every spelling.
-        Route("/simple/", upload, methods=["POST"]),
-        Route("/simple", upload, methods=["POST"]),
-        Route("/yank/{project}/{target}", yank, methods=["POST"]),
-        Route("/unyank/{project}/{target}", unyank, methods=["POST"]),
-        Route("/pypi/{project}/json", project_json, methods=["GET", "HEAD"]),
-        Route("/pypi/{project}/{version}/json", project_json, methods=["GET", "HEAD"]),
-        Route("/index_mtime/", index_mtime, methods=["GET"]),
-    ]
+    # The package index, at /repos/<repo>/ (the URL names the repository: clients keep
+    # credentials per URL, so two repositories of one server can be used together) and at the
+    # shared /simple/ (0.2.3's: the username names it). Plain routes, not a Mount, which adds a
+    # child scope and a second routing pass to every request.
     routes = [
-        *index_routes,
+        *_index_routes("/repos/{repo}"),
+        Route("/repos/{repo}/", upload, methods=["POST"]),
+        *_index_routes(""),
         Route("/", upload, methods=["POST"]),
-        Mount("/repos/{repo}", routes=[*index_routes, Route("/", upload, methods=["POST"])]),
         Route("/healthz", healthz, methods=["GET", "HEAD"]),
         Route("/readyz", readyz, methods=["GET", "HEAD"]),
         Route("/initialize/", initialize, methods=["POST"]),
