@@ -112,6 +112,12 @@ def test_a_hosted_member_without_an_index_makes_the_group_wait_not_fall_through(
     assert client.get(f"/repos/all/simple/private-thing/{dist.filename}", auth=("x", ALL_READ)).content == dist.data
     assert client.post("/repos/all/yank/private-thing/1.0", auth=("x", ALL_WRITE)).status_code == 405
     assert client.get("/repos/all/simple/", auth=("x", ALL_READ)).status_code == 200
+    # The group has its own API tokens (kept in its own folder), valid on the group's URL only.
+    created = client.post("/_/tokens/all", data={"scope": "read"}, auth=("all", ALL_WRITE))
+    assert created.status_code == 201, created.text
+    token = created.json()["token"]
+    assert client.get("/repos/all/simple/private-thing/", auth=("__token__", token)).status_code == 200
+    assert client.get("/repos/team/simple/private-thing/", auth=("__token__", token)).status_code == 401
 
 
 @pytest.mark.parametrize(("group", "message"), [
