@@ -133,6 +133,11 @@ def test_quickstart_proxy_serves_one_url_over_an_html_only_upstream(tmp_path: Pa
         run([*pip(), "install", "--no-deps", "--target", str(target), "--index-url",
              f"http://all:{read}@127.0.0.1:{port}/repos/all/simple/", "htmllib"], env, timeout=120)
         assert installed_version(target, "htmllib") == "3.0"
+        # HTML-only: no sizes upstream, so the JSON page says PEP 691 1.0 (1.1 makes "size" mandatory).
+        page = requests.get(f"http://127.0.0.1:{port}/repos/all/simple/htmllib/", auth=("all", read), timeout=10,
+                            headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
+        assert page["meta"]["api-version"] == "1.0"
+        assert "size" not in page["files"][0] and page["files"][0]["requires-python"] == ">=3.8"
         local = make_wheel(tmp_path / "dists", "mine", "0.1")
         run([tool("twine"), "upload", "--repository-url", f"http://127.0.0.1:{port}/repos/all/simple/",
              "--disable-progress-bar", "--non-interactive", str(local.path)],

@@ -120,21 +120,25 @@ def file_json(record: FileRecord, url: str | None = None) -> dict[str, Any]:
         "url": quote(record.filename) if url is None else url,
         "hashes": {"sha256": record.sha256},
         "requires-python": record.requires_python or None,
-        "size": record.size,
         "yanked": (record.yanked_reason or True) if record.yanked else False,
         "core-metadata": {"sha256": record.metadata_sha256} if record.metadata_sha256 else False,
         "dist-info-metadata": {"sha256": record.metadata_sha256} if record.metadata_sha256 else False,
         "gpg-sig": False,
     }
+    if record.size:  # 0: unknown (a proxied file an HTML-only upstream listed, not fetched yet)
+        entry["size"] = record.size
     if record.upload_time:
         entry["upload-time"] = record.upload_time
     return entry
 
 
 def render_project_json(project: str, records: Sequence[FileRecord], urls: Mapping[str, str] | None = None) -> bytes:
+    # PEP 700 (1.1) makes "size" mandatory: a page with a file of unknown size (a proxy of an
+    # HTML-only upstream) says 1.0 rather than claim a size of 0.
+    version = API_VERSION if all(r.size for r in records) else "1.0"
     return _dumps(
         {
-            "meta": {"api-version": API_VERSION},
+            "meta": {"api-version": version},
             "name": project,
             "versions": sorted_versions(records),
             "files": [file_json(r, urls.get(r.filename) if urls else None) for r in records],
