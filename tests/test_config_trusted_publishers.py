@@ -114,7 +114,7 @@ def test_accepted_issuers(issuer):
         ({**PUBLISHER, "projects": [3]}, "projects[0]", "must be a string, got int"),
         ({**PUBLISHER, "projects": ["ok", "../evil"]}, "projects", "Invalid project name '../evil'"),
         ({**PUBLISHER, "owner": "acme"}, "owner", "unknown key (allowed: environment, issuer, projects, "
-                                                  "repository, repository_owner_id, workflow)"),
+                                                  "provider, repository, repository_owner_id, workflow)"),
     ],
     ids=["no-repository", "no-workflow", "http-issuer", "http-private-ip", "ftp-issuer", "no-scheme",
          "credentials", "query", "no-owner", "three-parts", "dot-dot", "leading-hyphen", "workflow-path",

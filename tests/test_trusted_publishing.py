@@ -290,3 +290,72 @@ def test_plain_http_server_refuses_tls_flags_with_waitress(tmp_path: Path, tls: 
                              "--ssl_certfile", str(tls["cert"]), "--ssl_keyfile", str(tls["key"])],
                             capture_output=True, text=True, timeout=60, env={**os.environ})
     assert result.returncode == 1 and "--ssl_certfile needs --server uvicorn" in result.stderr
+
+
+# -- GitLab CI publishers (issuer https://gitlab.com or a self-managed one with provider) ----------
+
+
+GITLAB_PROJECT = "acme/tools/widgets"  # a group, a subgroup and the project
+
+
+def gitlab_claims(oidc: OidcStandIn, project: str = GITLAB_PROJECT, config: str = ".gitlab-ci.yml",
+                  ref: str = "refs/tags/v1.0.0", environment: str | None = None) -> dict[str, Any]:
+    """GitLab CI's ID token claims (docs.gitlab.com, "OpenID Connect (OIDC) ID token claims"):
+    sub, project_path, ci_config_ref_uri (<host>/<project>//<config file>@<ref>), ref_path, sha."""
+    host = oidc.url.split("://", 1)[1]
+    extra: dict[str, Any] = {
+        "sub": f"project_path:{project}:ref_type:tag:ref:v1.0.0", "project_path": project,
+        "namespace_path": project.rsplit("/", 1)[0], "ci_config_ref_uri": f"{host}/{project}//{config}@{ref}",
+        "ref_path": ref, "sha": "0123456789abcdef0123456789abcdef01234567",
+    }
+    if environment is not None:
+        extra["environment"] = environment
+    github_only = ("repository", "repository_owner", "repository_owner_id", "job_workflow_ref", "workflow_ref",
+                   "event_name", "environment")
+    return {"drop": github_only, "extra": extra}
+
+
+def gitlab_publisher(oidc: OidcStandIn, **changes: Any) -> dict[str, Any]:
+    return {"issuer": oidc.url, "provider": "gitlab", "repository": GITLAB_PROJECT, "workflow": ".gitlab-ci.yml",
+            **changes}
+
+
+def test_a_gitlab_ci_token_mints_for_its_project_and_config_file(tmp_path: Path, oidc: OidcStandIn) -> None:
+    server = Server(tmp_path / "root", config_with_publishers(gitlab_publisher(oidc, environment="production")))
+    response = mint(server, oidc.mint("pywharf", **gitlab_claims(oidc, environment="Production")))
+    assert response.status_code == 200, response.text
+    assert upload(server, ("__token__", response.json()["token"]), tmp_path).status_code == 200
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"project": "acme/tools/other"}, "acme/tools/other"),
+    ({"config": "ci/other.yml"}, "ci/other.yml"),
+    ({"environment": "staging"}, "staging"),
+])
+def test_gitlab_mismatches_are_refused(tmp_path: Path, oidc: OidcStandIn, changes: dict[str, Any],
+                                       reason: str) -> None:
+    server = Server(tmp_path / "root", config_with_publishers(gitlab_publisher(oidc, environment="production")))
+    code, description = refusal(mint(server, oidc.mint("pywharf", **gitlab_claims(oidc, **changes))))
+    assert code == "invalid-publisher" and reason in description, description
+
+
+def test_a_gitlab_config_uri_of_another_project_or_ref_is_refused(tmp_path: Path, oidc: OidcStandIn) -> None:
+    server = Server(tmp_path / "root", config_with_publishers(gitlab_publisher(oidc)))
+    shape = gitlab_claims(oidc)
+    host = oidc.url.split("://", 1)[1]
+    # The config file of another project (GitLab's include: from elsewhere), at the run's ref.
+    shape["extra"]["ci_config_ref_uri"] = f"{host}/evil/project//.gitlab-ci.yml@refs/tags/v1.0.0"
+    assert "ci_config_ref_uri" in refusal(mint(server, oidc.mint("pywharf", **shape)))[1]
+    shape = gitlab_claims(oidc, ref="refs/heads/other")
+    shape["extra"]["ref_path"] = "refs/tags/v1.0.0"
+    assert "ref_path" in refusal(mint(server, oidc.mint("pywharf", **shape)))[1]
+
+
+def test_gitlab_publisher_config_rules() -> None:
+    from pywharf_core.storage.trusted_publishers import TrustedPublisher
+
+    assert TrustedPublisher(issuer="https://gitlab.com", repository="g/p", workflow="ci/release.yml").kind == "gitlab"
+    assert TrustedPublisher(repository="o/r", workflow="release.yml").kind == "github"
+    bad = TrustedPublisher(issuer="https://gitlab.com", repository="g", workflow="../x.yml",
+                           repository_owner_id="1")
+    assert {key for key, _ in bad.check()} == {"repository", "workflow", "repository_owner_id"}

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import jwt
 import requests
@@ -64,7 +64,9 @@ REQUIRED_CLAIMS = ("sub", "repository", "repository_owner", "repository_owner_id
                    "ref", "sha", "event_name")
 # What a match records (logs, the minted token's record): enough to audit which run published.
 RECORDED_CLAIMS = ("repository", "repository_owner", "repository_owner_id", "job_workflow_ref", "ref", "sha",
-                   "environment", "event_name")
+                   "environment", "event_name", "project_path", "ci_config_ref_uri", "ref_path")
+# GitLab CI's (Warehouse's GitLab publisher): the project, its CI config file at a ref.
+GITLAB_REQUIRED_CLAIMS = ("sub", "project_path", "ci_config_ref_uri", "ref_path", "sha")
 
 
 class MintRefused(Exception):
@@ -293,22 +295,16 @@ class TrustedPublishingVerifier:
 
 def match_publisher(claims: Mapping[str, Any], issuer: str,
                     publishers: Mapping[str, Sequence[TrustedPublisher]]) -> tuple[str, TrustedPublisher]:
-    """(repo, publisher) that verified GitHub ``claims`` prove, with Warehouse's GitHub rules:
+    """(repo, publisher) that verified ``claims`` prove: GitLab CI's rules when the issuer's
+    publishers are GitLab ones (:func:`_match_gitlab`), else Warehouse's GitHub rules:
     case-insensitive repository, exact workflow file name, ``job_workflow_ref`` naming that file
     in that repository at ``ref`` or ``sha``, environment ("" = any, else equal ignoring case;
     an environment-specific publisher wins over an any-environment one), owner id if pinned.
     Several repositories matching is refused as ambiguous (one token, one repository)."""
-    for name in REQUIRED_CLAIMS:
-        if name not in claims:
-            raise MintRefused(INVALID_PUBLISHER,
-                              f"valid token, but no corresponding publisher (Missing claim {name!r})")
-        if not isinstance(claims[name], str):
-            raise MintRefused(INVALID_PUBLISHER, f"valid token, but no corresponding publisher "
-                                                 f"(claim {name!r} must be a string)")
-    environment = claims.get("environment")
-    if environment is not None and not isinstance(environment, str):
-        raise MintRefused(INVALID_PUBLISHER, "valid token, but no corresponding publisher "
-                                             "(claim 'environment' must be a string)")
+    if {p.kind for found in publishers.values() for p in found if p.issuer == issuer} == {"gitlab"}:
+        return _match_gitlab(claims, issuer, publishers)
+    _require(claims, REQUIRED_CLAIMS)
+    environment = _environment(claims)
     if claims["event_name"] == "pull_request_target":
         raise MintRefused(INVALID_PUBLISHER, "valid token, but publishing from a pull_request_target workflow is "
                                              "refused (it runs with the base repository's rights on untrusted code)")
@@ -320,12 +316,65 @@ def match_publisher(claims: Mapping[str, Any], issuer: str,
                                              "workflow file name from claim 'job_workflow_ref')")
     workflow = workflow_match.group(1)
     _check_claims_agree(claims, repository, workflow)
+    return _pick(publishers, issuer, "github", repository, workflow, environment,
+                 lambda p: not p.repository_owner_id or p.repository_owner_id == claims["repository_owner_id"])
+
+
+def _match_gitlab(claims: Mapping[str, Any], issuer: str,
+                  publishers: Mapping[str, Sequence[TrustedPublisher]]) -> tuple[str, TrustedPublisher]:
+    """GitLab CI (Warehouse's GitLab publisher): ``project_path`` is the project (compared
+    ignoring case), ``ci_config_ref_uri`` is ``<host>/<project_path>//<config file>@<ref>``
+    naming the publisher's CI config file at the run's ``ref_path`` or ``sha``, ``sub`` restates
+    the project, ``environment`` as for GitHub."""
+    _require(claims, GITLAB_REQUIRED_CLAIMS)
+    environment = _environment(claims)
+    project: str = claims["project_path"]
+    if not claims["sub"].lower().startswith(f"project_path:{project.lower()}:"):
+        raise MintRefused(INVALID_PUBLISHER, "valid token, but no corresponding publisher "
+                                             "(claim 'sub' does not match claim 'project_path')")
+    host = urlsplit(issuer).netloc
+    prefix = f"{host}/{project}//"
+    uri: str = claims["ci_config_ref_uri"]
+    if not uri.lower().startswith(prefix.lower()) or "@" not in uri[len(prefix):]:
+        raise MintRefused(INVALID_PUBLISHER, f"valid token, but no corresponding publisher (claim "
+                                             f"'ci_config_ref_uri' is not {prefix}<config file>@<ref>)")
+    workflow, _, ref = uri[len(prefix):].partition("@")
+    if not ref or ref not in (claims["ref_path"], claims["sha"]):
+        raise MintRefused(INVALID_PUBLISHER, "valid token, but no corresponding publisher (claim "
+                                             "'ci_config_ref_uri' names neither the run's ref_path nor its sha)")
+    return _pick(publishers, issuer, "gitlab", project, workflow, environment, lambda p: True)
+
+
+def _require(claims: Mapping[str, Any], names: Sequence[str]) -> None:
+    for name in names:
+        if name not in claims:
+            raise MintRefused(INVALID_PUBLISHER,
+                              f"valid token, but no corresponding publisher (Missing claim {name!r})")
+        if not isinstance(claims[name], str):
+            raise MintRefused(INVALID_PUBLISHER, f"valid token, but no corresponding publisher "
+                                                 f"(claim {name!r} must be a string)")
+
+
+def _environment(claims: Mapping[str, Any]) -> str | None:
+    environment = claims.get("environment")
+    if environment is not None and not isinstance(environment, str):
+        raise MintRefused(INVALID_PUBLISHER, "valid token, but no corresponding publisher "
+                                             "(claim 'environment' must be a string)")
+    return environment
+
+
+def _pick(publishers: Mapping[str, Sequence[TrustedPublisher]], issuer: str, kind: str, repository: str,
+          workflow: str, environment: str | None,
+          pinned_ok: Callable[[TrustedPublisher], bool]) -> tuple[str, TrustedPublisher]:
+    """The one repository whose publisher names this repository and workflow (the most specific
+    environment); refusals name the claims that decided."""
+    def same(p: TrustedPublisher) -> bool:
+        return (p.kind == kind and p.issuer == issuer and p.repository.lower() == repository.lower()
+                and p.workflow == workflow)
 
     candidates: dict[str, list[TrustedPublisher]] = {}
     for repo, repo_publishers in publishers.items():
-        found = [p for p in repo_publishers if p.issuer == issuer and p.repository.lower() == repository.lower()
-                 and p.workflow == workflow
-                 and (not p.repository_owner_id or p.repository_owner_id == claims["repository_owner_id"])]
+        found = [p for p in repo_publishers if same(p) and pinned_ok(p)]
         if found:
             candidates[repo] = found
     matches: dict[str, TrustedPublisher] = {}
@@ -342,8 +391,7 @@ def match_publisher(claims: Mapping[str, Any], issuer: str,
     decided = f"repository {repository!r}, workflow {workflow!r}, environment {env_text}"
     if candidates:
         why = "a publisher for this repository and workflow is configured, but for another environment"
-    elif any(p.issuer == issuer and p.repository.lower() == repository.lower() and p.workflow == workflow
-             for repo_publishers in publishers.values() for p in repo_publishers):
+    elif any(same(p) for repo_publishers in publishers.values() for p in repo_publishers):
         why = "the publisher for this repository and workflow pins another repository_owner_id"
     else:
         why = "no configured trusted publisher matches"

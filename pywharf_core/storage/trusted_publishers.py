@@ -32,6 +32,9 @@ _WORKFLOW = re.compile(r"^[^/\\\s\x00-\x1f\x7f]{1,250}\.(yml|yaml)$")
 # GitHub environment names: up to 255 characters; no control characters (they reach logs).
 _ENVIRONMENT = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
 _OWNER_ID = re.compile(r"^[0-9]{1,20}$", re.ASCII)
+# GitLab: group, subgroup and project path segments; the CI config file's path in the project.
+_GITLAB_PATH_PART = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,254}$", re.ASCII)
+_GITLAB_CONFIG = re.compile(r"^[^\\\s\x00-\x1f\x7f@]{1,500}\.(yml|yaml)$")
 
 
 def _is_loopback(host: str) -> bool:
@@ -84,6 +87,15 @@ class TrustedPublisher:
     # name re-registered by someone else gets a new id (Warehouse's "resurrection" guard).
     repository_owner_id: str = ""
     projects: tuple[str, ...] = ()  # the minted token may upload only these; () = any project
+    # "github" (GitHub Actions, GHES) or "gitlab" (GitLab CI); "": gitlab for https://gitlab.com,
+    # else github. A self-managed GitLab's issuer needs provider = "gitlab".
+    provider: str = ""
+
+    @property
+    def kind(self) -> str:
+        if self.provider:
+            return self.provider
+        return "gitlab" if urlsplit(self.issuer).hostname == "gitlab.com" else "github"
 
     def __post_init__(self) -> None:
         normalised = []
@@ -104,12 +116,17 @@ class TrustedPublisher:
         problem = issuer_url_problem(self.issuer)
         if problem:
             problems.append(("issuer", problem))
-        owner, slash, name = self.repository.partition("/")
-        if not slash or not _OWNER.fullmatch(owner) or not _REPO.fullmatch(name) or name in (".", ".."):
-            problems.append(("repository", f"must be a GitHub repository as owner/name, got {self.repository!r}"))
-        if not _WORKFLOW.fullmatch(self.workflow):
-            problems.append(("workflow", "must be a workflow file name ending in .yml or .yaml, without a folder "
-                                         f"(e.g. 'release.yml'), got {self.workflow!r}"))
+        if self.provider not in ("", "github", "gitlab"):
+            problems.append(("provider", f"must be 'github' or 'gitlab', got {self.provider!r}"))
+        elif self.kind == "gitlab":
+            problems += self._gitlab_problems()
+        else:
+            owner, slash, name = self.repository.partition("/")
+            if not slash or not _OWNER.fullmatch(owner) or not _REPO.fullmatch(name) or name in (".", ".."):
+                problems.append(("repository", f"must be a GitHub repository as owner/name, got {self.repository!r}"))
+            if not _WORKFLOW.fullmatch(self.workflow):
+                problems.append(("workflow", "must be a workflow file name ending in .yml or .yaml, without a "
+                                             f"folder (e.g. 'release.yml'), got {self.workflow!r}"))
         if self.environment and not _ENVIRONMENT.fullmatch(self.environment):
             problems.append(("environment", "must be at most 255 characters, without control characters"))
         if self.repository_owner_id and not _OWNER_ID.fullmatch(self.repository_owner_id):
@@ -119,6 +136,23 @@ class TrustedPublisher:
                 normalize_project(name)
             except InvalidName as exc:
                 problems.append(("projects", str(exc)))
+        return problems
+
+    def _gitlab_problems(self) -> list[tuple[str, str]]:
+        """GitLab: ``repository`` is the project path (groups and subgroups, then the project:
+        claim ``project_path``); ``workflow`` is the CI config file's path in it (claim
+        ``ci_config_ref_uri``), e.g. ``.gitlab-ci.yml``."""
+        problems = []
+        parts = self.repository.split("/")
+        if len(parts) < 2 or not all(_GITLAB_PATH_PART.fullmatch(part) for part in parts):
+            problems.append(("repository", f"must be a GitLab project path as group/project, got {self.repository!r}"))
+        steps = self.workflow.split("/")
+        if (not _GITLAB_CONFIG.fullmatch(self.workflow) or self.workflow.startswith("/")
+                or any(step in ("", ".", "..") for step in steps)):
+            problems.append(("workflow", "must be the CI config file's path in the project, ending in .yml or "
+                                         f".yaml (e.g. '.gitlab-ci.yml'), got {self.workflow!r}"))
+        if self.repository_owner_id:
+            problems.append(("repository_owner_id", "is a GitHub claim: not for a GitLab publisher"))
         return problems
 
     def describe(self) -> str:
