@@ -39,7 +39,6 @@ import base64
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,9 +49,9 @@ from pathlib import Path
 import requests
 import tomli_w
 
-from benchmarks.bench_protocol import NGINX_CONF, rss_mb, wait_http, write_big_file
+from benchmarks.bench_protocol import FILE_LUA, LUA, NGINX_CONF, rss_mb, wait_http, write_big_file
 from benchmarks.corpus import build_corpus
-from benchmarks.load import free_port, wrk
+from benchmarks.load import free_port, stop, wrk
 from pywharf_core.index.formats import dump_index
 from pywharf_core.model.records import FileRecord, freeze_meta, utc_timestamp
 
@@ -62,20 +61,6 @@ PROXY_READ = "bench-proxy-read-secret"
 BIG_PROJECT = "bigfile"
 BIG_NAME = f"{BIG_PROJECT}-1.0-py3-none-any.whl"
 TEXT_HTML = "text/html"
-
-PAGE_LUA = """
-math.randomseed(os.time())
-request = function()
-  local path = string.format("{prefix}proj%05d/", math.random(0, {max_index}))
-  return wrk.format("GET", path, {{["Authorization"] = "{auth}", ["Accept"] = "{accept}"}})
-end
-"""
-FILE_LUA = """
-request = function()
-  return wrk.format("GET", "{path}", {{["Authorization"] = "{auth}"}})
-end
-"""
-
 
 def basic(user: str, secret: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
@@ -117,16 +102,6 @@ def start_pywharf(pywharf: str, root: Path, config: dict[str, object], admin: di
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz")
     return proc, base
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(30)
 
 
 def get_all(session_auth: str, urls: list[str], threads: int = 4) -> None:
@@ -221,7 +196,7 @@ def main() -> None:
         scripts = {}
         for repo, auth in (("hosted", hosted_auth), ("pypi", proxy_auth)):
             script = tmp / f"pages-{repo}.lua"
-            script.write_text(PAGE_LUA.format(prefix=f"/repos/{repo}/simple/", max_index=args.projects - 1,
+            script.write_text(LUA.format(prefix=f"/repos/{repo}/simple/", max_index=args.projects - 1,
                                               auth=auth, accept=TEXT_HTML))
             scripts[repo] = script
         def upstream_requests() -> int:

@@ -37,7 +37,6 @@ import os
 import platform
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,7 @@ from pathlib import Path
 import requests
 
 from benchmarks.bench_protocol import AUTH, JSON_V1, page_script, rss_mb, wait_http
-from benchmarks.load import free_port, threaded_get, wrk
+from benchmarks.load import free_port, stop, threaded_get, wrk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from distbuilder import DistSpec, build_wheel
@@ -213,16 +212,6 @@ def start_pywharf(root: Path, config: Path, port: int) -> subprocess.Popen[bytes
     return subprocess.Popen(
         [pywharf, "server", str(root), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
          "--extra_index_url="], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def listed_projects(base: str) -> int:

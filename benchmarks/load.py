@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import random
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -83,3 +84,14 @@ def threaded_get(
 
     return {"requests_per_s": len(latencies) / elapsed, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
             "requests": len(latencies), "errors": errors[0], "seconds": elapsed}
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a server started by a benchmark; kill it if it does not stop within 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
