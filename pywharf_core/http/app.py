@@ -76,6 +76,13 @@ async def _answering(repo: PkgRepo, project: str) -> PkgRepo:
     return member
 
 
+async def _mirror_records(mirror: ProxyMirror, project: str) -> tuple[FileRecord, ...] | None:
+    """A proxy's records of ``project``: from memory on the event loop when its page is fresh,
+    else from a worker thread (which may ask the upstream)."""
+    cached = mirror.fresh_page(project)
+    return cached[0] if cached is not None else await anyio.to_thread.run_sync(mirror.project_records, project)
+
+
 class _CachedPageResponse(Response):
     """A cached page sent with raw headers built once per page variant.
 
@@ -140,9 +147,7 @@ async def simple_project(request: Request) -> Response:
     content_type = _negotiate(request)
     repo = await _answering(repo, normalized)
     if repo.mirror is not None:  # a proxy: the upstream's page (cached), never a redirect
-        cached = repo.mirror.fresh_page(normalized)
-        records = cached[0] if cached is not None else await anyio.to_thread.run_sync(
-            repo.mirror.project_records, normalized)
+        records = await _mirror_records(repo.mirror, normalized)
         if records is None:
             raise HTTPException(404, f"Project {normalized!r} is not offered by this proxy.")
         return _page_response(request, pages_of(repo).records_page(normalized, records, content_type), content_type)
@@ -281,7 +286,7 @@ async def project_json(request: Request) -> Response:
         raise HTTPException(404, "Not Found") from None
     repo = await _answering(repo, project)
     if repo.mirror is not None:
-        records = await anyio.to_thread.run_sync(repo.mirror.project_records, project) or ()
+        records = await _mirror_records(repo.mirror, project) or ()
     else:
         records = repo.snapshot.projects.get(project, ())
     base = index_base_url(request)

@@ -160,13 +160,12 @@ async def burn_token(request: Request) -> Response:
     burned = None
     if repo is not None and repo.tokens is not None:
         try:
-            burned = await anyio.to_thread.run_sync(repo.tokens.burn, token)
+            burned = await anyio.to_thread.run_sync(repo.burn_token, token)
         except TokenError as exc:
             return JSONResponse({"message": str(exc)}, status_code=exc.status, headers=NO_STORE)
     if repo is None or burned is None:
         limiter.record_failure(key)
         return _refused("invalid-token", "not a live token of this server")
-    repo.forget_token(burned.token_id)
     log.info("oidc: token %s of repo %r burned by its holder from %s", burned.token_id, repo.name,
              client_address(request))
     return JSONResponse({"success": True}, headers=NO_STORE)

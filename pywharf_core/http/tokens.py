@@ -110,13 +110,12 @@ async def list_tokens(request: Request) -> Response:
 
 
 async def revoke_token(request: Request) -> Response:
-    repo, store = await _manager(request)
+    repo, _ = await _manager(request)
     token_id = request.path_params["token_id"]
     try:
-        found = await anyio.to_thread.run_sync(store.revoke, token_id)
+        found = await anyio.to_thread.run_sync(repo.revoke_token, token_id)
     except TokenError as exc:
         raise HTTPException(exc.status, str(exc)) from None
-    repo.forget_token(token_id)
     if found is None:
         raise HTTPException(404, f"No token {token_id[:32]!r} in repository {repo.name!r}.")
     log.info("repo %r: token %s revoked from %s", repo.name, token_id, client_address(request))

@@ -57,6 +57,11 @@ class ParsedToken:
     text: str  # the whole token, to hash
 
 
+def is_token_id(text: str) -> bool:
+    """Whether ``text`` has the form of a token id (16 lowercase hex digits)."""
+    return _ID.fullmatch(text) is not None
+
+
 def new_token_id() -> str:
     return secrets.token_hex(ID_HEX_CHARS // 2)
 
@@ -76,7 +81,7 @@ def parse_token(text: str) -> ParsedToken | None:
         return None
     repo, rest = body[:-tail], body[-tail:]
     token_id, secret = rest[1:1 + ID_HEX_CHARS], rest[2 + ID_HEX_CHARS:]
-    if rest[0] != "-" or rest[1 + ID_HEX_CHARS] != "-" or not _ID.fullmatch(token_id) or not _SECRET.fullmatch(secret):
+    if rest[0] != "-" or rest[1 + ID_HEX_CHARS] != "-" or not is_token_id(token_id) or not _SECRET.fullmatch(secret):
         return None
     try:
         validate_repo_name(repo)
@@ -108,7 +113,7 @@ class TokenRecord:
     keep_until: int = 0
 
     def __post_init__(self) -> None:
-        if not _ID.fullmatch(self.token_id):
+        if not is_token_id(self.token_id):
             raise ValueError(f"invalid token id {self.token_id!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")

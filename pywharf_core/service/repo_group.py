@@ -41,12 +41,10 @@ class RepoGroup:
         """The member that answers the normalised ``project``, or None (404). Blocking (a proxy
         may fetch the upstream page); raises :class:`MemberNotLoaded` and whatever the proxy
         raises when its upstream cannot answer."""
-        for member in self.hosted:
-            if project in member.snapshot.projects:
-                return member
-            if not member.index_loaded:
-                raise MemberNotLoaded(f"repository {member.name!r} has not loaded its index yet: retry shortly")
-        for member in self.proxies:
+        cached = self.cached_member(project)
+        if cached is not None:
+            return cached[0]
+        for member in self.proxies:  # a proxy without a fresh page: ask (in priority order)
             assert member.mirror is not None
             if member.mirror.project_records(project):
                 return member

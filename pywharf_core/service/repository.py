@@ -33,12 +33,13 @@ from pywharf_core.model.records import FileRecord
 from pywharf_core.service.grants import Grant
 from pywharf_core.service.package_store import PackageStore
 from pywharf_core.service.proxy_mirror import ProxyMirror
-
-if TYPE_CHECKING:
-    from pywharf_core.service.repo_group import RepoGroup
 from pywharf_core.service.tokens import TokenStore
 from pywharf_core.storage.backend import Backend, Permission, RemoteIndex
 from pywharf_core.storage.config import PkgRepoConfig
+
+if TYPE_CHECKING:
+    from pywharf_core.model.api_tokens import TokenRecord
+    from pywharf_core.service.repo_group import RepoGroup
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,24 @@ class PkgRepo:
             return Grant(Permission.WRITE if record.scope == "upload" else Permission.READ, record)
         return Grant(self.backend.authenticate(secret))
 
-    def forget_token(self, token_id: str) -> None:
-        """Drop cached verdicts of a token revoked through this server (refused here at once)."""
+    def revoke_token(self, token_id: str) -> TokenRecord | None:
+        """End the API token ``token_id`` in the store and here at once (other servers: within
+        ``sync_index_interval``); None when unknown. Blocking."""
+        assert self.tokens is not None
+        found = self.tokens.revoke(token_id)
+        self._forget_token(token_id)
+        return found
+
+    def burn_token(self, text: str) -> TokenRecord | None:
+        """End token ``text`` on behalf of whoever holds it (``/_/oidc/burn-token``), in the store
+        and here at once; None when it is no live token of this repository. Blocking."""
+        assert self.tokens is not None
+        burned = self.tokens.burn(text)
+        if burned is not None:
+            self._forget_token(burned.token_id)
+        return burned
+
+    def _forget_token(self, token_id: str) -> None:
+        """Drop cached verdicts of a token ended through this server (refused here at once)."""
         self._auth_cache = {k: v for k, v in self._auth_cache.items()
                             if v[0].token is None or v[0].token.token_id != token_id}

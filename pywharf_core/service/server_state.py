@@ -135,15 +135,14 @@ def load_setup(
     if admin_secret is not None:
         secret_doc, secret_source = read_toml_source(admin_secret, is_text=is_text, what="admin secret")
         secrets = load_admin_secrets(secret_doc, secret_source, configs, limits=limits)
+    where = admin_secret if (admin_secret and not is_text) else "<admin secret>"  # for the errors below
     for name, repo_config in configs.items():
         if isinstance(repo_config, ProxyConfig):
             try:
                 repo_config.upstream_credentials(secrets.get(name))
             except ConfigError as exc:  # say which document, like every other admin-secret error
-                where = admin_secret if (admin_secret and not is_text) else "<admin secret>"
                 raise ConfigError(f"{where}: {exc}") from None
         if backends[repo_config.type].admin_secret_required and name not in secrets:
-            where = admin_secret if (admin_secret and not is_text) else "<admin secret>"
             raise ConfigError(f"{where}: [{name}] missing: backend {repo_config.type!r} needs an admin secret")
     return RepoSetup(configs, secrets)
 

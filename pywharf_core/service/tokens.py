@@ -24,7 +24,6 @@ import hashlib
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pywharf_core.model.api_tokens import (
     SCOPES,
     TokenRecord,
     format_token,
+    is_token_id,
     new_token_id,
     parse_token,
     token_digest,
@@ -182,7 +182,7 @@ class TokenStore:
 
     def revoke(self, token_id: str) -> TokenRecord | None:
         """End the token ``token_id`` (refused from then on); None if unknown."""
-        if not re.fullmatch(r"[0-9a-f]{16}", token_id):
+        if not is_token_id(token_id):
             return None
         document = self.storage.read_document(record_key(token_id))
         found: TokenRecord | None = None
@@ -249,7 +249,7 @@ class TokenStore:
 
         def change(entries: list[Any]) -> list[Any]:
             valid = [(e[0], e[1]) for e in entries if isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
-                     and re.fullmatch(r"[0-9a-f]{16}", e[0]) and isinstance(e[1], int)]
+                     and is_token_id(e[0]) and isinstance(e[1], int)]
             done[:] = [token_id for token_id, until in valid if until <= now]
             return [[token_id, until] for token_id, until in valid if until > now] + [
                 [record.token_id, max(record.expires, record.keep_until)]]

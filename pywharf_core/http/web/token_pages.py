@@ -18,7 +18,6 @@ asks the browser to post again, which would make another token; it never shows t
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,7 +31,14 @@ from pywharf_core.http.public_url import repo_index_url
 from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard
 from pywharf_core.http.web.secret_check import check_secret, client_address
 from pywharf_core.http.web.session import current_session, session_codec
-from pywharf_core.model.api_tokens import MAX_DESCRIPTION_CHARS, SCOPES, TOKEN_USERNAME, TokenRecord, parse_projects
+from pywharf_core.model.api_tokens import (
+    MAX_DESCRIPTION_CHARS,
+    SCOPES,
+    TOKEN_USERNAME,
+    TokenRecord,
+    is_token_id,
+    parse_projects,
+)
 from pywharf_core.model.errors import InvalidName
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.tokens import DEFAULT_EXPIRES_IN, MAX_EXPIRES_IN, TokenError, TokenStore
@@ -45,7 +51,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DAYS = DEFAULT_EXPIRES_IN // 86400
 MAX_DAYS = MAX_EXPIRES_IN // 86400
-_TOKEN_ID = re.compile(r"^[0-9a-f]{16}$")
 _LOGIN = "/login/?next=%2Ftokens%2F"
 _FORM_FIELDS = ("scope", "projects", "expires_days", "description", CSRF_FIELD)
 _MAX_FORM_BYTES = 16 * 1024
@@ -152,7 +157,7 @@ class TokenPages:
         if isinstance(manager, Response):
             return manager
         revoked = request.query_params.get("revoked", "")
-        notice = f"Token {revoked} is revoked: it is refused from now on." if _TOKEN_ID.fullmatch(revoked) else ""
+        notice = f"Token {revoked} is revoked: it is refused from now on." if is_token_id(revoked) else ""
         return await self._list_page(request, *manager, notice=notice)
 
     async def create(self, request: Request) -> Response:
@@ -199,10 +204,9 @@ class TokenPages:
         repo, store = manager
         token_id = request.path_params["token_id"]
         try:
-            found = await anyio.to_thread.run_sync(store.revoke, token_id)
+            found = await anyio.to_thread.run_sync(repo.revoke_token, token_id)
         except TokenError as exc:
             return await self._list_page(request, repo, store, status=exc.status, error=str(exc))
-        repo.forget_token(token_id)
         if found is None:
             return await self._list_page(request, repo, store, status=404,
                                          error=f"There is no token {token_id[:32]!r} in repository {repo.name!r}.")
