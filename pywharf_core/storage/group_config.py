@@ -6,8 +6,9 @@ from the first *hosted* member that holds it, else from the first proxy that off
 group's own secrets (and its own API tokens, kept in the group's folder like a file_system
 repository's); uploads POSTed to the group go to ``upload_to`` (default: its first hosted member).
 
-Like the proxy, a group is a core kind of repository (``repository_types``): its store is the
-``file_system`` adapter opened by type, which holds only the group's tokens.
+Like the proxy, a group is a core kind of repository (``repository_types``): its store is a
+:class:`~pywharf_core.storage.folder_storage.FolderStorage`, which holds only the group's tokens;
+its shared secrets authenticate the usual way.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from typing import ClassVar
 
 from pywharf_core.model.errors import InvalidName
 from pywharf_core.model.names import validate_repo_name
-from pywharf_core.storage.backend import Permission
 from pywharf_core.storage.config import SharedSecretConfig
-from pywharf_core.storage.proxy_config import ProxyCacheStorage
+from pywharf_core.storage.folder_storage import FolderStorage
 from pywharf_core.storage.registry import BackendSpec
 
 GROUP_TYPE = "group"
@@ -59,17 +59,4 @@ class GroupConfig(SharedSecretConfig):
         return problems
 
 
-class GroupStorage(ProxyCacheStorage):
-    """The group's own folder (the ``file_system`` adapter, opened by type): its API tokens.
-
-    Unlike a proxy's cache, the group's shared secrets decide authentication the usual way
-    (read and write secret, compared by the core)."""
-
-    def __init__(self, config: GroupConfig, context: object) -> None:  # type: ignore[override]
-        super().__init__(config, context)  # type: ignore[arg-type]
-
-    def authenticate(self, secret: str) -> Permission | None:
-        return None
-
-
-GROUP_SPEC = BackendSpec(type=GROUP_TYPE, config_class=GroupConfig, backend_class=GroupStorage)
+GROUP_SPEC = BackendSpec(type=GROUP_TYPE, config_class=GroupConfig, backend_class=FolderStorage)

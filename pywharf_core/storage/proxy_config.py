@@ -7,7 +7,7 @@ never imports ``pywharf_backends``. :data:`PROXY_SPEC` is what lets the generic 
 (config loading, ``build_repos``) treat it like any backend:
 ``pywharf_core.storage.repository_types`` adds it to the backends the entry points register.
 
-The cache store is the ``file_system`` adapter over ``storage_path`` (default
+The cache store is a :class:`~pywharf_core.storage.folder_storage.FolderStorage` over ``storage_path`` (default
 ``ROOT/cache/<name>/storage``, like a hosted repository's). Naming another repository whose
 backend settings should hold the cache (the design's ``storage = "<repo>"``) is not supported
 yet: sharing a hosted repository's folder would mix proxied files into its index.
@@ -21,31 +21,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from pywharf_core.model.errors import ConfigError
-from pywharf_core.storage.api import BlobInfo, Document, Storage
-from pywharf_core.storage.backend import BackendContext, DownloadTarget, Permission
+from pywharf_core.storage.backend import Permission
 from pywharf_core.storage.config import (
     MIN_SECRET_CHARS,
-    ConfigSource,
     PkgRepoConfig,
-    build_config,
     secret_problem,
 )
-from pywharf_core.storage.registry import BackendSpec, installed_backends
+from pywharf_core.storage.folder_storage import FolderStorage
+from pywharf_core.storage.registry import BackendSpec
 from pywharf_core.storage.shared_secrets import secret_matches
 
 log = logging.getLogger(__name__)
 
 PROXY_TYPE = "proxy"
-CACHE_BACKEND = "file_system"
 DEFAULT_UPSTREAM = "https://pypi.org/simple/"
 DEFAULT_PAGE_TTL = 600
 DEFAULT_MAX_FILE_BYTES = 5 * (1 << 30)  # largest upstream file cached (PyPI's own limit is lower)
@@ -141,75 +135,17 @@ class ProxyConfig(PkgRepoConfig):
         return not self.allow or any(fnmatchcase(project, normalize_pattern(p)) for p in self.allow)
 
 
-class ProxyCacheStorage(Storage):
-    """The proxy's store: the ``file_system`` adapter over the cache folder, opened by type.
-
-    Every storage call is passed on. Authentication is decided here: the read secret grants
-    READ and nothing grants WRITE (the core's shared-secret check would look for a write secret).
-    The upstream credentials in the context are not passed on to the cache store.
+class ProxyCacheStorage(FolderStorage):
+    """The proxy's store: its cache folder (:class:`FolderStorage`). Authentication is decided
+    here: the read secret grants READ and nothing grants WRITE (the core's shared-secret check
+    would look for a write secret). The upstream credentials in the context are not passed on
+    to the cache store.
     """
 
     config: ProxyConfig
 
-    def __init__(self, config: ProxyConfig, context: BackendContext) -> None:  # type: ignore[override]
-        super().__init__(config, context)
-        spec = installed_backends().get(CACHE_BACKEND)
-        if spec is None or not issubclass(spec.backend_class, Storage):
-            raise ConfigError(f"[{config.name}]: a proxy caches in a {CACHE_BACKEND!r} store, which is not installed")
-        table: dict[str, Any] = {
-            "type": CACHE_BACKEND,
-            "max_file_bytes": config.max_file_bytes,
-            "read_secret": config.read_secret,
-            "min_secret_chars": config.min_secret_chars,
-            # Required by the file_system schema, never usable: this class decides authentication.
-            "write_secret": secrets.token_urlsafe(32),
-        }
-        if config.storage_path:
-            table["storage_path"] = config.storage_path
-        cache_config = build_config(spec.config_class, config.name, table, ConfigSource(f"<cache of {config.name}>"))
-        self.cache: Storage = spec.backend_class(cache_config, BackendContext(root=context.root))  # type: ignore[arg-type]
-
     def authenticate(self, secret: str) -> Permission | None:
         return Permission.READ if secret_matches(secret, self.config.read_secret) else Permission.NONE
-
-    def describe(self, key: str) -> str:
-        return self.cache.describe(key)
-
-    def staging_dir(self) -> Path:
-        return self.cache.staging_dir()
-
-    def put_blob(self, key: str, source: Path, size: int, sha256: str) -> bool:
-        return self.cache.put_blob(key, source, size, sha256)
-
-    def blob_sha256(self, key: str) -> str | None:
-        return self.cache.blob_sha256(key)
-
-    def has_blob(self, key: str) -> bool:
-        return self.cache.has_blob(key)
-
-    def locate(self, key: str) -> DownloadTarget | None:
-        return self.cache.locate(key)
-
-    def open_blob(self, key: str) -> BinaryIO | None:
-        return self.cache.open_blob(key)
-
-    def list_blobs(self) -> Iterator[BlobInfo]:
-        return self.cache.list_blobs()
-
-    def delete(self, key: str) -> None:
-        self.cache.delete(key)
-
-    def read_document(self, key: str) -> Document | None:
-        return self.cache.read_document(key)
-
-    def write_document(self, key: str, data: bytes, expected: str | None) -> str:
-        return self.cache.write_document(key, data, expected)
-
-    def document_version(self, key: str) -> str | None:
-        return self.cache.document_version(key)
-
-    def cleanup_staging(self, max_age_seconds: float) -> int:
-        return self.cache.cleanup_staging(max_age_seconds)
 
 
 PROXY_SPEC = BackendSpec(type=PROXY_TYPE, config_class=ProxyConfig, backend_class=ProxyCacheStorage)
