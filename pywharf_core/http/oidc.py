@@ -76,19 +76,12 @@ async def audience(request: Request) -> Response:
     return JSONResponse({"audience": state.settings.oidc_audience}, headers=NO_STORE)
 
 
-async def _body(request: Request) -> bytes | None:
-    """The body, or None when it is over :data:`MAX_BODY_BYTES` (declared or streamed)."""
-    try:
-        return await read_body(request, MAX_BODY_BYTES, "too big")
-    except HTTPException:
-        return None
-
-
 async def _token_field(request: Request) -> str | Response:
     """``token`` of a JSON body ``{"token": "..."}``, or the 422 to answer."""
-    body = await _body(request)
-    if body is None:
-        return _refused("invalid-payload", f"the request body is over {MAX_BODY_BYTES} bytes")
+    try:
+        body = await read_body(request, MAX_BODY_BYTES, f"the request body is over {MAX_BODY_BYTES} bytes")
+    except HTTPException as exc:  # too big, or a malformed Content-Length
+        return _refused("invalid-payload", exc.detail)
     try:
         payload: Any = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -124,7 +117,7 @@ async def mint_token(request: Request) -> Response:
     try:
         new = await anyio.to_thread.run_sync(lambda: repo.tokens.create(  # type: ignore[union-attr]
             "upload", projects=tuple(match.publisher.projects), expires_in=MINTED_TOKEN_SECONDS, kind="oidc",
-            description=f"trusted publisher {match.claims.get('repository', '')}"[:200],
+            description=f"trusted publisher {match.publisher.repository}"[:200],
             token_id=minted_token_id(match.issuer, match.jti), claims=dict(match.claims),
             keep_until=int(match.expires) + REPLAY_MARGIN_SECONDS))
     except TokenIdTaken:
