@@ -177,38 +177,27 @@ def flit_publish(server: Server, project: Path, secret: str, env: dict[str, str]
 # -- tests -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("secret", [WRONG, READ], ids=["wrong-secret", "read-secret"])
-def test_pdm_publish(fs_server: Server, env: dict[str, str], tmp_path: Path, secret: str) -> None:
-    """pdm builds a hatchling project and publishes it; the refused secret publishes nothing."""
-    penv = publisher_env(env, tmp_path)
-    ready(fs_server)
-    name, version, body = "pdmpub-pkg", "1.0", "VALUE = 'published by pdm'\n"
-    project = write_project(tmp_path / "project", name, version, "hatchling", body)
-    files = pdm_build(project, penv)
-    assert [p.name for p in files] == ["pdmpub_pkg-1.0-py3-none-any.whl", "pdmpub_pkg-1.0.tar.gz"]
-
-    assert_refused(pdm_publish(fs_server, project, secret, penv), secret, "pdm publish")
-    assert_nothing_listed(fs_server, name)
-
-    result = pdm_publish(fs_server, project, WRITE, penv)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert_published(fs_server, name, files, penv, tmp_path, version, body)
+# pdm and hatch: each builds a hatchling project itself, then publishes its two files.
+BUILD_AND_PUBLISH = {"pdm": (pdm_build, pdm_publish), "hatch": (hatch_build, hatch_publish)}
 
 
 @pytest.mark.parametrize("secret", [WRONG, READ], ids=["wrong-secret", "read-secret"])
-def test_hatch_publish(fs_server: Server, env: dict[str, str], tmp_path: Path, secret: str) -> None:
-    """hatch builds its own (hatchling) project and publishes it; the refused secret publishes nothing."""
+@pytest.mark.parametrize("tool_name", list(BUILD_AND_PUBLISH))
+def test_pdm_and_hatch_publish(fs_server: Server, env: dict[str, str], tmp_path: Path, secret: str,
+                               tool_name: str) -> None:
+    """pdm / hatch build a hatchling project and publish it; the refused secret publishes nothing."""
+    build, publish = BUILD_AND_PUBLISH[tool_name]
     penv = publisher_env(env, tmp_path)
     ready(fs_server)
-    name, version, body = "hatchpub-pkg", "1.0", "VALUE = 'published by hatch'\n"
+    name, version, body = f"{tool_name}pub-pkg", "1.0", f"VALUE = 'published by {tool_name}'\n"
     project = write_project(tmp_path / "project", name, version, "hatchling", body)
-    files = hatch_build(project, penv)
-    assert [p.name for p in files] == ["hatchpub_pkg-1.0-py3-none-any.whl", "hatchpub_pkg-1.0.tar.gz"]
+    files = build(project, penv)
+    assert [p.name for p in files] == [f"{tool_name}pub_pkg-1.0-py3-none-any.whl", f"{tool_name}pub_pkg-1.0.tar.gz"]
 
-    assert_refused(hatch_publish(fs_server, project, secret, penv), secret, "hatch publish")
+    assert_refused(publish(fs_server, project, secret, penv), secret, f"{tool_name} publish")
     assert_nothing_listed(fs_server, name)
 
-    result = hatch_publish(fs_server, project, WRITE, penv)
+    result = publish(fs_server, project, WRITE, penv)
     assert result.returncode == 0, result.stdout + result.stderr
     assert_published(fs_server, name, files, penv, tmp_path, version, body)
 
