@@ -29,10 +29,11 @@ import logging
 from typing import Any, ClassVar
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from pywharf_core.http.limits import TransportLimits
 from pywharf_core.http.security_headers import SECURITY_HEADERS
+from pywharf_core.http.zero_copy import PATHSEND, ZeroCopyCycle
 
 log = logging.getLogger("pywharf.transport")
 
@@ -59,6 +60,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of :class:`TransportLimits`."""
 
     limits: ClassVar[TransportLimits] = TransportLimits()
+    _cycle_class: ClassVar[type[ZeroCopyCycle]] = ZeroCopyCycle
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -67,12 +69,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._idle_ticks = 0  # watchdog ticks the current wait (head, body, reader) has lasted
         self._moved = False  # body bytes arrived or the client read some response since the last tick
         self._watchdog: asyncio.TimerHandle | None = None
+        self._zero_copy = False  # plain TCP: files go out with sendfile (pywharf_core.http.zero_copy)
 
     # -- connection lifecycle ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         over = len(self.connections) >= self.limits.max_connections
         super().connection_made(transport)
+        extra = transport.get_extra_info
+        self._zero_copy = extra("ssl_object") is None and extra("socket") is not None
         if over and not self._evict_idle():
             log.warning("connection limit (%d) reached: refusing a connection", self.limits.max_connections)
             transport.write(_BUSY)
@@ -129,6 +134,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._in_head = True
             self._idle_ticks = 0
         _parent.on_message_begin(self)
+        if self._zero_copy:
+            self.scope["extensions"] = {PATHSEND: {}}
 
     def on_headers_complete(self) -> None:
         # The count includes whatever followed the head in the last packet: only then measure.
@@ -140,6 +147,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._idle_ticks = 0
         _parent.on_headers_complete(self)
+        if self._zero_copy and self.cycle is not None and type(self.cycle) is RequestResponseCycle:
+            self.cycle.__class__ = self._cycle_class
 
     def on_body(self, body: bytes) -> None:
         self._moved = True
@@ -213,4 +222,6 @@ _parent = HttpToolsProtocol  # called directly: cheaper than super() on the per-
 
 def protocol_class(limits: TransportLimits) -> type[LimitedHttpToolsProtocol]:
     """The protocol class uvicorn instantiates per connection (``uvicorn.Config(http=...)``)."""
-    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits})
+    cycle_class = type("ZeroCopyCycle", (ZeroCopyCycle,), {"stall_timeout": limits.stall_timeout})
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,),
+                {"limits": limits, "_cycle_class": cycle_class})
