@@ -15,6 +15,7 @@ A storage adapter (``pywharf_core.storage.api``); the layout and every policy ar
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import os
@@ -44,6 +45,10 @@ class FileSystemConfig(SharedSecretConfig):
     max_file_bytes: int = 5368709119
     storage_path: str | None = None  # where files are stored (relative: to ROOT); None: ROOT/cache/<repo>/storage
 
+    def relocated(self, folder: str) -> FileSystemConfig:
+        """A folder inside this repository's folder (see ``PkgRepoConfig.relocated``)."""
+        base = self.storage_path or f"cache/{self.name}/storage"
+        return dataclasses.replace(self, storage_path=str(Path(base) / folder))
 
 
 class FileSystemBackend(Storage):

@@ -27,6 +27,7 @@ pywharf without the ``s3`` extra costs nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -130,6 +131,10 @@ class S3Config(SharedSecretConfig):
         """The prefix as keys start with it: '' or 'a/b/'."""
         stripped = self.prefix.strip("/")
         return f"{stripped}/" if stripped else ""
+
+    def relocated(self, folder: str) -> S3Config:
+        """The same bucket and credentials under ``<prefix>/<folder>/`` (see ``PkgRepoConfig.relocated``)."""
+        return dataclasses.replace(self, prefix=f"{self.key_prefix}{folder.strip('/')}")
 
 
 def parse_admin_secret(secret: str | None) -> dict[str, str]:

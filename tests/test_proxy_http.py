@@ -178,3 +178,65 @@ def test_twenty_concurrent_first_downloads_through_the_proxy_make_one_upstream_f
             proxy.stop()
     finally:
         upstream.stop()
+
+
+def test_proxy_cache_kept_in_another_repositorys_store_never_enters_its_index(tmp_path: Path) -> None:
+    """``storage = "team"``: the cache is an instance of team's own backend, relocated to
+    ``.pywharf/proxy/pypi/`` in team's folder; team's pages, and its index rebuilt from storage,
+    never show a proxied file; the cache serves with the upstream stopped."""
+    upstream = upstream_server(tmp_path)
+    team_write = "team-write-secret"
+    config = tomli_w.dumps({
+        "team": {"type": "file_system", "read_secret": "team-read-secret", "write_secret": team_write},
+        "pypi": {"type": "proxy", "upstream": f"{upstream.base}/repos/up/simple/", "read_secret": PROXY_READ,
+                 "page_ttl": 1, "storage": "team"},
+    })
+    admin = tomli_w.dumps({"pypi": {"type": "proxy", "raw": f"reader:{UP_READ}"}})
+    proxy = start_server(tmp_path / "proxy", config, "--extra_index_url=", admin_text=admin)
+    try:
+        env = client_env(tmp_path)
+        index = f"http://x:{PROXY_READ}@127.0.0.1:{proxy.port}/repos/pypi/simple/"
+        run([*pip(), "install", "--no-deps", "--target", str(tmp_path / "first"), "--index-url", index, "publib"],
+            env, timeout=120)
+        assert installed_version(tmp_path / "first", "publib") == "2.0"
+        team_folder = proxy.root / "cache" / "team" / "storage"
+        cached = team_folder / ".pywharf" / "proxy" / "pypi" / "publib-2.0-py3-none-any.whl"
+        assert cached.is_file()
+        assert not (proxy.root / "cache" / "pypi" / "storage").exists()  # no folder of its own
+        team_root = requests.get(f"{proxy.base}/repos/team/simple/", auth=("x", team_write), timeout=10)
+        assert team_root.status_code == 200 and "publib" not in team_root.text
+        rebuilt = run([tool("pywharf"), "update_index", "file_system", "team", "--root", str(proxy.root),
+                       "--secret", team_write, "--read_secret", "team-read-secret", "--write_secret", team_write],
+                      env, timeout=120)
+        assert rebuilt.returncode == 0
+        assert "publib" not in (team_folder / "index.toml").read_text()
+
+        upstream.stop()
+        run([tool("uv"), "pip", "install", "--no-deps", "--python", sys.executable, "--target", str(tmp_path / "uv"),
+             "--index-url", index, "publib"], env, timeout=120)
+        assert installed_version(tmp_path / "uv", "publib") == "2.0"
+    finally:
+        proxy.stop()
+        upstream.stop()
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"storage": "nobody"}, "no repository 'nobody' in the config"),
+    ({"storage": "mem"}, "a 'memory' store cannot keep a proxy's cache"),
+    ({"storage": "other"}, "'other' is a proxy: name a repository with a store of its own"),
+    ({"storage": "team", "storage_path": "x"}, "give either storage"),
+    ({"storage": "pypi"}, "must name another repository"),
+])
+def test_proxy_storage_must_name_a_repository_that_can_lend_its_store(table: dict, message: str) -> None:
+    from pywharf_core.model.errors import ConfigError
+    from pywharf_core.service.server_state import load_setup
+
+    config = tomli_w.dumps({
+        "team": {"type": "file_system", "read_secret": "team-read-secret", "write_secret": "team-write-secret"},
+        "mem": {"type": "memory", "read_secret": "mem-read-secret1", "write_secret": "mem-write-secret"},
+        "other": {"type": "proxy", "read_secret": PROXY_READ},
+        "pypi": {"type": "proxy", "read_secret": PROXY_READ, **table},
+    })
+    with pytest.raises(ConfigError) as raised:
+        load_setup(config, None, is_text=True)
+    assert message in str(raised.value) and "[pypi] key 'storage'" in str(raised.value)

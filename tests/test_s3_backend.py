@@ -711,3 +711,35 @@ def test_prefix_keeps_repositories_apart(server_factory, seaweed: SeaweedFS, buc
     time.sleep(INTERVAL + 0.5)
     assert project_files(two, "prefixed") == {}
     assert remote_index(seaweed, bucket, "team-two/") == {}
+
+
+# -- a proxy's cache in this repository's bucket (issue 15: storage = "<repo>") -----------------
+
+
+def test_proxy_cache_lives_under_the_lenders_prefix_and_never_in_its_index(
+        server_factory, seaweed: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+    from test_proxy_http import PROXY_READ, UP_READ, upstream_server
+
+    upstream = upstream_server(tmp_path)
+    try:
+        config = s3_config(bucket, seaweed.endpoints[0], prefix="team") + (
+            f'[pypi]\ntype = "proxy"\nupstream = "{upstream.base}/repos/up/simple/"\n'
+            f'read_secret = "{PROXY_READ}"\nstorage = "{REPO}"\n')
+        admin = ADMIN_KEYS + f'[pypi]\ntype = "proxy"\nraw = "reader:{UP_READ}"\n'
+        proxy = server_factory(config, "--extra_index_url=", admin_text=admin)
+        page = requests.get(f"{proxy.base}/repos/pypi/simple/publib/", auth=("x", PROXY_READ), timeout=30)
+        assert page.status_code == 200 and "publib-2.0-py3-none-any.whl" in page.text
+        url = f"{proxy.base}/repos/pypi/simple/publib/publib-2.0-py3-none-any.whl"
+        first = requests.get(url, auth=("x", PROXY_READ), timeout=30)
+        assert first.status_code == 200
+        cache_key = "team/.pywharf/proxy/pypi/publib-2.0-py3-none-any.whl"
+        assert cache_key in keys(seaweed, bucket)
+        assert "publib-2.0-py3-none-any.whl" not in remote_index(seaweed, bucket, "team/")
+        hosted = requests.get(f"{proxy.base}/repos/{REPO}/simple/", auth=("x", READ), timeout=10)
+        assert hosted.status_code == 200 and "publib" not in hosted.text
+
+        upstream.stop()
+        again = requests.get(url, auth=("x", PROXY_READ), timeout=30)  # the bucket's copy (a presigned redirect)
+        assert again.status_code == 200 and again.content == first.content
+    finally:
+        upstream.stop()

@@ -20,7 +20,8 @@ from pywharf_core.service.proxy_mirror import open_mirror
 from pywharf_core.service.repo_group import RepoGroup
 from pywharf_core.service.repository import AuthExpiry, PkgRepo
 from pywharf_core.service.sync import IndexSyncService
-from pywharf_core.storage.backend import BackendContext
+from pywharf_core.storage.api import Storage
+from pywharf_core.storage.backend import BackendContext, LentStore
 from pywharf_core.storage.config import (
     PkgRepoConfig,
     load_admin_secrets,
@@ -131,6 +132,11 @@ def load_setup(
         return RepoSetup({}, {})
     document, source = read_toml_source(config, is_text=is_text, what="config")
     configs = load_repo_configs(document, source, backends, limits)
+    for name, repo_config in configs.items():
+        if isinstance(repo_config, ProxyConfig) and repo_config.storage:
+            problem = _lending_problem(repo_config, configs)
+            if problem:
+                raise source.error(problem, table=name, key="storage")
     secrets: dict[str, str] = {}
     if admin_secret is not None:
         secret_doc, secret_source = read_toml_source(admin_secret, is_text=is_text, what="admin secret")
@@ -147,13 +153,38 @@ def load_setup(
     return RepoSetup(configs, secrets)
 
 
+def _lending_problem(proxy: ProxyConfig, configs: Mapping[str, PkgRepoConfig]) -> str | None:
+    """Why ``proxy.storage`` cannot keep the proxy's cache, or None when it can."""
+    lender = configs.get(proxy.storage)
+    if lender is None:
+        return f"no repository {proxy.storage!r} in the config"
+    if isinstance(lender, (ProxyConfig, GroupConfig)):
+        return f"{proxy.storage!r} is a {lender.type}: name a repository with a store of its own"
+    spec = repository_types()[lender.type]
+    if not issubclass(spec.backend_class, Storage) or lender.relocated(proxy.cache_folder) is None:
+        return f"a {lender.type!r} store cannot keep a proxy's cache in a folder of its own: use storage_path"
+    return None
+
+
+def _context(name: str, repo_config: PkgRepoConfig, setup: RepoSetup, settings: ServerSettings) -> BackendContext:
+    """What ``build_repos`` gives repository ``name``'s backend (for a proxy keeping its cache in
+    another repository's store, that store's relocated settings and credentials)."""
+    lent = None
+    if isinstance(repo_config, ProxyConfig) and repo_config.storage:
+        lender = setup.configs[repo_config.storage]
+        relocated = lender.relocated(repo_config.cache_folder)
+        assert relocated is not None  # load_setup checked it
+        lent = LentStore(relocated, setup.admin_secrets.get(repo_config.storage))
+    return BackendContext(root=settings.root, admin_secret=setup.admin_secrets.get(name), lent_store=lent)
+
+
 def build_repos(setup: RepoSetup, settings: ServerSettings) -> dict[str, PkgRepo]:
     """Instantiate backends and load each local index from ROOT (no network, no sync yet)."""
     backends = repository_types()
     repos: dict[str, PkgRepo] = {}
     for name, repo_config in setup.configs.items():
         spec = backends[repo_config.type]
-        context = BackendContext(root=settings.root, admin_secret=setup.admin_secrets.get(name))
+        context = _context(name, repo_config, setup, settings)
         try:
             backend = open_backend(spec, repo_config, context)
         except OSError as exc:  # e.g. a storage folder the server may not create

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +89,22 @@ class RemoteIndex:
 
 
 @dataclass(frozen=True)
+class LentStore:
+    """Another repository's store, lent to a core repository (a proxy's ``storage = "<repo>"``):
+    the lender's settings already relocated to a folder of their own
+    (``PkgRepoConfig.relocated``) and the lender's admin secret (its store's credentials)."""
+
+    config: PkgRepoConfig
+    admin_secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class BackendContext:
     """What the server gives a backend besides its config."""
 
     root: Path  # the server's ROOT folder
     admin_secret: str | None = None  # for index sync; None where the backend needs none
+    lent_store: LentStore | None = None  # where a core repository keeps its files, if not its own folder
 
 
 class Backend(ABC):

@@ -76,6 +76,16 @@ class PkgRepoConfig:
             seen.setdefault(identity, index)
         return problems
 
+    def relocated(self, folder: str) -> PkgRepoConfig | None:
+        """These settings pointed at ``folder`` (a relative key path like ``.pywharf/proxy/pypi``)
+        inside this repository's store, or None when the backend cannot nest a store.
+
+        A proxy's cache (``storage = "<repo>"``) is kept this way: an instance of the lending
+        repository's own backend, with its settings (bucket, credentials, folder), whose files
+        sit under a companion folder the lending repository's index never lists.
+        """
+        return None
+
 
 # Shortest shared secret accepted (``min_secret_chars`` per repository changes it). Secrets are
 # tried over the network, 10 failures a minute per address and name (secret_check): 12 random

@@ -17,10 +17,19 @@ from typing import Any, BinaryIO
 from pywharf_core.model.errors import ConfigError
 from pywharf_core.storage.api import BlobInfo, Document, Storage
 from pywharf_core.storage.backend import BackendContext, DownloadTarget
-from pywharf_core.storage.config import ConfigSource, build_config
+from pywharf_core.storage.config import ConfigSource, PkgRepoConfig, build_config
 from pywharf_core.storage.registry import installed_backends
 
 FOLDER_BACKEND = "file_system"
+
+
+def open_store(owner: str, config: PkgRepoConfig, context: BackendContext) -> Storage:
+    """The registered storage adapter of ``config.type`` over ``config``, for repository ``owner``."""
+    spec = installed_backends().get(config.type)
+    if spec is None or not issubclass(spec.backend_class, Storage):
+        raise ConfigError(f"[{owner}]: its files are kept in a {config.type!r} store, which is not installed "
+                          "or is no storage adapter")
+    return spec.backend_class(config, context)  # type: ignore[arg-type]
 
 
 class FolderStorage(Storage):
@@ -28,8 +37,12 @@ class FolderStorage(Storage):
 
     def __init__(self, config: Any, context: BackendContext) -> None:  # type: ignore[override]
         super().__init__(config, context)
+        self.inner = self.open_inner(config, context)
+
+    def open_inner(self, config: Any, context: BackendContext) -> Storage:
+        """The folder's adapter: ``file_system`` over ``storage_path`` (default ``ROOT/cache/<name>/storage``)."""
         spec = installed_backends().get(FOLDER_BACKEND)
-        if spec is None or not issubclass(spec.backend_class, Storage):
+        if spec is None:
             raise ConfigError(f"[{config.name}]: its files are kept in a {FOLDER_BACKEND!r} store, "
                               "which is not installed")
         table: dict[str, Any] = {
@@ -44,45 +57,45 @@ class FolderStorage(Storage):
         if config.storage_path:
             table["storage_path"] = config.storage_path
         folder_config = build_config(spec.config_class, config.name, table, ConfigSource(f"<folder of {config.name}>"))
-        self.folder: Storage = spec.backend_class(folder_config, BackendContext(root=context.root))  # type: ignore[arg-type]
+        return open_store(config.name, folder_config, BackendContext(root=context.root))
 
     def describe(self, key: str) -> str:
-        return self.folder.describe(key)
+        return self.inner.describe(key)
 
     def staging_dir(self) -> Path:
-        return self.folder.staging_dir()
+        return self.inner.staging_dir()
 
     def put_blob(self, key: str, source: Path, size: int, sha256: str) -> bool:
-        return self.folder.put_blob(key, source, size, sha256)
+        return self.inner.put_blob(key, source, size, sha256)
 
     def blob_sha256(self, key: str) -> str | None:
-        return self.folder.blob_sha256(key)
+        return self.inner.blob_sha256(key)
 
     def has_blob(self, key: str) -> bool:
-        return self.folder.has_blob(key)
+        return self.inner.has_blob(key)
 
     def locate(self, key: str) -> DownloadTarget | None:
-        return self.folder.locate(key)
+        return self.inner.locate(key)
 
     def open_blob(self, key: str) -> BinaryIO | None:
-        return self.folder.open_blob(key)
+        return self.inner.open_blob(key)
 
     def list_blobs(self) -> Iterator[BlobInfo]:
-        return self.folder.list_blobs()
+        return self.inner.list_blobs()
 
     def delete(self, key: str) -> None:
-        self.folder.delete(key)
+        self.inner.delete(key)
 
     def read_document(self, key: str) -> Document | None:
-        return self.folder.read_document(key)
+        return self.inner.read_document(key)
 
     def write_document(self, key: str, data: bytes, expected: str | None) -> str:
-        return self.folder.write_document(key, data, expected)
+        return self.inner.write_document(key, data, expected)
 
     def document_version(self, key: str) -> str | None:
-        return self.folder.document_version(key)
+        return self.inner.document_version(key)
 
     def cleanup_staging(self, max_age_seconds: float) -> int:
-        return self.folder.cleanup_staging(max_age_seconds)
+        return self.inner.cleanup_staging(max_age_seconds)
 
 

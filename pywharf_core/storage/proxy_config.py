@@ -8,9 +8,11 @@ never imports ``pywharf_backends``. :data:`PROXY_SPEC` is what lets the generic 
 ``pywharf_core.storage.repository_types`` adds it to the backends the entry points register.
 
 The cache store is a :class:`~pywharf_core.storage.folder_storage.FolderStorage` over ``storage_path`` (default
-``ROOT/cache/<name>/storage``, like a hosted repository's). Naming another repository whose
-backend settings should hold the cache (the design's ``storage = "<repo>"``) is not supported
-yet: sharing a hosted repository's folder would mix proxied files into its index.
+``ROOT/cache/<name>/storage``, like a hosted repository's), or, with ``storage = "<repo>"``, an
+instance of another repository's backend with that repository's settings and credentials,
+relocated to ``.pywharf/proxy/<name>/`` inside its store (``PkgRepoConfig.relocated``): the
+cache sits in the bucket or folder the team already runs, and never in the lender's index
+(which lists top-level files only).
 
 Upstream credentials, when the upstream needs them, are the proxy's admin secret
 (``[name] type = "proxy"`` and ``raw = "user:password"`` or ``env = ...``).
@@ -27,13 +29,14 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from pywharf_core.model.errors import ConfigError
-from pywharf_core.storage.backend import Permission
+from pywharf_core.storage.api import Storage
+from pywharf_core.storage.backend import BackendContext, Permission
 from pywharf_core.storage.config import (
     MIN_SECRET_CHARS,
     PkgRepoConfig,
     secret_problem,
 )
-from pywharf_core.storage.folder_storage import FolderStorage
+from pywharf_core.storage.folder_storage import FolderStorage, open_store
 from pywharf_core.storage.registry import BackendSpec
 from pywharf_core.storage.shared_secrets import secret_matches
 
@@ -88,6 +91,7 @@ class ProxyConfig(PkgRepoConfig):
     allow: tuple[str, ...] = ()  # fnmatch patterns of project names offered (empty: all)
     deny: tuple[str, ...] = ()  # fnmatch patterns of project names never offered (wins over allow)
     storage_path: str | None = None  # cache folder (relative: to ROOT); None: ROOT/cache/<repo>/storage
+    storage: str = ""  # or: a hosted repository whose store keeps the cache, under .pywharf/proxy/<name>/
 
     def check(self) -> list[tuple[str, str]]:
         problems = super().check()
@@ -112,7 +116,17 @@ class ProxyConfig(PkgRepoConfig):
                     problems.append((f"{key}[{index}]", "must not be empty"))
         if self.trusted_publishers:
             problems.append(("trusted_publishers", "a proxy takes no uploads"))
+        if self.storage and self.storage_path:
+            problems.append(("storage", "give either storage (another repository's store) or storage_path "
+                                        "(a folder), not both"))
+        if self.storage == self.name:
+            problems.append(("storage", "must name another repository"))
         return problems
+
+    @property
+    def cache_folder(self) -> str:
+        """Where the cache sits inside a lending repository's store (``storage = "<repo>"``)."""
+        return f".pywharf/proxy/{self.name}"
 
     @property
     def cooldown_seconds(self) -> int | None:
@@ -146,6 +160,13 @@ class ProxyCacheStorage(FolderStorage):
 
     def authenticate(self, secret: str) -> Permission | None:
         return Permission.READ if secret_matches(secret, self.config.read_secret) else Permission.NONE
+
+    def open_inner(self, config: ProxyConfig, context: BackendContext) -> Storage:  # type: ignore[override]
+        """The cache folder, or the store a lending repository lends (``storage = "<repo>"``)."""
+        lent = context.lent_store
+        if lent is None:
+            return super().open_inner(config, context)
+        return open_store(config.name, lent.config, BackendContext(root=context.root, admin_secret=lent.admin_secret))
 
 
 PROXY_SPEC = BackendSpec(type=PROXY_TYPE, config_class=ProxyConfig, backend_class=ProxyCacheStorage)
