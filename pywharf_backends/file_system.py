@@ -25,13 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
-from filelock import FileLock
-
 from pywharf_core.model.errors import BackendUnavailable, InvalidName
 from pywharf_core.storage.api import BlobInfo, Document, Storage, VersionConflict
 from pywharf_core.storage.atomic_write import FILE_MODE, fsync_dir, umask_file_mode, write_synced_temp
 from pywharf_core.storage.backend import DownloadTarget, LocalFile
 from pywharf_core.storage.config import SharedSecretConfig
+from pywharf_core.storage.process_lock import ProcessFileLock
 from pywharf_core.storage.registry import BackendSpec
 
 LOCK_TIMEOUT_SECONDS = 30
@@ -65,7 +64,7 @@ class FileSystemBackend(Storage):
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / ".pywharf").mkdir(exist_ok=True)
         # One lock for every compare-and-swap in this store (each holds it for a stat + rename).
-        self._cas_lock = FileLock(str(self.root / ".pywharf" / "documents.lock"), timeout=LOCK_TIMEOUT_SECONDS)
+        self._cas_lock = ProcessFileLock(str(self.root / ".pywharf" / "documents.lock"), timeout=LOCK_TIMEOUT_SECONDS)
 
     def _path(self, key: str) -> Path:
         """The path of a key the core built; refuses anything that would leave the folder."""

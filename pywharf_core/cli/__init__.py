@@ -81,6 +81,7 @@ def server(
     oidc_audience: str = DEFAULT_OIDC_AUDIENCE,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
+    workers: int = 1,
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -138,6 +139,9 @@ def server(
             Publishing clients (uv, gh-action-pypi-publish) call https://HOST/_/oidc/... whatever
             the upload URL says: serve TLS here or through a reverse proxy.
         ssl_keyfile: The certificate's private key (PEM), with --ssl_certfile.
+        workers: Worker processes serving one port (uvicorn, with --config): each uses a core;
+            an upload through one is visible through all at once; one of them syncs the indexes;
+            a worker that dies is replaced. 1 (the default) serves from this process.
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.http.app import create_app
@@ -181,25 +185,33 @@ def server(
         raise PywharfError("--session_secret (or PYWHARF_SESSION_SECRET) must be at least 16 characters")
     if waitress_options and server != "waitress":
         raise PywharfError(f"unknown flags for --server {server}: {', '.join(sorted(waitress_options))}")
-    configure_logging(root_path, bool(debug))
+    workers = int(workers)
+    if workers < 1 or workers > 256:
+        raise PywharfError("--workers must be between 1 and 256")
+    if workers > 1 and server != "uvicorn":
+        raise PywharfError("--workers needs --server uvicorn (waitress serves with threads in one process)")
+    if workers > 1 and config is None:
+        raise PywharfError("--workers needs --config: a configuration sent to POST /initialize/ would reach "
+                           "one worker only")
+    configure_logging(root_path, bool(debug), workers)
     state = ServerState(settings)
-    state.install(build_repos(setup, settings), configured=config is not None)
+    repos = build_repos(setup, settings)
     app = create_app(state, public_url=base_url)
     if access_log:
         from pywharf_core.http.access_log import AccessLogMiddleware
 
         app = AccessLogMiddleware(app)
-    run(
-        app,
-        state,
-        host=str(host),
-        port=int(port),
-        server=str(server),
-        debug=bool(debug),
-        waitress_options=waitress_options,
-        limits=limits,
-        tls=tls,
-    )
+    options: dict[str, Any] = {"host": str(host), "port": int(port), "server": str(server), "debug": bool(debug),
+                               "waitress_options": waitress_options, "limits": limits, "tls": tls}
+    if workers > 1:
+        from pywharf_core.http.workers import run_workers
+
+        code = run_workers(workers, app, state, repos, **options)
+        if code:
+            raise SystemExit(code)
+        return
+    state.install(repos, configured=config is not None)
+    run(app, state, **options)
 
 
 def update_index(

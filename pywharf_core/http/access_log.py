@@ -30,16 +30,21 @@ class AccessLogMiddleware:
         status = 500
         content_type = "-"
         sent = 0
+        length = 0
 
         async def send_and_count(message: Message) -> None:
-            nonlocal status, content_type, sent
+            nonlocal status, content_type, sent, length
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for name, value in message.get("headers", ()):
                     if name.lower() == b"content-type":
                         content_type = value.decode("latin-1").split(";")[0]
+                    elif name.lower() == b"content-length" and value.isdigit():
+                        length = int(value)
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
+            elif message["type"] == "http.response.pathsend":  # a whole file by sendfile (http.zero_copy)
+                sent += length
             await send(message)
 
         try:

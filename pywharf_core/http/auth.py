@@ -12,6 +12,7 @@ import base64
 import binascii
 import logging
 
+import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
@@ -71,6 +72,11 @@ async def authorize(request: Request, needed: Permission) -> PkgRepo:
 async def authorize_grant(request: Request, needed: Permission) -> tuple[PkgRepo, Grant]:
     """:func:`authorize`, and what exactly was granted (an API token may be limited to some
     projects: the caller checks them with :meth:`Grant.may_upload`)."""
+    state = request.app.state.pywharf
+    if state.peers is not None and state.peers.changed():
+        # Another worker process of this server wrote (an upload, a yank, a revoked token):
+        # see it before answering, so a client reads its own writes whichever worker it reaches.
+        await anyio.to_thread.run_sync(state.follow_peers)
     credentials = basic_credentials(request)
     from_session = False
     if credentials is None and needed is Permission.READ:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,13 @@ SERVERS = ("uvicorn", "waitress")
 log = logging.getLogger("pywharf")
 
 
-def configure_logging(root: Path, debug: bool) -> None:
-    """Log to stderr and to ``ROOT/log/pywharf.log`` (rotated). Secrets are never logged."""
+def configure_logging(root: Path, debug: bool, workers: int = 1) -> None:
+    """Log to stderr and to ``ROOT/log/pywharf.log`` (rotated). Secrets are never logged.
+
+    With several worker processes each line names its process."""
     (root / "log").mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    pid = " [%(process)d]" if workers > 1 else ""
+    fmt = logging.Formatter(f"%(asctime)s{pid} %(levelname)s %(name)s: %(message)s")
     handlers: list[logging.Handler] = [
         logging.StreamHandler(sys.stderr),
         logging.handlers.RotatingFileHandler(root / "log" / "pywharf.log", maxBytes=10 << 20, backupCount=3),
@@ -50,13 +54,15 @@ def run(
     waitress_options: dict[str, Any] | None = None,
     limits: TransportLimits | None = None,
     tls: tuple[str, str] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop index sync and return (exit code 0).
 
     ``limits`` bound headers, slow clients and connections (``pywharf_core.http.transport``);
     with waitress, the header size and timeouts become its own options unless given explicitly
     (waitress caps connections itself: ``--connection_limit``, default 100). ``tls``: a
-    certificate chain and key file (PEM) to serve https (uvicorn only).
+    certificate chain and key file (PEM) to serve https (uvicorn only). ``sock``: a socket
+    already listening (a worker process of ``--workers``; ``host`` and ``port`` are then unused).
     """
     limits = limits or TransportLimits()
 
@@ -89,7 +95,7 @@ def run(
                 ssl_certfile=tls[0] if tls else None,
                 ssl_keyfile=tls[1] if tls else None,
             )
-            uvicorn.Server(config).run()
+            uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
         elif server == "waitress":
             import waitress
             from a2wsgi import ASGIMiddleware

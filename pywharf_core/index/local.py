@@ -24,15 +24,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-
-from filelock import FileLock
 
 from pywharf_core.index.formats import IndexFormatError, dump_index_json, parse_index, parse_index_json
 from pywharf_core.model.errors import InvalidName
 from pywharf_core.model.records import FileRecord
 from pywharf_core.storage.atomic_write import write_atomically, write_fully
+from pywharf_core.storage.process_lock import ProcessFileLock
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class LocalIndexStore:
         self.token_path = self.folder / "index.token"
         self.journal_path = self.folder / "uploads.jsonl"
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(str(self.folder / ".index.lock"), timeout=LOCK_TIMEOUT_SECONDS)
+        self.lock = ProcessFileLock(str(self.folder / ".index.lock"), timeout=LOCK_TIMEOUT_SECONDS)
         # What this process has read of the journal: the file's identity (a rewrite replaces
         # it), how far it has read, and the latest record per file.
         self._identity: tuple[int, int] | None = None
@@ -70,6 +69,10 @@ class LocalIndexStore:
         self.synced_log_position = 0  # the index log position the synced base covers (load_synced)
         self.log_position = 0  # the highest index log position journalled
         self.damaged = False  # an unreadable or torn line was found: do not trust log_position
+        # Called after every write (journal lines, a new base): worker processes of one server
+        # tell each other through it (pywharf_core.service.worker_peers). None: nobody listens.
+        self.on_change: Callable[[], None] | None = None
+        self.synced_marker = self.folder / "synced-at"
 
     # -- the synced base ------------------------------------------------------------------------
 
@@ -115,6 +118,35 @@ class LocalIndexStore:
                 kept = [r for r in self._pending.values() if remote.get(r.filename) != r.state_key()]
             if len(kept) != len(self._pending):
                 self._rewrite(kept)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def synced_state(self) -> tuple[int, int] | None:
+        """Identity of the synced base on disk (inode, mtime): a worker that does not sync reloads
+        the base when it changes (``PkgRepo.follow_local``); None when there is none."""
+        try:
+            st = os.stat(self.token_path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def mark_synced(self) -> None:
+        """Record that a sync succeeded now (its time is the marker's mtime): the workers of a
+        server that do not sync themselves report it (``PkgRepo.follow_local``)."""
+        try:
+            os.utime(self.synced_marker)
+        except FileNotFoundError:
+            self.synced_marker.touch()
+
+    def last_synced(self) -> float | None:
+        """When a process sharing this ROOT last synced this repository (see :meth:`mark_synced`)."""
+        try:
+            return self.synced_marker.stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     # -- the journal ----------------------------------------------------------------------------
 
@@ -185,6 +217,8 @@ class LocalIndexStore:
             self._pending[record.filename] = record
         if log_position is not None:
             self.log_position = max(self.log_position, log_position)
+        if records:
+            self._changed()
 
     def _catch_up(self) -> list[FileRecord]:
         """Read the journal from where this process stopped (all of it after a rewrite)."""

@@ -19,6 +19,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -96,6 +97,9 @@ class PkgRepo:
         # A proxy repository's pages and files come from its upstream (server_state.build_repos).
         self.mirror: ProxyMirror | None = None
         self.group: RepoGroup | None = None  # a group repository's members (service.repo_group)
+        # Worker processes of one server (``--workers``): told when this one ends a token.
+        self.on_tokens_changed: Callable[[], None] | None = None
+        self._synced_state: tuple[int, int] | None = None  # the base on disk this snapshot was built on
 
     # -- index -------------------------------------------------------------------------------
 
@@ -118,7 +122,33 @@ class PkgRepo:
             self._log_position = max(base_position, journalled)
             self.snapshot = IndexSnapshot.build(self._remote_records).with_records(journal)
             self.has_local_copy = self._remote_token is not None
+            self._synced_state = self.local_index.synced_state()
         gc.freeze()  # see sync_once
+
+    def follow_local(self) -> bool:
+        """For a worker process that does not sync (``--workers``): apply what the server's other
+        processes wrote under ROOT: a new base the syncing worker installed (reloaded whole: rare,
+        ``update_index``), else only the journal lines written since the last look. Returns True
+        when the snapshot changed. Blocking (file I/O)."""
+        state = self.local_index.synced_state()
+        if state != self._synced_state:
+            before = self.snapshot
+            self.load_local_index()
+            changed = self.snapshot is not before
+        else:
+            with self._write_lock:
+                fresh = self.local_index.read_new()
+                snapshot = self.snapshot.with_records(fresh) if fresh else self.snapshot
+                changed = snapshot is not self.snapshot
+                self.snapshot = snapshot
+        synced = self.local_index.last_synced()
+        if synced is not None and (self.last_sync is None or synced > self.last_sync):
+            self.last_sync = synced
+        return changed
+
+    def forget_token_verdicts(self) -> None:
+        """Drop every cached API-token verdict (another worker ended a token: check the store again)."""
+        self._auth_cache = {k: v for k, v in self._auth_cache.items() if v[0].token is None}
 
     def record_upload(self, record: FileRecord) -> None:
         """Make an accepted upload (or a changed record) visible at once and durable in the journal."""
@@ -293,6 +323,9 @@ class PkgRepo:
         return burned
 
     def _forget_token(self, token_id: str) -> None:
-        """Drop cached verdicts of a token ended through this server (refused here at once)."""
+        """Drop cached verdicts of a token ended through this server (refused here at once, and
+        by this server's other worker processes before their next request)."""
         self._auth_cache = {k: v for k, v in self._auth_cache.items()
                             if v[0].token is None or v[0].token.token_id != token_id}
+        if self.on_tokens_changed is not None:
+            self.on_tokens_changed()

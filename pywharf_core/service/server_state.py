@@ -19,7 +19,8 @@ from pywharf_core.service.package_store import PackageStore
 from pywharf_core.service.proxy_mirror import open_mirror
 from pywharf_core.service.repo_group import RepoGroup
 from pywharf_core.service.repository import AuthExpiry, PkgRepo
-from pywharf_core.service.sync import IndexSyncService
+from pywharf_core.service.sync import IndexSyncService, SyncLeadership
+from pywharf_core.service.worker_peers import WorkerPeers
 from pywharf_core.storage.api import Storage
 from pywharf_core.storage.backend import BackendContext, LentStore
 from pywharf_core.storage.config import (
@@ -226,6 +227,27 @@ class ServerState:
         self.configured = False
         self.install_lock = threading.Lock()
         self._sync = IndexSyncService()
+        # Set in each worker process of a server run with --workers N (N > 1): see worker_peers.
+        self.peers: WorkerPeers | None = None
+        self._leadership: SyncLeadership | None = None
+
+    def join_workers(self, peers: WorkerPeers, slot: int) -> None:
+        """Make this (freshly forked) process worker ``slot`` of the server's ``peers``: it tells
+        the others about its writes, follows theirs, and syncs only while it holds the leadership."""
+        peers.as_worker(slot)
+        self.peers = peers
+        self._leadership = SyncLeadership(self.settings.root / "cache" / ".sync-leader.lock")
+
+    def follow_peers(self) -> None:
+        """Catch up with what the other workers wrote (an authenticated request found the shared
+        vectors changed). Blocking: file I/O."""
+        assert self.peers is not None
+        index, tokens = self.peers.take()
+        for repo in self.repos.values():
+            if index:
+                repo.follow_local()
+            if tokens:
+                repo.forget_token_verdicts()
 
     def install(self, repos: Mapping[str, PkgRepo], *, configured: bool = True) -> None:
         """Swap in a new repository set and restart index sync for it.
@@ -235,7 +257,12 @@ class ServerState:
         self._sync.stop()
         self.repos = dict(repos)
         self.configured = self.configured or configured
-        self._sync.start(self.repos.values())
+        if self.peers is not None:
+            for repo in self.repos.values():
+                repo.local_index.on_change = self.peers.index_written
+                repo.on_tokens_changed = self.peers.tokens_changed
+                repo.follow_local()  # a replacement worker: what happened since the supervisor loaded
+        self._sync.start(self.repos.values(), self._leadership)
         log.info("serving %d package repositories: %s", len(self.repos), ", ".join(self.repos) or "-")
 
     def shutdown(self) -> None:

@@ -3,36 +3,85 @@
 Threads rather than asyncio tasks so the same service runs under uvicorn and waitress alike,
 and so a backend's blocking I/O (PyGithub, boto3) never touches the event loop. A failed sync
 logs one line and keeps the last good snapshot; the next attempt comes one interval later.
+
+With several worker processes (``pywharf server --workers N``) one of them syncs, not all: the
+one holding :class:`SyncLeadership` (an exclusive ``flock`` under ROOT, released by the kernel
+when its holder dies, then taken by another worker at its next round). The others *follow*:
+they apply what the syncing worker wrote to the local index under ROOT
+(``PkgRepo.follow_local``), at once when told through ``worker_peers`` and every second in
+any case.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 
 from pywharf_core.service.repository import PkgRepo
 
 log = logging.getLogger(__name__)
 
+FOLLOW_INTERVAL = 1.0  # seconds between a following worker's looks at ROOT (besides the per-request check)
+
+
+class SyncLeadership:
+    """Which worker process of a server syncs the indexes: the holder of an exclusive lock on
+    ``path``. Tried at each round until held; held until the process exits."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def held(self) -> bool:
+        with self._lock:
+            if self._fd is not None:
+                return True
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            self._fd = fd
+            log.info("this worker (pid %d) syncs the indexes", os.getpid())
+            return True
+
 
 class RepoSyncThread(threading.Thread):
-    def __init__(self, repo: PkgRepo) -> None:
+    def __init__(self, repo: PkgRepo, leadership: SyncLeadership | None = None) -> None:
         super().__init__(name=f"pywharf-sync-{repo.name}", daemon=True)
         self.repo = repo
+        self.leadership = leadership
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         interval = self.repo.config.sync_index_interval
         while not self._stop_event.is_set():
-            self.sync_round()
-            self._stop_event.wait(interval)
+            if self.leadership is None or self.leadership.held():
+                self.sync_round()
+                self._stop_event.wait(interval)
+            else:
+                self.follow_round()
+                self._stop_event.wait(min(interval, FOLLOW_INTERVAL))
+
+    def follow_round(self) -> None:
+        """Apply what the syncing worker wrote under ROOT; never raised."""
+        try:
+            self.repo.follow_local()
+        except Exception as exc:
+            log.error("repo %r: cannot read the local index: %s: %s", self.repo.name, type(exc).__name__, exc)
 
     def sync_round(self) -> None:
         """One sync; a failure is logged once per distinct message and never raised."""
         try:
             if self.repo.sync_once():
                 log.info("repo %r: synced %d files", self.repo.name, len(self.repo.snapshot))
+            self.repo.local_index.mark_synced()
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             if message != self.repo.last_sync_error:
@@ -49,9 +98,9 @@ class IndexSyncService:
     def __init__(self) -> None:
         self._threads: list[RepoSyncThread] = []
 
-    def start(self, repos: Iterable[PkgRepo]) -> None:
+    def start(self, repos: Iterable[PkgRepo], leadership: SyncLeadership | None = None) -> None:
         for repo in repos:
-            thread = RepoSyncThread(repo)
+            thread = RepoSyncThread(repo, leadership)
             thread.start()
             self._threads.append(thread)
 

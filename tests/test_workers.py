@@ -1,0 +1,152 @@
+"""``pywharf server --workers N`` (issue 17): worker processes on one port, read-your-writes
+across them, one sync per server, supervision.
+
+Every test runs a real server with two workers and spreads its reads over fresh connections
+until both workers have answered (the access log names the process of each line), so "the
+other worker saw it" is checked, not assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import Server, client_env, fs_config, run, start_server, tool, wait_for
+from test_upload_rules import make_wheel
+
+REPO, READ, WRITE = "local", "read-secret-123", "write-secret-123"
+_LINE = re.compile(r"\[(\d+)\] INFO pywharf\.access: .*?\"(?:GET|HEAD|POST|DELETE) (\S+)")
+
+
+def start(tmp_path: Path, name: str = "root", workers: int = 2, **config: object) -> Server:
+    server = start_server(tmp_path / name, fs_config(REPO, READ, WRITE, **config), "--extra_index_url=",
+                          "--access_log", f"--workers={workers}")
+    server.repos[REPO] = (READ, WRITE)
+    return server
+
+
+def worker_pids(server: Server) -> set[int]:
+    started = re.findall(r"serving with \d+ worker processes: ([\d, ]+)", server.log())[-1]
+    return {int(pid) for pid in started.split(", ")}
+
+
+def answered_by(server: Server, path_part: str) -> Counter[int]:
+    return Counter(int(pid) for pid, path in _LINE.findall(server.log()) if path_part in path)
+
+
+def spread(server: Server, method: str, path: str, until_each: int = 3, limit: int = 400, **kwargs) -> list:
+    """``method path`` on fresh connections until every worker answered ``until_each`` times."""
+    responses = []
+    pids = worker_pids(server)
+    for _ in range(limit):
+        responses.append(requests.request(method, f"{server.base}{path}", timeout=10, **kwargs))
+        if len(responses) % 10 == 0:
+            seen = answered_by(server, path.split("?")[0])
+            if set(seen) >= pids and min(seen.values()) >= until_each:
+                return responses
+    raise AssertionError(f"not every worker answered {path}: {answered_by(server, path)} of {pids}")
+
+
+def twine_upload(server: Server, dist_path: Path, tmp_path: Path) -> None:
+    run([tool("twine"), "upload", "--repository-url", f"{server.base}/repos/{REPO}/simple/",
+         "--disable-progress-bar", "--non-interactive", str(dist_path)],
+        {**client_env(tmp_path), "TWINE_USERNAME": REPO, "TWINE_PASSWORD": WRITE}, timeout=120)
+
+
+def test_an_upload_yank_and_revocation_through_one_worker_are_seen_by_the_other_at_once(tmp_path: Path) -> None:
+    server = start(tmp_path)
+    try:
+        assert len(worker_pids(server)) == 2
+        dist = make_wheel(tmp_path, "rywlib", "1.0")
+        twine_upload(server, dist.path, tmp_path)
+        # No wait: every read, whichever worker takes it, shows the file.
+        pages = spread(server, "GET", f"/repos/{REPO}/simple/rywlib/", auth=(REPO, READ))
+        assert all(r.status_code == 200 and dist.filename in r.text for r in pages)
+        files = spread(server, "GET", f"/repos/{REPO}/simple/rywlib/{dist.filename}", auth=(REPO, READ))
+        assert all(r.status_code == 200 and r.content == dist.data for r in files)
+        run([tool("pywharf"), "yank", "rywlib", "1.0", "--reason", "broken", "--url", server.base,
+             "--repo", REPO, "--secret", WRITE], client_env(tmp_path), timeout=60)
+        documents = spread(server, "GET", f"/repos/{REPO}/pypi/rywlib/json", auth=(REPO, READ))
+        assert all(json.loads(r.text)["urls"][0]["yanked"] for r in documents)
+
+        created = requests.post(f"{server.base}/_/tokens/{REPO}", auth=(REPO, WRITE),
+                                data={"description": "ci", "scope": "read"}, timeout=10)
+        assert created.status_code in (200, 201), created.text
+        token = created.json()["token"]
+        warm = spread(server, "GET", f"/repos/{REPO}/simple/rywlib/?warm", auth=("__token__", token))
+        assert all(r.status_code == 200 for r in warm)  # both workers now hold a cached verdict
+        revoked = requests.delete(f"{server.base}/_/tokens/{REPO}/{created.json()['id']}", auth=(REPO, WRITE),
+                                  timeout=10)
+        assert revoked.status_code == 200, revoked.text
+        after = spread(server, "GET", f"/repos/{REPO}/simple/rywlib/?after", auth=("__token__", token))
+        assert all(r.status_code == 401 for r in after)
+        assert "Traceback" not in server.log()
+    finally:
+        assert server.stop() == 0
+
+
+def test_pip_installs_right_after_twine_upload_and_one_worker_syncs(tmp_path: Path) -> None:
+    server = start(tmp_path, sync_index_interval=1)
+    other = start(tmp_path, "other", workers=1)  # another server on its own ROOT and folder
+    try:
+        env = client_env(tmp_path)
+        for version in ("1.0", "2.0", "3.0"):
+            dist = make_wheel(tmp_path, "freshlib", version)
+            twine_upload(server, dist.path, tmp_path)
+            target = tmp_path / f"pip-{version}"
+            run([tool("python"), "-m", "pip", "install", "--no-deps", "--target", str(target), "--index-url",
+                 f"http://{REPO}:{READ}@127.0.0.1:{server.port}/repos/{REPO}/simple/", f"freshlib=={version}"],
+                env, timeout=120)
+            assert any(p.name.startswith(f"freshlib-{version}") for p in target.iterdir())
+        time.sleep(3)  # three sync intervals
+        log = server.log()
+        syncing = set(re.findall(r"\[(\d+)\] INFO pywharf_core\.service\.sync: this worker \(pid \d+\) syncs", log))
+        assert len(syncing) == 1, syncing
+        assert other.log().count("syncs the indexes") == 0  # one worker: it syncs, no election
+    finally:
+        other.stop()
+        assert server.stop() == 0
+
+
+def test_a_dead_worker_is_replaced_and_sigterm_stops_all(tmp_path: Path) -> None:
+    server = start(tmp_path)
+    try:
+        first = worker_pids(server)
+        victim = max(first)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: "replaced" in server.log(), 10, server.log)
+        assert f"(pid {victim}) was killed by signal 9" in server.log()
+        for _ in range(20):
+            assert requests.get(f"{server.base}/repos/{REPO}/simple/", auth=(REPO, READ), timeout=10).status_code == 200
+        children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+        assert len(children) == 2 and str(victim) not in children
+    finally:
+        assert server.stop() == 0
+    assert subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True).returncode == 1
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--server", "waitress"], "--workers needs --server uvicorn"),
+    (["--workers", "0"], "--workers must be between 1 and 256"),
+])
+def test_bad_worker_flags_stop_with_one_line(tmp_path: Path, flags: list[str], message: str) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(fs_config(REPO, READ, WRITE))
+    args = ["--workers", "2", *flags] if "--workers" not in flags else flags
+    result = subprocess.run([tool("pywharf"), "server", str(tmp_path / "root"), "--config", str(config), *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and message in result.stderr + result.stdout
+
+
+def test_workers_need_a_config_file(tmp_path: Path) -> None:
+    result = subprocess.run([tool("pywharf"), "server", str(tmp_path / "root"), "--workers", "2"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "--workers needs --config" in result.stderr + result.stdout
