@@ -337,11 +337,17 @@ class _PywharfApp(Starlette):
         return SecurityHeadersMiddleware(super().build_middleware_stack())
 
 
-def _index_routes(prefix: str) -> list[Route]:
+def _hot_routes(prefix: str) -> list[Route]:
+    """Pages and files: most requests. Starlette tries routes in order, so these come first for
+    both URL forms (a shared ``/simple/`` page used to be tried against ten ``/repos/`` routes)."""
     return [
-        # Starlette tries routes in order: the hot read paths first.
         Route(f"{prefix}/simple/{{project}}/", simple_project, methods=["GET", "HEAD"]),
         Route(f"{prefix}/simple/{{project}}/{{filename}}", download, methods=["GET", "HEAD"]),
+    ]
+
+
+def _index_routes(prefix: str) -> list[Route]:
+    return [
         Route(f"{prefix}/simple/", simple_root, methods=["GET", "HEAD"]),
         # Uploads are never redirected (twine aborts on a redirect): accept every spelling.
         Route(f"{prefix}/simple/", upload, methods=["POST"]),
@@ -361,6 +367,8 @@ def create_app(state: ServerState, *, public_url: str | None = None) -> Starlett
     # shared /simple/ (0.2.3's: the username names it). Plain routes, not a Mount, which adds a
     # child scope and a second routing pass to every request.
     routes = [
+        *_hot_routes("/repos/{repo}"),
+        *_hot_routes(""),
         *_index_routes("/repos/{repo}"),
         Route("/repos/{repo}/", upload, methods=["POST"]),
         *_index_routes(""),
