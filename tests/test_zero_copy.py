@@ -165,3 +165,25 @@ def test_pathsend_is_advertised_on_plain_tcp_only(tls: bool, advertised: bool) -
     assert seen, "the app was not called"
     assert (PATHSEND in seen[0].get("extensions", {})) is advertised
     assert issubclass(cycle_class, ZeroCopyCycle) is advertised
+
+
+def test_a_client_leaving_mid_download_is_no_application_error(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "root", fs_config(REPO, READ, WRITE), "--extra_index_url=")
+    try:
+        url, _ = _upload_big(server.base, tmp_path, 24)
+        path = "/" + url.split("//", 1)[1].split("/", 1)[1]
+        auth = requests.auth._basic_auth_str(REPO, READ)
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n".encode())
+            received = 0
+            while received < 1 << 20:
+                received += len(sock.recv(1 << 16))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+            sock.close()
+        time.sleep(0.5)
+        assert requests.get(f"{server.base}/healthz", timeout=5).status_code == 200
+        log = server.log()
+        assert "without completing response" not in log and "Traceback" not in log, log
+    finally:
+        server.stop()

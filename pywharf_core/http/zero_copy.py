@@ -78,7 +78,7 @@ class ZeroCopyCycle(RequestResponseCycle):
         """Send ``count`` bytes of ``file_fd`` to the socket; False when the connection was closed."""
         sock = self.transport.get_extra_info("socket")
         if sock is None:
-            self.transport.close()
+            self._abort()
             return False
         sock_fd = sock.fileno()
         loop = asyncio.get_running_loop()
@@ -91,10 +91,11 @@ class ZeroCopyCycle(RequestResponseCycle):
                 except (BlockingIOError, InterruptedError):
                     sent = -1
                 except OSError:  # the client went away (EPIPE, ECONNRESET)
-                    self.transport.close()
+                    self._abort()
                     return False
                 if sent == 0:  # the file shrank under us: the length promised cannot be kept
-                    self.transport.close()
+                    log.error("%s shrank while being sent: connection closed", self.scope.get("path"))
+                    self._abort()
                     return False
                 if sent > 0:
                     offset += sent
@@ -109,14 +110,21 @@ class ZeroCopyCycle(RequestResponseCycle):
                     client = self.scope.get("client")
                     log.warning("%s: response stalled (client not reading) for %gs: closing",
                                 client[0] if client else "-", self.stall_timeout)
-                    self.transport.close()
+                    self._abort()
                     return False
                 if self.transport.is_closing():
+                    self.disconnected = True
                     return False
         finally:
             if watch_fd >= 0:
                 os.close(watch_fd)
         return True
+
+    def _abort(self) -> None:
+        """Close the connection mid-response; marked disconnected so uvicorn does not report an
+        incomplete response as an application error (the reason was logged, or is the client's)."""
+        self.transport.close()
+        self.disconnected = True
 
     async def _send_chunks(self, handle: Any) -> None:
         """The copying path, for a response sendfile cannot serve as announced."""
