@@ -31,13 +31,14 @@ from pywharf_core.http.cross_site import CrossSiteWriteGuard
 from pywharf_core.http.errors import EXCEPTION_HANDLERS
 from pywharf_core.http.health import healthz, readyz
 from pywharf_core.http.initialize import initialize
-from pywharf_core.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_content_type
+from pywharf_core.http.negotiation import HTML_V1, JSON_V1, choose_content_type
 from pywharf_core.http.oidc import audience, burn_token, mint_token
 from pywharf_core.http.page_cache import pages_of
-from pywharf_core.http.pages import GZIP_MIN_BYTES, RenderedPage, render_root
+from pywharf_core.http.page_response import page_response
+from pywharf_core.http.pages import render_root
 from pywharf_core.http.project_json import render_project_json_api
 from pywharf_core.http.public_url import index_base_url, repo_prefix
-from pywharf_core.http.security_headers import SECURITY_HEADERS, SecurityHeadersMiddleware
+from pywharf_core.http.security_headers import SecurityHeadersMiddleware
 from pywharf_core.http.tokens import create_token, list_tokens, revoke_token
 from pywharf_core.http.upload_form import receive_upload
 from pywharf_core.http.web import web_routes
@@ -83,55 +84,16 @@ async def _mirror_records(mirror: ProxyMirror, project: str) -> tuple[FileRecord
     return cached[0] if cached is not None else await anyio.to_thread.run_sync(mirror.project_records, project)
 
 
-class _CachedPageResponse(Response):
-    """A cached page sent with raw headers built once per page variant.
-
-    Building headers (Starlette's ``init_headers``) was a fifth of a cached page's cost."""
-
-    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
-        self.status_code = 200
-        self.body = body
-        self.background = None
-        self.raw_headers = raw_headers
-
-
-def _page_response(request: Request, page: RenderedPage, content_type: str) -> Response:
-    """A cached page with a strong ETag (304 on match), gzip when accepted and worth it."""
-    headers = request.headers
-    use_gzip = len(page.body) >= GZIP_MIN_BYTES and "gzip" in headers.get("accept-encoding", "")
-    etag = page.gzip_etag if use_gzip else page.etag
-    if_none_match = headers.get("if-none-match", "")
-    max_age = request.app.state.pywharf.settings.page_max_age
-    if if_none_match and (etag in if_none_match or if_none_match.strip() == "*"):
-        return Response(status_code=304, headers=_page_headers(etag, max_age))
-    key = (content_type, use_gzip, max_age)
-    variant = page.variants.get(key)
-    if variant is None:
-        body = page.gzipped() if use_gzip else page.body
-        response = Response(
-            body,
-            media_type="text/html; charset=utf-8" if content_type == TEXT_HTML else content_type,
-            headers={**_page_headers(etag, max_age), **({"Content-Encoding": "gzip"} if use_gzip else {})},
-        )
-        # The security headers are baked in, so the middleware adds nothing to a cached page.
-        variant = page.variants[key] = (body, [*response.raw_headers, *SECURITY_HEADERS])
-    return _CachedPageResponse(*variant)
-
-
-def _page_headers(etag: str, max_age: int) -> dict[str, str]:
-    return {"ETag": etag, "Vary": "Accept, Accept-Encoding", "Cache-Control": f"private, max-age={max_age}"}
-
-
 async def simple_root(request: Request) -> Response:
     repo = await authorize(request, Permission.READ)
     content_type = _negotiate(request)
     if repo.group is not None:  # the union of the members' projects
         names = await anyio.to_thread.run_sync(repo.group.project_names)
-        return _page_response(request, render_root(names, content_type), content_type)
+        return page_response(request, render_root(names, content_type), content_type)
     if repo.mirror is not None:  # a proxy lists what it has fetched, not the whole upstream
         names = await anyio.to_thread.run_sync(repo.mirror.known_projects)
-        return _page_response(request, render_root(names, content_type), content_type)
-    return _page_response(request, pages_of(repo).root_page(repo.snapshot, content_type), content_type)
+        return page_response(request, render_root(names, content_type), content_type)
+    return page_response(request, pages_of(repo).root_page(repo.snapshot, content_type), content_type)
 
 
 async def simple_project(request: Request) -> Response:
@@ -150,10 +112,10 @@ async def simple_project(request: Request) -> Response:
         records = await _mirror_records(repo.mirror, normalized)
         if records is None:
             raise HTTPException(404, f"Project {normalized!r} is not offered by this proxy.")
-        return _page_response(request, pages_of(repo).records_page(normalized, records, content_type), content_type)
+        return page_response(request, pages_of(repo).records_page(normalized, records, content_type), content_type)
     page = pages_of(repo).project_page(repo.snapshot, normalized, content_type)
     if page is not None:
-        return _page_response(request, page, content_type)
+        return page_response(request, page, content_type)
     if not repo.index_loaded:
         # No index yet (no sync, no copy under ROOT): the name may be a private project of this
         # repository, and redirecting it to the public index would install whoever registered

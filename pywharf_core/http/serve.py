@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import signal
 import socket
 import sys
@@ -76,14 +77,20 @@ def run(
     try:
         if server == "uvicorn":
             import uvicorn
+            from starlette.applications import Starlette
 
+            from pywharf_core.http.fast_lane import FastLane
             from pywharf_core.http.reason_phrase import install_for_uvicorn
             from pywharf_core.http.transport import protocol_class
 
             install_for_uvicorn()
+            # Cached pages answered in the protocol (off with the access log: it wraps the app,
+            # and every request must reach it), PYWHARF_FAST_LANE=0 turns it off (A/B runs).
+            lane = FastLane(app.state) if isinstance(app, Starlette) and os.environ.get(
+                "PYWHARF_FAST_LANE", "1") != "0" else None
             config = uvicorn.Config(
                 app,
-                http=protocol_class(limits),  # httptools plus header, timeout and connection limits
+                http=protocol_class(limits, lane),  # httptools plus limits (and the fast lane)
                 host=host,
                 port=port,
                 lifespan="off",

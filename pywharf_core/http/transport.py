@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from pywharf_core.http.fast_lane import FastLane
 from pywharf_core.http.limits import TransportLimits
 from pywharf_core.http.security_headers import SECURITY_HEADERS
 from pywharf_core.http.zero_copy import PATHSEND, ZeroCopyCycle
@@ -60,6 +61,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of :class:`TransportLimits`."""
 
     limits: ClassVar[TransportLimits] = TransportLimits()
+    fast_lane: ClassVar[FastLane | None] = None  # cached pages answered here (pywharf_core.http.fast_lane)
     _cycle_class: ClassVar[type[ZeroCopyCycle]] = ZeroCopyCycle
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -70,6 +72,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._moved = False  # body bytes arrived or the client read some response since the last tick
         self._watchdog: asyncio.TimerHandle | None = None
         self._zero_copy = False  # plain TCP: files go out with sendfile (pywharf_core.http.zero_copy)
+        self._fast_answered = False  # this request was answered by the fast lane (no ASGI cycle)
 
     # -- connection lifecycle ------------------------------------------------------------------
 
@@ -130,6 +133,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._refuse(_HEADERS_TOO_LARGE, "request headers over %d bytes", self.limits.max_header_bytes)
 
     def on_message_begin(self) -> None:
+        self._unset_keepalive_if_required()  # a request pipelined behind a fast-lane answer
         if not self._in_head:  # a pipelined request: its head wait starts now
             self._in_head = True
             self._idle_ticks = 0
@@ -146,6 +150,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._idle_ticks = 0
+        lane = self.fast_lane
+        if (lane is not None and not self.pipeline and (self.cycle is None or self.cycle.response_complete)
+                and self.parser.get_method() == b"GET" and self.parser.should_keep_alive()
+                and not self.parser.should_upgrade()
+                and self.parser.get_http_version() == "1.1"):
+            response = lane.answer(self.url, self.headers, self.client[0] if self.client else "",
+                                   self.server_state.default_headers)
+            if response is not None:
+                self._fast_answered = True
+                self.transport.write(response)
+                return
         _parent.on_headers_complete(self)
         if self._zero_copy and self.cycle is not None and type(self.cycle) is RequestResponseCycle:
             self.cycle.__class__ = self._cycle_class
@@ -155,6 +170,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         _parent.on_body(self, body)
 
     def on_message_complete(self) -> None:
+        if self._fast_answered:  # answered already: idle until the next head, keep-alive armed
+            self._fast_answered = False
+            self._in_head = True
+            self._head_bytes = 0
+            self._idle_ticks = 0
+            _parent.on_response_complete(self)
+            return
         _parent.on_message_complete(self)
         if self.cycle.response_complete and not self._in_head and not self.pipeline:
             # The rest of an early-answered body has come (uvicorn dropped it): idle from now.
@@ -220,8 +242,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 _parent = HttpToolsProtocol  # called directly: cheaper than super() on the per-request callbacks
 
 
-def protocol_class(limits: TransportLimits) -> type[LimitedHttpToolsProtocol]:
+def protocol_class(limits: TransportLimits, fast_lane: FastLane | None = None) -> type[LimitedHttpToolsProtocol]:
     """The protocol class uvicorn instantiates per connection (``uvicorn.Config(http=...)``)."""
     cycle_class = type("ZeroCopyCycle", (ZeroCopyCycle,), {"stall_timeout": limits.stall_timeout})
     return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,),
-                {"limits": limits, "_cycle_class": cycle_class})
+                {"limits": limits, "_cycle_class": cycle_class, "fast_lane": fast_lane})

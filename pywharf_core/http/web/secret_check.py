@@ -58,9 +58,12 @@ class TooManyFailures(HTTPException):
         )
 
 
+AUTH_LIMITER = "pywharf_auth_limiter"  # the app.state attribute holding it
+
+
 def auth_limiter(conn: HTTPConnection) -> FailureLimiter:
     """The app's failure limiter, built on first use from the server settings."""
-    return app_singleton(conn, "pywharf_auth_limiter", lambda settings: FailureLimiter(
+    return app_singleton(conn, AUTH_LIMITER, lambda settings: FailureLimiter(
         limit=settings.auth_failure_limit, window=float(settings.auth_failure_window)))
 
 
@@ -76,7 +79,12 @@ def client_address(conn: HTTPConnection) -> str:
 
 
 def limiter_key(conn: HTTPConnection, name: str) -> str:
-    return f"{client_address(conn)}\x00{name[:_MAX_NAME_CHARS]}"
+    return failure_key(client_address(conn), name)
+
+
+def failure_key(address: str, name: str) -> str:
+    """What the failure budget is counted per: a client address and a repository name."""
+    return f"{address}\x00{name[:_MAX_NAME_CHARS]}"
 
 
 def _unknown_repo_permission(secret: str) -> Permission:

@@ -1,0 +1,136 @@
+"""Cached project pages answered by the protocol itself, before any ASGI machinery runs.
+
+A resolver asks for one ``/simple/<project>/`` page per requirement, hundreds per install, and
+a CI fleet asks for the same few thousand pages all day. Such a request, when its answer is
+already known, needs three dictionary lookups; the ASGI path around them (an asyncio task, the
+middleware and routing layers, two ``Request`` objects, header parsing) cost several times more
+(benchmarks/README.md, bench_workers). So the HTTP protocol (``pywharf_core.http.transport``)
+offers every complete ``GET`` head to :meth:`FastLane.answer` first, which returns the whole
+response, byte for byte what the application would send, only when nothing can differ:
+
+- the path is ``/simple/<project>/`` or ``/repos/<repo>/simple/<project>/``, without a query,
+  with the project in normal form and held by a hosted repository (not a group or a proxy);
+- Basic credentials whose verdict the repository has cached as READ or better
+  (``PkgRepo.cached_grant``: the same cache the application fills), and the address has not used
+  up its failure budget (the application's own limiter);
+- the rendered page is cached for the snapshot being served, in the negotiated type;
+- nothing that changes the answer is in the head: no ``If-None-Match``, ``Expect`` or
+  ``Upgrade``, no ``X-Forwarded-*`` (the proxy-headers layer would rewrite the client); the
+  connection stays open (HTTP/1.1 keep-alive, checked by the protocol); and no other worker
+  process has written since this one last caught up.
+
+Anything else, including every failure, goes the usual way (``None``), so the fast lane never
+answers differently; tests/test_fast_lane.py compares both byte for byte. It is off when the
+access log is on (every request must be logged there).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from pywharf_core.http.negotiation import choose_content_type
+from pywharf_core.http.page_cache import pages_of
+from pywharf_core.http.page_response import page_variant
+from pywharf_core.http.web.secret_check import AUTH_LIMITER, failure_key
+from pywharf_core.model.api_tokens import TOKEN_USERNAME
+from pywharf_core.service.server_state import ServerState
+from pywharf_core.storage.backend import Permission
+
+_MAX_CREDENTIALS = 4096  # decoded Authorization headers kept (one per client credential)
+_SKIP = frozenset({b"if-none-match", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"forwarded",
+                   b"range", b"if-range", b"upgrade"})
+
+
+class FastLane:
+    """See the module docstring; one per application."""
+
+    def __init__(self, app_state: Any) -> None:
+        self.app_state = app_state  # the Starlette app's ``state`` (its limiter is built there lazily)
+        self._credentials: dict[bytes, tuple[str, str] | None] = {}
+
+    def answer(self, url: bytes, headers: list[tuple[bytes, bytes]], client: str,
+               default_headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        """The whole HTTP/1.1 response to ``GET url`` with ``headers``, or None (answer it the usual way)."""
+        parts = url.split(b"/")
+        # b"/simple/p/" -> ['', 'simple', 'p', '']; b"/repos/r/simple/p/" -> ['', 'repos', 'r', 'simple', 'p', '']
+        if len(parts) == 4 and parts[1] == b"simple" and parts[3] == b"":
+            in_url, project_bytes = None, parts[2]
+        elif len(parts) == 6 and parts[1] == b"repos" and parts[3] == b"simple" and parts[5] == b"":
+            in_url, project_bytes = parts[2], parts[4]
+        else:
+            return None
+        if b"?" in project_bytes or b"%" in url or b"?" in url:
+            return None
+        authorization = accept = accept_encoding = b""
+        for name, value in headers:
+            if name == b"authorization":
+                authorization = value
+            elif name == b"accept":
+                accept = value
+            elif name == b"accept-encoding":
+                accept_encoding = value
+            elif name in _SKIP:
+                return None
+        credentials = self._basic(authorization)
+        if credentials is None:
+            return None
+        username, secret = credentials
+        state: ServerState = self.app_state.pywharf
+        if state.peers is not None and state.peers.changed():
+            return None
+        try:
+            name = in_url.decode("ascii") if in_url is not None else username
+        except UnicodeDecodeError:
+            return None
+        if name == TOKEN_USERNAME:
+            return None  # the token names its repository: the usual path resolves it
+        repo = state.repos.get(name)
+        if repo is None or repo.group is not None or repo.mirror is not None or not secret:
+            return None
+        limiter = getattr(self.app_state, AUTH_LIMITER, None)  # built at the first failure
+        if limiter is not None and limiter.retry_after(failure_key(client, name)) > 0:
+            return None
+        grant = repo.cached_grant(secret)
+        if grant is None or grant.permission < Permission.READ:
+            return None
+        project = project_bytes.decode("ascii", "replace")
+        records = repo.snapshot.projects.get(project)
+        if records is None:
+            return None
+        try:
+            content_type = choose_content_type(accept.decode("latin-1") if accept else None)
+        except ValueError:
+            return None
+        if content_type is None:
+            return None
+        page = pages_of(repo).records_page(project, records, content_type)
+        body, raw_headers = page_variant(page, content_type, accept_encoding.decode("latin-1"),
+                                         state.settings.page_max_age)
+        head = [b"HTTP/1.1 200 OK\r\n"]
+        for header_name, value in (*default_headers, *raw_headers):
+            head += (header_name, b": ", value, b"\r\n")
+        head.append(b"\r\n")
+        head.append(body)
+        return b"".join(head)
+
+    def _basic(self, header: bytes) -> tuple[str, str] | None:
+        """``(username, secret)`` of a Basic header (decoded once per distinct header)."""
+        if not header:
+            return None
+        if header in self._credentials:
+            return self._credentials[header]
+        scheme, _, encoded = header.partition(b" ")
+        found: tuple[str, str] | None = None
+        if scheme.lower() == b"basic" and encoded:
+            try:
+                decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeDecodeError):
+                decoded = ""
+            username, sep, password = decoded.partition(":")
+            found = (username, password) if sep else None
+        if len(self._credentials) >= _MAX_CREDENTIALS:
+            self._credentials.clear()
+        self._credentials[header] = found
+        return found
