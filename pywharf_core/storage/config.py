@@ -54,6 +54,9 @@ class PkgRepoConfig:
     # CI workflows that may trade an OIDC token for an upload token: [[name.trusted_publishers]] tables with
     # repository, workflow (required), issuer, environment, repository_owner_id, projects (see TrustedPublisher)
     trusted_publishers: tuple[TrustedPublisher, ...] = ()
+    # A deleted filename may be uploaded again with different bytes (pypi.org never allows it:
+    # an installer that cached or pinned the old file's hash would get other code under its name).
+    allow_reupload_of_deleted: bool = False
 
     def check(self) -> list[tuple[str, str]]:
         """Backend-specific semantic checks: a list of (key, problem); empty when valid."""
