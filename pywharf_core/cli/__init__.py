@@ -21,6 +21,7 @@ import fire
 import fire.helptext
 import fire.trace
 
+from pywharf_core.cli.lifecycle import delete, status
 from pywharf_core.cli.server_calls import call, secret_from
 from pywharf_core.cli.tokens import token
 from pywharf_core.http.limits import (
@@ -395,6 +396,8 @@ CORE_COMMANDS: Mapping[str, Callable[..., Any]] = {
     "quickstart": quickstart,
     "yank": yank,
     "unyank": unyank,
+    "status": status,
+    "delete": delete,
     "token": token,
 }
 
@@ -446,7 +449,7 @@ def argv_from_environment(environ: Mapping[str, str]) -> list[str]:
 
 # fire evaluates arguments as Python literals: the version "1.10" would become the float 1.1.
 # These commands take versions and free text, so their arguments are passed as string literals.
-VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank", "token"})
+VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank", "status", "delete", "token"})
 
 
 def _verbatim(arg: str) -> str:

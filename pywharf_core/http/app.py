@@ -1,4 +1,5 @@
-"""The Starlette application: PEP 503 pages, downloads, the legacy upload, yank, JSON API.
+"""The Starlette application: PEP 503 pages, downloads, the legacy upload, yank, PEP 792 status,
+deletion, JSON API.
 
 Every endpoint except the probes (``pywharf_core.http.health``) and ``/initialize/``
 authenticates (``pywharf_core.http.auth``); errors are one line of plain text
@@ -42,8 +43,10 @@ from pywharf_core.http.tokens import create_token, list_tokens, revoke_token
 from pywharf_core.http.upload_form import receive_upload
 from pywharf_core.http.web import web_routes
 from pywharf_core.model.errors import BackendUnavailable, InvalidName
+from pywharf_core.model.lifecycle import MAX_REASON_CHARS, STATUSES
 from pywharf_core.model.names import normalize_project, parse_dist_filename
 from pywharf_core.model.records import FileRecord
+from pywharf_core.service.grants import Grant
 from pywharf_core.service.proxy_mirror import ProxyMirror
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import ServerState
@@ -154,6 +157,8 @@ async def simple_project(request: Request) -> Response:
     page = pages_of(repo).project_page(repo.snapshot, normalized, content_type)
     if page is not None:
         return _page_response(request, page, content_type)
+    if repo.snapshot.holds(normalized):  # every file deleted: still this repository's name
+        raise HTTPException(404, f"Project {normalized!r} has no files left in this repository.")
     if not repo.index_loaded:
         # No index yet (no sync, no copy under ROOT): the name may be a private project of this
         # repository, and redirecting it to the public index would install whoever registered
@@ -185,7 +190,11 @@ async def download(request: Request) -> Response:
     repo = await _answering(repo, normalized)
     if repo.mirror is not None:
         return await _proxied_download(request, repo.mirror, normalized, filename, want_metadata)
-    record = repo.snapshot.files.get(filename)
+    snapshot = repo.snapshot
+    status = snapshot.statuses.get(normalized)
+    if (status is not None and not status.offers_files) or filename in snapshot.deleted:
+        raise HTTPException(404, "Not Found")  # PEP 792 quarantine, or deleted (bytes may be going)
+    record = snapshot.files.get(filename)
     if want_metadata and record is not None and not record.metadata_sha256:
         raise HTTPException(404, "Not Found")  # none, or not reliable (PEP 643 dynamic fields)
     locate = repo.backend.locate_metadata if want_metadata else repo.backend.locate
@@ -277,6 +286,51 @@ async def _yank(request: Request, yanked: bool) -> Response:
     return PlainTextResponse("\n".join(changed) + "\n")
 
 
+async def _lifecycle_target(request: Request, action: str) -> tuple[PkgRepo, Grant, str]:
+    """The repository, grant and normalised project of a status change or a deletion: the write
+    secret or an API token that may upload to the project (a trusted publisher's token may
+    not, as for yank), through the repository that holds the project (405 on a group)."""
+    repo, grant = await authorize_grant(request, Permission.WRITE)
+    try:
+        project = normalize_project(request.path_params["project"])
+    except InvalidName:
+        raise HTTPException(404, "Not Found") from None
+    if not grant.may_yank(project):
+        raise HTTPException(403, grant.yank_refusal(project, action))
+    if repo.group is not None:
+        raise HTTPException(405, f"{action.capitalize()} through the URL of the repository that holds {project!r}, "
+                                 f"not group {repo.name!r}.")
+    return repo, grant, project
+
+
+async def set_status(request: Request) -> Response:
+    """PEP 792: ``POST /status/<project>`` (form ``status``, optional ``reason``)."""
+    repo, grant, project = await _lifecycle_target(request, "change the status")
+    async with request.form(max_files=0, max_fields=5) as form:
+        status, reason = str(form.get("status") or ""), str(form.get("reason") or "")
+    if status not in STATUSES:
+        raise HTTPException(400, f"Unknown status {status!r}: one of {', '.join(STATUSES)}.")
+    if len(reason) > MAX_REASON_CHARS:
+        raise HTTPException(400, f"The reason is at most {MAX_REASON_CHARS} characters.")
+    changed = await anyio.to_thread.run_sync(repo.set_status, project, status, reason)
+    if changed is None:
+        raise HTTPException(404, f"Project {project!r} is not in repository {repo.name!r}.")
+    log.info("repo %r: project %s is %s (reason %r), by %s", repo.name, project, status, reason, grant.actor)
+    return PlainTextResponse(f"{project}: {status}\n")
+
+
+async def delete(request: Request) -> Response:
+    """``POST /delete/<project>`` (every file) or ``/delete/<project>/<filename or version>``."""
+    repo, grant, project = await _lifecycle_target(request, "delete")
+    target = request.path_params.get("target")
+    deleted = await anyio.to_thread.run_sync(repo.delete, project, target)
+    if not deleted:
+        what = f"file or version {target!r} of project" if target is not None else "file of project"
+        raise HTTPException(404, f"No {what} {project!r} in repository {repo.name!r}.")
+    log.info("repo %r: deleted %s by %s", repo.name, ", ".join(deleted), grant.actor)
+    return PlainTextResponse("\n".join(deleted) + "\n")
+
+
 async def project_json(request: Request) -> Response:
     """pypi.org's JSON API for one project (or one version of it)."""
     repo = await authorize(request, Permission.READ)
@@ -288,7 +342,8 @@ async def project_json(request: Request) -> Response:
     if repo.mirror is not None:
         records = await _mirror_records(repo.mirror, project) or ()
     else:
-        records = repo.snapshot.projects.get(project, ())
+        status = repo.snapshot.statuses.get(project)
+        records = repo.snapshot.projects.get(project, ()) if status is None or status.offers_files else ()
     base = index_base_url(request)
     body = render_project_json_api(project, records, request.path_params.get("version"), base)
     if body is None:
@@ -348,6 +403,9 @@ def _index_routes(prefix: str) -> list[Route]:
         Route(f"{prefix}/simple", upload, methods=["POST"]),
         Route(f"{prefix}/yank/{{project}}/{{target}}", yank, methods=["POST"]),
         Route(f"{prefix}/unyank/{{project}}/{{target}}", unyank, methods=["POST"]),
+        Route(f"{prefix}/status/{{project}}", set_status, methods=["POST"]),
+        Route(f"{prefix}/delete/{{project}}", delete, methods=["POST"]),
+        Route(f"{prefix}/delete/{{project}}/{{target}}", delete, methods=["POST"]),
         Route(f"{prefix}/pypi/{{project}}/json", project_json, methods=["GET", "HEAD"]),
         Route(f"{prefix}/pypi/{{project}}/{{version}}/json", project_json, methods=["GET", "HEAD"]),
         Route(f"{prefix}/index_mtime/", index_mtime, methods=["GET"]),
