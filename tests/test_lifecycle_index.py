@@ -261,3 +261,17 @@ def test_allow_reupload_of_deleted_lifts_the_rule(tmp_path: Path) -> None:
     _, rec = put(store, tmp_path, "demo-1.0.tar.gz", b"first")
     store.delete_files([rec], "2026-03-01T00:00:00.000000Z")
     assert put(store, tmp_path, "demo-1.0.tar.gz", b"second")[0] is StoreOutcome.CREATED
+
+
+def test_static_pages_read_no_deleted_or_quarantined_file(store: PackageStore, tmp_path: Path) -> None:
+    """``read_remote_index`` (what ``github.gen_gh_pages`` renders) serves what a server would."""
+    from pywharf_core.service.backends import read_remote_index
+
+    _, gone = put(store, tmp_path, "demo-1.0.tar.gz", b"one")
+    put(store, tmp_path, "demo-2.0.tar.gz", b"two")
+    put(store, tmp_path, "bad-1.0.tar.gz", b"bad")
+    store.delete_files([gone], "2026-03-01T00:00:00.000000Z")
+    store.set_project_status(ProjectStatus("bad", "quarantined"))
+    assert [r.filename for r in read_remote_index(store.storage)] == ["demo-2.0.tar.gz"]
+    store.rebuild_index()
+    assert [r.filename for r in read_remote_index(store.storage)] == ["demo-2.0.tar.gz"]

@@ -33,11 +33,12 @@ def rebuild_remote_index(backend: Backend) -> int:
 
 def read_remote_index(storage: Storage) -> list[FileRecord]:
     """What a server syncing ``storage`` would serve: the base document, then the index log after it
-    (deleted files are not served)."""
+    (deleted files and the files of a quarantined project are not served)."""
     store = PackageStore(storage)
     remote = store.fetch_remote_index(None)
     data = remote.data if remote is not None else None
     snapshot = IndexSnapshot.build(parse_index_changes(data) if data else [])
     snapshot = snapshot.with_records(
         change for _, change in store.read_log(index_log_position(data)) if change is not None)
-    return sorted(snapshot.files.values(), key=lambda record: record.filename)
+    hidden = {name for name, status in snapshot.statuses.items() if not status.offers_files}
+    return sorted((r for r in snapshot.files.values() if r.distrib not in hidden), key=lambda r: r.filename)
