@@ -1,4 +1,4 @@
-"""Lifecycle and operations (issue 16): PEP 792 project statuses and deletion, end to end.
+"""Lifecycle and operations (issue 16): PEP 792 project statuses, deletion and retention, end to end.
 
 Real ``pywharf server`` processes: A and B share one file_system storage folder (nothing else;
 ``sync_index_interval = 1``). ``pywharf status`` / ``pywharf delete`` act through A; B shows the
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ from test_index_sync import INTERVAL, READ, REPO, WRITE, shared_pair, sync_confi
 from test_upload_rules import Dist, encode_multipart, make_wheel, upload_fields
 
 from pywharf_core.http.app import create_app
+from pywharf_core.index.snapshot import IndexSnapshot
+from pywharf_core.model.errors import ConfigError
+from pywharf_core.model.names import parse_dist_filename
+from pywharf_core.model.records import FileRecord
+from pywharf_core.service.retention import RetentionPolicy, plan
 from pywharf_core.service.server_state import ServerSettings, ServerState, build_repos, load_setup
 
 __all__ = ["shared_pair"]  # the fixture, imported for pytest
@@ -285,3 +291,95 @@ def test_journal_lines_of_a_server_are_whole_json(local: Local, tmp_path: Path) 
              (tmp_path / "root" / "cache" / REPO / "uploads.jsonl").read_bytes().splitlines()]
     assert {"project_status": "journaled"}.items() <= lines[-2].items()
     assert lines[-1]["deleted"] == "journaled-1.0-py3-none-any.whl"
+
+
+# -- retention ----------------------------------------------------------------------------------------
+
+
+def _record(filename: str, upload_time: str = "2026-01-01T00:00:00.000000Z") -> FileRecord:
+    dist = parse_dist_filename(filename)
+    return FileRecord(filename, dist.project, str(dist.version), "a" * 64, 1, upload_time)
+
+
+def test_retention_plan_keeps_the_newest_prereleases_and_every_final_release() -> None:
+    versions = ["1.0", "1.1a1", "1.1a2", "1.1.dev1", "1.2rc1", "2.0"]
+    snapshot = IndexSnapshot.build([_record(f"demo-{v}.tar.gz") for v in versions] +
+                                   [_record("other-0.1a1.tar.gz")])
+    doomed = plan(snapshot, RetentionPolicy(keep_prereleases=2), datetime(2026, 6, 1, tzinfo=timezone.utc))
+    assert [d.record.filename for d in doomed] == ["demo-1.1.dev1.tar.gz", "demo-1.1a1.tar.gz"]
+    assert doomed[0].why == "pre-/dev-release older than the newest 2 of demo"
+    everything = plan(snapshot, RetentionPolicy(keep_prereleases=0), datetime(2026, 6, 1, tzinfo=timezone.utc))
+    assert len(everything) == 5 and not any(d.record.version in ("1.0", "2.0") for d in everything)
+
+
+def test_retention_plan_by_age_and_version_pattern() -> None:
+    snapshot = IndexSnapshot.build([
+        _record("demo-1.0.dev3.tar.gz", "2026-01-01T00:00:00.000000Z"),  # old dev: goes
+        _record("demo-1.0.dev4.tar.gz", "2026-05-30T00:00:00.000000Z"),  # recent dev: stays
+        _record("demo-0.9.tar.gz", "2025-01-01T00:00:00.000000Z"),  # old, not matching: stays
+        _record("demo-0.8.dev1.tar.gz", ""),  # unknown age: stays
+    ])
+    policy = RetentionPolicy(max_age_days=30, version_pattern=r".*\.dev\d+")
+    doomed = plan(snapshot, policy, datetime(2026, 6, 1, tzinfo=timezone.utc))
+    assert [(d.record.filename, d.why) for d in doomed] == [
+        ("demo-1.0.dev3.tar.gz", r"uploaded 2026-01-01, over 30 days ago, version matches '.*\\.dev\\d+'")]
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ({"retention_max_age_days": 3}, "retention_version_pattern"),
+    ({"retention_version_pattern": ".*"}, "retention_version_pattern"),
+    ({"retention_max_age_days": 3, "retention_version_pattern": "(unclosed"}, "retention_version_pattern"),
+    ({"retention_max_age_days": 0, "retention_version_pattern": ".*"}, "retention_max_age_days"),
+    ({"retention_keep_prereleases": -1}, "retention_keep_prereleases"),
+])
+def test_retention_config_mistakes_name_the_key(table: dict[str, object], key: str) -> None:
+    config = tomli_w.dumps({REPO: {"type": "file_system", "read_secret": READ, "write_secret": WRITE, **table}})
+    with pytest.raises(ConfigError, match=key):
+        load_setup(config, None, is_text=True)
+
+
+def test_retention_route_rules(local: Local, tmp_path: Path) -> None:
+    post = local.client.post
+    assert post("/retention", auth=(REPO, WRITE)).status_code == 400  # no rules configured
+    ruled = Local(tmp_path / "ruled", tomli_w.dumps({REPO: {
+        "type": "file_system", "read_secret": READ, "write_secret": WRITE, "retention_keep_prereleases": 0}}))
+    assert ruled.upload(make_wheel(tmp_path, "ret", "1.0a1")).status_code == 200
+    token = ruled.client.post(f"/_/tokens/{REPO}", data={"scope": "upload"}, auth=(REPO, WRITE)).json()["token"]
+    assert ruled.client.post("/retention", auth=("__token__", token)).status_code == 403
+    assert ruled.client.post("/retention", auth=(REPO, READ)).status_code == 403
+    dry = ruled.client.post("/retention", data={"dry_run": "1"}, auth=(REPO, WRITE))
+    assert dry.text == "ret-1.0a1-py3-none-any.whl\tpre-/dev-release older than the newest 0 of ret\n"
+    assert "ret" in ruled.state.repos[REPO].snapshot.projects
+    assert ruled.client.post("/retention", auth=(REPO, WRITE)).text == dry.text
+    assert "ret" not in ruled.state.repos[REPO].snapshot.projects
+
+
+def test_retention_dry_run_then_run_then_scheduled_through_the_servers(
+        server_factory, env: dict[str, str], tmp_path: Path) -> None:
+    storage = tmp_path / "shared-storage"
+    storage.mkdir()
+    config = sync_config(storage_path=str(storage), retention_keep_prereleases=1)
+    a = server_factory(config, "--extra_index_url=", root_name="root-a")
+    b = server_factory(config, "--extra_index_url=", root_name="root-b")
+    a1, a2, final = (make_wheel(tmp_path / "d", "lcret", v) for v in ("1.0a1", "1.0a2", "1.0"))
+    for dist in (a1, a2, final):
+        twine_upload(a, dist, env)
+
+    def listed(server: ProcessServer) -> list[str]:
+        response = page(server, "lcret")
+        return sorted(f["filename"] for f in response.json()["files"]) if response.status_code == 200 else []
+
+    dry = cli("retention", a, "--dry-run", env=env).stdout
+    assert dry == f"would delete: {a1.filename} (pre-/dev-release older than the newest 1 of lcret)\n"
+    assert (storage / a1.filename).is_file() and len(listed(a)) == 3
+    assert cli("retention", a, env=env).stdout == dry.replace("would delete", "deleted")
+    assert not (storage / a1.filename).exists()
+    assert wait_for(lambda: listed(b) == sorted([a2.filename, final.filename]), INTERVAL + 3, lambda: b.log())
+    assert cli("retention", b, "--dry_run", env=env).stdout == "retention: nothing to delete\n"
+
+    # Scheduled: a server started with --retention_interval applies the rules by itself.
+    a3 = make_wheel(tmp_path / "d", "lcret", "1.0a3")
+    twine_upload(b, a3, env)
+    server_factory(config, "--extra_index_url=", "--retention_interval=1", root_name="root-c")
+    assert wait_for(lambda: listed(a) == sorted([a3.filename, final.filename]), 15, lambda: a.log())
+    assert not (storage / a2.filename).exists()

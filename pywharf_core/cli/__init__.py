@@ -21,7 +21,7 @@ import fire
 import fire.helptext
 import fire.trace
 
-from pywharf_core.cli.lifecycle import delete, status
+from pywharf_core.cli.lifecycle import delete, retention, status
 from pywharf_core.cli.server_calls import call, secret_from
 from pywharf_core.cli.tokens import token
 from pywharf_core.http.limits import (
@@ -82,6 +82,7 @@ def server(
     oidc_audience: str = DEFAULT_OIDC_AUDIENCE,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
+    retention_interval: int = 0,
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -139,6 +140,9 @@ def server(
             Publishing clients (uv, gh-action-pypi-publish) call https://HOST/_/oidc/... whatever
             the upload URL says: serve TLS here or through a reverse proxy.
         ssl_keyfile: The certificate's private key (PEM), with --ssl_certfile.
+        retention_interval: Seconds between runs of each repository's retention rules
+            (retention_* keys of its config; 0: never). Enable it on one server of those
+            sharing a storage.
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.http.app import create_app
@@ -172,6 +176,7 @@ def server(
         allowed_endpoints=_csv(allowed_endpoints),
         allowed_storage_paths=tuple(Path(p) for p in _csv(allow_storage_path)),
         oidc_audience=str(oidc_audience),
+        retention_interval=int(retention_interval),
     )
     tls = (str(ssl_certfile), str(ssl_keyfile)) if _opt_str(ssl_certfile) or _opt_str(ssl_keyfile) else None
     if tls is not None and not (_opt_str(ssl_certfile) and _opt_str(ssl_keyfile)):
@@ -398,6 +403,7 @@ CORE_COMMANDS: Mapping[str, Callable[..., Any]] = {
     "unyank": unyank,
     "status": status,
     "delete": delete,
+    "retention": retention,
     "token": token,
 }
 
@@ -449,7 +455,7 @@ def argv_from_environment(environ: Mapping[str, str]) -> list[str]:
 
 # fire evaluates arguments as Python literals: the version "1.10" would become the float 1.1.
 # These commands take versions and free text, so their arguments are passed as string literals.
-VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank", "status", "delete", "token"})
+VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank", "status", "delete", "retention", "token"})
 
 
 def _verbatim(arg: str) -> str:

@@ -1,6 +1,7 @@
-"""``pywharf status`` and ``pywharf delete``: a project's PEP 792 status and the deletion of
-files, versions or projects, through a running server (which persists them in storage, so
-``update_index`` keeps them, and serves them at once; other servers after a sync)."""
+"""``pywharf status``, ``pywharf delete`` and ``pywharf retention``: a project's PEP 792 status
+and the deletion of files, versions or projects (by hand or by the repository's retention
+rules), through a running server (which persists them in storage, so ``update_index`` keeps
+them, and serves them at once; other servers after a sync)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,36 @@ def delete(
     response = call("delete", "POST", target, auth=(str(repo), secret))
     for filename in response.text.split():
         print(f"delete: {filename}")
+
+
+def retention(
+    url: str = "http://127.0.0.1:8888",
+    repo: str = "local",
+    secret: str | None = None,
+    secret_env: str | None = None,
+    dry_run: bool = False,
+) -> None:
+    """Apply the repository's retention rules now, or (--dry_run) print what they would delete.
+
+    The rules are the retention_* keys of the repository's config. Each file is printed with
+    the rule that deletes it; a dry run prints exactly what a run at that moment deletes.
+
+    Args:
+        url: The pywharf server's base URL.
+        repo: Package repository name.
+        secret: The repository's write secret.
+        secret_env: Name of an environment variable holding the secret, instead of --secret.
+        dry_run: Print what would be deleted, delete nothing.
+    """
+    # Arguments arrive verbatim (strings): "--dry_run=False" must not mean a dry run's opposite by accident.
+    dry = dry_run if isinstance(dry_run, bool) else str(dry_run).strip().lower() in ("1", "true", "yes")
+    secret = secret_from(secret, secret_env)
+    target = f"{str(url).rstrip('/')}/retention"
+    response = call("retention", "POST", target, data={"dry_run": "1" if dry else ""}, auth=(str(repo), secret))
+    verb = "would delete" if dry else "deleted"
+    lines = [line for line in response.text.splitlines() if line]
+    for line in lines:
+        filename, _, why = line.partition("\t")
+        print(f"{verb}: {filename} ({why})")
+    if not lines:
+        print("retention: nothing to delete")

@@ -49,6 +49,7 @@ from pywharf_core.model.records import FileRecord
 from pywharf_core.service.grants import Grant
 from pywharf_core.service.proxy_mirror import ProxyMirror
 from pywharf_core.service.repository import PkgRepo
+from pywharf_core.service.retention import RetentionPolicy, apply_retention
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.service.upload import accept_upload
 from pywharf_core.storage.backend import DownloadTarget, LocalFile, Permission, Redirect, StreamedFile
@@ -331,6 +332,25 @@ async def delete(request: Request) -> Response:
     return PlainTextResponse("\n".join(deleted) + "\n")
 
 
+async def retention(request: Request) -> Response:
+    """``POST /retention`` (form ``dry_run``): run the repository's retention rules, or (dry run)
+    say what they would delete; one ``<filename>\t<why>`` line per file. The write secret only:
+    it may delete any project's files."""
+    repo, grant = await authorize_grant(request, Permission.WRITE)
+    if grant.token is not None:
+        raise HTTPException(403, "Retention spans every project: use the write secret, not a token.")
+    if repo.group is not None or repo.mirror is not None:
+        raise HTTPException(405, f"Repository {repo.name!r} holds no files of its own: run retention on a hosted one.")
+    if RetentionPolicy.of(repo.config) is None:
+        raise HTTPException(400, f"Repository {repo.name!r} has no retention rules (retention_* keys of its config).")
+    async with request.form(max_files=0, max_fields=5) as form:
+        dry_run = str(form.get("dry_run") or "").lower() in ("1", "true", "yes")
+    doomed = await anyio.to_thread.run_sync(apply_retention, repo, dry_run)
+    if not dry_run:
+        log.info("repo %r: retention deleted %d files, by %s", repo.name, len(doomed), grant.actor)
+    return PlainTextResponse("".join(f"{d.record.filename}\t{d.why}\n" for d in doomed))
+
+
 async def project_json(request: Request) -> Response:
     """pypi.org's JSON API for one project (or one version of it)."""
     repo = await authorize(request, Permission.READ)
@@ -406,6 +426,7 @@ def _index_routes(prefix: str) -> list[Route]:
         Route(f"{prefix}/status/{{project}}", set_status, methods=["POST"]),
         Route(f"{prefix}/delete/{{project}}", delete, methods=["POST"]),
         Route(f"{prefix}/delete/{{project}}/{{target}}", delete, methods=["POST"]),
+        Route(f"{prefix}/retention", retention, methods=["POST"]),
         Route(f"{prefix}/pypi/{{project}}/json", project_json, methods=["GET", "HEAD"]),
         Route(f"{prefix}/pypi/{{project}}/{{version}}/json", project_json, methods=["GET", "HEAD"]),
         Route(f"{prefix}/index_mtime/", index_mtime, methods=["GET"]),

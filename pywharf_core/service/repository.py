@@ -31,7 +31,7 @@ from pywharf_core.index.snapshot import IndexSnapshot
 from pywharf_core.model.api_tokens import parse_token
 from pywharf_core.model.errors import UploadRejected
 from pywharf_core.model.lifecycle import IndexChange, ProjectStatus
-from pywharf_core.model.records import utc_timestamp
+from pywharf_core.model.records import FileRecord, utc_timestamp
 from pywharf_core.service.grants import Grant
 from pywharf_core.service.package_store import PackageStore
 from pywharf_core.service.proxy_mirror import ProxyMirror
@@ -170,6 +170,10 @@ class PkgRepo:
         else:
             chosen = [r for r in records if r.filename == target] or [
                 r for r in records if _same_version(r.version, target)]
+        return self.delete_records(chosen)
+
+    def delete_records(self, chosen: list[FileRecord]) -> list[str]:
+        """Delete these files (from storage, then every index); returns their filenames. Blocking."""
         if not chosen:
             return []
         tombstones = self._lifecycle_store().delete_files(chosen, utc_timestamp())
