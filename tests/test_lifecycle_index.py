@@ -6,6 +6,7 @@ base document, lifecycle document) with their round trips, and older formats sti
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -226,6 +227,8 @@ def test_delete_removes_the_bytes_keeps_the_claim_and_rebuild_keeps_it_deleted(
 
     with pytest.raises(FileConflict, match="was deleted"):
         put(store, tmp_path, "demo-1.0.tar.gz", b"new bytes")
+    with pytest.raises(FileConflict, match=re.escape("was stored, and deleted, as 'demo-1.0.tar.gz'")):
+        put(store, tmp_path, "Demo-1.0.0.tar.gz", b"new bytes")  # another spelling: the identity stays
     assert put(store, tmp_path, "demo-1.0.tar.gz", b"first bytes")[0] is StoreOutcome.CREATED  # same bytes: back
     assert "demo-1.0.tar.gz" not in store.read_lifecycle().deleted
     store.rebuild_index()

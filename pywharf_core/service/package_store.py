@@ -151,7 +151,7 @@ class PackageStore(Backend):
                 f"File already exists: {record.filename!r} was deleted and a deleted filename cannot be "
                 "uploaded again with different content (as on pypi.org): use a new version. The same "
                 "bytes may be uploaded back.")
-        self._claim_identity(dist)
+        self._claim_identity(dist, lifecycle.deleted)
         created = self.storage.put_blob(record.filename, staged.path, staged.size, staged.sha256)
         if not created:
             known = self.stored_record(record.filename)
@@ -176,7 +176,7 @@ class PackageStore(Backend):
             self._change_lifecycle(lambda doc: doc.deleted.pop(record.filename, None) is not None)
         return StoreOutcome.CREATED if created else StoreOutcome.IDENTICAL
 
-    def _claim_identity(self, dist: DistFilename) -> None:
+    def _claim_identity(self, dist: DistFilename, deleted: Mapping[str, Tombstone] | None = None) -> None:
         """Take the distribution's identity for this spelling, or 409 naming the spelling that has it.
 
         Claims are never taken over or deleted: a claim whose file is not stored yet may belong
@@ -196,7 +196,12 @@ class PackageStore(Backend):
             if holder == dist.filename:
                 return
             if holder:
-                stored = " is" if self.storage.has_blob(holder) else " was claimed (its upload may be in progress) as"
+                if deleted is not None and holder in deleted:
+                    stored = " was stored, and deleted, as"  # the deleted spelling keeps the identity
+                elif self.storage.has_blob(holder):
+                    stored = " is"
+                else:
+                    stored = " was claimed (its upload may be in progress) as"
                 raise FileConflict(
                     f"File already exists: the same distribution as {dist.filename!r} (same project, version "
                     f"and tags){stored} {holder!r}; a release cannot be replaced."
