@@ -206,5 +206,6 @@ def journal_entries(folder: Path) -> dict[str, dict]:
     assert not data or data.endswith(b"\n"), f"{path} ends with a torn line"
     for line in data.splitlines():
         table = json.loads(line)
-        entries[table.pop("filename")] = table
+        if "filename" in table:  # not a deletion or a project status (pywharf_core.model.lifecycle)
+            entries[table.pop("filename")] = table
     return entries

@@ -379,3 +379,41 @@ def test_another_server_lists_an_upload_after_one_sync(backend: BackendUnderTest
     b.sync()
     assert b.files("spread")[dist.filename]["hashes"]["sha256"] == dist.sha256
     assert b.download("spread", dist.filename) == dist.data
+
+
+# -- lifecycle (issue 16): statuses and deletions ----------------------------------------------------------
+
+
+def test_status_and_deletion_reach_another_server_and_survive_update_index(backend: BackendUnderTest,
+                                                                          tmp_path: Path) -> None:
+    app = backend.app()
+    old, kept = wheel(tmp_path, "gone", "1.0"), wheel(tmp_path, "gone", "1.1")
+    ok(app.upload(old))
+    ok(app.upload(kept))
+    deleted = app.client.post(f"/delete/gone/{old.filename}", auth=backend.write)
+    ok(deleted)
+    assert deleted.text.split() == [old.filename]
+    other = backend.app("other")
+    assert list(other.files("gone")) == [kept.filename]
+    assert other.client.get(f"/simple/gone/{old.filename}", auth=backend.read).status_code == 404
+    assert other.upload(wheel(tmp_path, "gone", "1.0", tag="other bytes")).status_code == 409
+    ok(other.upload(old))  # the same bytes may come back
+    app.sync()
+    assert sha256(app.download("gone", old.filename)) == old.sha256
+    ok(app.client.post("/status/gone", data={"status": "archived", "reason": "done"}, auth=backend.write))
+
+    backend.update_index()
+    rebuilt = backend.app("rebuilt")
+    assert sorted(rebuilt.files("gone")) == sorted([old.filename, kept.filename])
+    page = rebuilt.client.get("/simple/gone/", auth=backend.read,
+                              headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert page.json()["project-status"] == {"status": "archived", "reason": "done"}
+    assert rebuilt.upload(wheel(tmp_path, "gone", "2.0")).status_code == 403
+
+    ok(rebuilt.client.post("/delete/gone", auth=backend.write))
+    backend.update_index()
+    final = backend.app("final")
+    assert final.files("gone") == {}
+    assert final.client.get(f"/simple/gone/{kept.filename}", auth=backend.read).status_code == 404
+    app.sync()
+    assert app.files("gone") == {}  # its journalled uploads do not bring the files back

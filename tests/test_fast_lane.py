@@ -205,3 +205,18 @@ def _read_responses(sock: socket.socket, count: int) -> list[tuple[int, bytes]]:
         found.append((int(head.split(b" ")[1]), rest[:length]))
         buffer = rest[length:]
     return found
+
+
+@pytest.mark.parametrize("status", ["quarantined", "deprecated", "archived"])
+def test_a_project_with_a_status_gets_the_applications_page_with_its_marker(server: Server, status: str) -> None:
+    changed = server.client.post("/repos/team/status/fastlib", data={"status": status, "reason": "see notes"},
+                                 auth=("x", WRITE))
+    assert changed.status_code == 200, changed.text
+    lane = FastLane(server.client.app.state)
+    for accept in ("text/html", "application/vnd.pypi.simple.v1+json"):
+        headers = {"Authorization": basic("team", READ).decode(), "Accept": accept}
+        expected = app_response(server, "/simple/fastlib/", headers)
+        raw = answer(lane, "/simple/fastlib/", headers)
+        assert raw is not None and lane_response(raw) == expected
+        assert status.encode() in expected[2]
+        assert (b"fastlib-1.0" in expected[2]) is (status != "quarantined")

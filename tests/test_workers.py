@@ -76,6 +76,18 @@ def test_an_upload_yank_and_revocation_through_one_worker_are_seen_by_the_other_
              "--repo", REPO, "--secret", WRITE], client_env(tmp_path), timeout=60)
         documents = spread(server, "GET", f"/repos/{REPO}/pypi/rywlib/json", auth=(REPO, READ))
         assert all(json.loads(r.text)["urls"][0]["yanked"] for r in documents)
+        second = make_wheel(tmp_path, "rywlib", "2.0")
+        twine_upload(server, second.path, tmp_path)
+        run([tool("pywharf"), "delete", "rywlib", "1.0", "--url", server.base, "--repo", REPO, "--secret", WRITE],
+            client_env(tmp_path), timeout=60)
+        gone = spread(server, "GET", f"/repos/{REPO}/simple/rywlib/{dist.filename}", auth=(REPO, READ))
+        assert all(r.status_code == 404 for r in gone)
+        run([tool("pywharf"), "status", "rywlib", "quarantined", "--url", server.base, "--repo", REPO,
+             "--secret", WRITE], client_env(tmp_path), timeout=60)
+        quarantined = spread(server, "GET", f"/repos/{REPO}/simple/rywlib/?q", auth=(REPO, READ),
+                             headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        assert all(r.json()["project-status"]["status"] == "quarantined" and r.json()["files"] == []
+                   for r in quarantined)
 
         created = requests.post(f"{server.base}/_/tokens/{REPO}", auth=(REPO, WRITE),
                                 data={"description": "ci", "scope": "read"}, timeout=10)

@@ -21,6 +21,7 @@ import fire
 import fire.helptext
 import fire.trace
 
+from pywharf_core.cli.lifecycle import delete, retention, status
 from pywharf_core.cli.server_calls import call, secret_from
 from pywharf_core.cli.tokens import token
 from pywharf_core.http.limits import (
@@ -82,6 +83,7 @@ def server(
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
     workers: int = 1,
+    retention_interval: int = 0,
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -142,6 +144,9 @@ def server(
         workers: Worker processes serving one port (uvicorn, with --config): each uses a core;
             an upload through one is visible through all at once; one of them syncs the indexes;
             a worker that dies is replaced. 1 (the default) serves from this process.
+        retention_interval: Seconds between runs of each repository's retention rules
+            (retention_* keys of its config; 0: never). Enable it on one server of those
+            sharing a storage.
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.http.app import create_app
@@ -175,6 +180,7 @@ def server(
         allowed_endpoints=_csv(allowed_endpoints),
         allowed_storage_paths=tuple(Path(p) for p in _csv(allow_storage_path)),
         oidc_audience=str(oidc_audience),
+        retention_interval=int(retention_interval),
     )
     tls = (str(ssl_certfile), str(ssl_keyfile)) if _opt_str(ssl_certfile) or _opt_str(ssl_keyfile) else None
     if tls is not None and not (_opt_str(ssl_certfile) and _opt_str(ssl_keyfile)):
@@ -407,6 +413,9 @@ CORE_COMMANDS: Mapping[str, Callable[..., Any]] = {
     "quickstart": quickstart,
     "yank": yank,
     "unyank": unyank,
+    "status": status,
+    "delete": delete,
+    "retention": retention,
     "token": token,
 }
 
@@ -458,7 +467,7 @@ def argv_from_environment(environ: Mapping[str, str]) -> list[str]:
 
 # fire evaluates arguments as Python literals: the version "1.10" would become the float 1.1.
 # These commands take versions and free text, so their arguments are passed as string literals.
-VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank", "token"})
+VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank", "status", "delete", "retention", "token"})
 
 
 def _verbatim(arg: str) -> str:

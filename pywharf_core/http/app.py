@@ -1,4 +1,5 @@
-"""The Starlette application: PEP 503 pages, downloads, the legacy upload, yank, JSON API.
+"""The Starlette application: PEP 503 pages, downloads, the legacy upload, yank, PEP 792 status,
+deletion, JSON API.
 
 Every endpoint except the probes (``pywharf_core.http.health``) and ``/initialize/``
 authenticates (``pywharf_core.http.auth``); errors are one line of plain text
@@ -43,10 +44,13 @@ from pywharf_core.http.tokens import create_token, list_tokens, revoke_token
 from pywharf_core.http.upload_form import receive_upload
 from pywharf_core.http.web import web_routes
 from pywharf_core.model.errors import BackendUnavailable, InvalidName
+from pywharf_core.model.lifecycle import MAX_REASON_CHARS, STATUSES
 from pywharf_core.model.names import normalize_project, parse_dist_filename
 from pywharf_core.model.records import FileRecord
+from pywharf_core.service.grants import Grant
 from pywharf_core.service.proxy_mirror import ProxyMirror
 from pywharf_core.service.repository import PkgRepo
+from pywharf_core.service.retention import RetentionPolicy, apply_retention
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.service.upload import accept_upload
 from pywharf_core.storage.backend import DownloadTarget, LocalFile, Permission, Redirect, StreamedFile
@@ -116,6 +120,8 @@ async def simple_project(request: Request) -> Response:
     page = pages_of(repo).project_page(repo.snapshot, normalized, content_type)
     if page is not None:
         return page_response(request, page, content_type)
+    if repo.snapshot.holds(normalized):  # every file deleted: still this repository's name
+        raise HTTPException(404, f"Project {normalized!r} has no files left in this repository.")
     if not repo.index_loaded:
         # No index yet (no sync, no copy under ROOT): the name may be a private project of this
         # repository, and redirecting it to the public index would install whoever registered
@@ -147,7 +153,11 @@ async def download(request: Request) -> Response:
     repo = await _answering(repo, normalized)
     if repo.mirror is not None:
         return await _proxied_download(request, repo.mirror, normalized, filename, want_metadata)
-    record = repo.snapshot.files.get(filename)
+    snapshot = repo.snapshot
+    status = snapshot.statuses.get(normalized)
+    if (status is not None and not status.offers_files) or filename in snapshot.deleted:
+        raise HTTPException(404, "Not Found")  # PEP 792 quarantine, or deleted (bytes may be going)
+    record = snapshot.files.get(filename)
     if want_metadata and record is not None and not record.metadata_sha256:
         raise HTTPException(404, "Not Found")  # none, or not reliable (PEP 643 dynamic fields)
     locate = repo.backend.locate_metadata if want_metadata else repo.backend.locate
@@ -239,6 +249,70 @@ async def _yank(request: Request, yanked: bool) -> Response:
     return PlainTextResponse("\n".join(changed) + "\n")
 
 
+async def _lifecycle_target(request: Request, action: str) -> tuple[PkgRepo, Grant, str]:
+    """The repository, grant and normalised project of a status change or a deletion: the write
+    secret or an API token that may upload to the project (a trusted publisher's token may
+    not, as for yank), through the repository that holds the project (405 on a group)."""
+    repo, grant = await authorize_grant(request, Permission.WRITE)
+    try:
+        project = normalize_project(request.path_params["project"])
+    except InvalidName:
+        raise HTTPException(404, "Not Found") from None
+    if not grant.may_yank(project):
+        raise HTTPException(403, grant.yank_refusal(project, action))
+    if repo.group is not None:
+        raise HTTPException(405, f"{action.capitalize()} through the URL of the repository that holds {project!r}, "
+                                 f"not group {repo.name!r}.")
+    return repo, grant, project
+
+
+async def set_status(request: Request) -> Response:
+    """PEP 792: ``POST /status/<project>`` (form ``status``, optional ``reason``)."""
+    repo, grant, project = await _lifecycle_target(request, "change the status")
+    async with request.form(max_files=0, max_fields=5) as form:
+        status, reason = str(form.get("status") or ""), str(form.get("reason") or "")
+    if status not in STATUSES:
+        raise HTTPException(400, f"Unknown status {status!r}: one of {', '.join(STATUSES)}.")
+    if len(reason) > MAX_REASON_CHARS:
+        raise HTTPException(400, f"The reason is at most {MAX_REASON_CHARS} characters.")
+    changed = await anyio.to_thread.run_sync(repo.set_status, project, status, reason)
+    if changed is None:
+        raise HTTPException(404, f"Project {project!r} is not in repository {repo.name!r}.")
+    log.info("repo %r: project %s is %s (reason %r), by %s", repo.name, project, status, reason, grant.actor)
+    return PlainTextResponse(f"{project}: {status}\n")
+
+
+async def delete(request: Request) -> Response:
+    """``POST /delete/<project>`` (every file) or ``/delete/<project>/<filename or version>``."""
+    repo, grant, project = await _lifecycle_target(request, "delete")
+    target = request.path_params.get("target")
+    deleted = await anyio.to_thread.run_sync(repo.delete, project, target)
+    if not deleted:
+        what = f"file or version {target!r} of project" if target is not None else "file of project"
+        raise HTTPException(404, f"No {what} {project!r} in repository {repo.name!r}.")
+    log.info("repo %r: deleted %s by %s", repo.name, ", ".join(deleted), grant.actor)
+    return PlainTextResponse("\n".join(deleted) + "\n")
+
+
+async def retention(request: Request) -> Response:
+    """``POST /retention`` (form ``dry_run``): run the repository's retention rules, or (dry run)
+    say what they would delete; one ``<filename>\t<why>`` line per file. The write secret only:
+    it may delete any project's files."""
+    repo, grant = await authorize_grant(request, Permission.WRITE)
+    if grant.token is not None:
+        raise HTTPException(403, "Retention spans every project: use the write secret, not a token.")
+    if repo.group is not None or repo.mirror is not None:
+        raise HTTPException(405, f"Repository {repo.name!r} holds no files of its own: run retention on a hosted one.")
+    if RetentionPolicy.of(repo.config) is None:
+        raise HTTPException(400, f"Repository {repo.name!r} has no retention rules (retention_* keys of its config).")
+    async with request.form(max_files=0, max_fields=5) as form:
+        dry_run = str(form.get("dry_run") or "").lower() in ("1", "true", "yes")
+    doomed = await anyio.to_thread.run_sync(apply_retention, repo, dry_run)
+    if not dry_run:
+        log.info("repo %r: retention deleted %d files, by %s", repo.name, len(doomed), grant.actor)
+    return PlainTextResponse("".join(f"{d.record.filename}\t{d.why}\n" for d in doomed))
+
+
 async def project_json(request: Request) -> Response:
     """pypi.org's JSON API for one project (or one version of it)."""
     repo = await authorize(request, Permission.READ)
@@ -250,7 +324,8 @@ async def project_json(request: Request) -> Response:
     if repo.mirror is not None:
         records = await _mirror_records(repo.mirror, project) or ()
     else:
-        records = repo.snapshot.projects.get(project, ())
+        status = repo.snapshot.statuses.get(project)
+        records = repo.snapshot.projects.get(project, ()) if status is None or status.offers_files else ()
     base = index_base_url(request)
     body = render_project_json_api(project, records, request.path_params.get("version"), base)
     if body is None:
@@ -316,6 +391,10 @@ def _index_routes(prefix: str) -> list[Route]:
         Route(f"{prefix}/simple", upload, methods=["POST"]),
         Route(f"{prefix}/yank/{{project}}/{{target}}", yank, methods=["POST"]),
         Route(f"{prefix}/unyank/{{project}}/{{target}}", unyank, methods=["POST"]),
+        Route(f"{prefix}/status/{{project}}", set_status, methods=["POST"]),
+        Route(f"{prefix}/delete/{{project}}", delete, methods=["POST"]),
+        Route(f"{prefix}/delete/{{project}}/{{target}}", delete, methods=["POST"]),
+        Route(f"{prefix}/retention", retention, methods=["POST"]),
         Route(f"{prefix}/pypi/{{project}}/json", project_json, methods=["GET", "HEAD"]),
         Route(f"{prefix}/pypi/{{project}}/{{version}}/json", project_json, methods=["GET", "HEAD"]),
         Route(f"{prefix}/index_mtime/", index_mtime, methods=["GET"]),

@@ -96,16 +96,17 @@ class FastLane:
         if grant is None or grant.permission < Permission.READ:
             return None
         project = project_bytes.decode("ascii", "replace")
-        records = repo.snapshot.projects.get(project)
-        if records is None:
-            return None
+        if project not in repo.snapshot.projects and project not in repo.snapshot.statuses:
+            return None  # unknown (404, redirect or 503: the usual path decides), or not normalised
         try:
             content_type = choose_content_type(accept.decode("latin-1") if accept else None)
         except ValueError:
             return None
         if content_type is None:
             return None
-        page = pages_of(repo).records_page(project, records, content_type)
+        page = pages_of(repo).project_page(repo.snapshot, project, content_type)  # what the app serves
+        if page is None:
+            return None
         body, raw_headers = page_variant(page, content_type, accept_encoding.decode("latin-1"),
                                          state.settings.page_max_age)
         head = [b"HTTP/1.1 200 OK\r\n"]

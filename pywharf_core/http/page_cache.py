@@ -1,8 +1,9 @@
 """Rendered simple pages, kept per repository and re-rendered only when their records change.
 
-A snapshot keeps the *same* records tuple for a project that did not change, so a cached page
-is fresh exactly when the tuple it was rendered from is still the snapshot's (an identity test,
-no hashing). The cache lives here, not on the repository, because rendering is HTTP's business.
+A snapshot keeps the *same* records tuple (and status object) for a project that did not change,
+so a cached page is fresh exactly when the tuple and the PEP 792 status it was rendered from are
+still the snapshot's (identity tests, no hashing). The cache lives here, not on the repository,
+because rendering is HTTP's business.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import weakref
 from pywharf_core.http.negotiation import JSON_V1
 from pywharf_core.http.pages import RenderedPage, render_project, render_root
 from pywharf_core.index.snapshot import IndexSnapshot
+from pywharf_core.model.lifecycle import ProjectStatus
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.repository import PkgRepo
 
@@ -21,7 +23,8 @@ class PageCache:
 
     def __init__(self) -> None:
         self._root: dict[bool, tuple[IndexSnapshot, RenderedPage]] = {}
-        self._projects: dict[tuple[str, bool], tuple[tuple[FileRecord, ...], RenderedPage]] = {}
+        self._projects: dict[tuple[str, bool],
+                             tuple[tuple[FileRecord, ...], ProjectStatus | None, RenderedPage]] = {}
 
     def root_page(self, snapshot: IndexSnapshot, content_type: str) -> RenderedPage:
         """``/simple/`` for ``snapshot``, rendered once per snapshot and serialisation."""
@@ -34,21 +37,28 @@ class PageCache:
         return page
 
     def project_page(self, snapshot: IndexSnapshot, project: str, content_type: str) -> RenderedPage | None:
-        """A project's page, re-rendered only when its records tuple changed (identity)."""
+        """A project's page, re-rendered only when its records tuple or status changed (identity).
+
+        A project with a status but no file left still has a page (its marker); one whose files
+        were all deleted and that has no status has none (the caller answers 404)."""
+        status = snapshot.statuses.get(project)
         records = snapshot.projects.get(project)
         if records is None:
-            return None
-        return self.records_page(project, records, content_type)
+            if status is None:
+                return None
+            records = ()
+        return self.records_page(project, records, content_type, status)
 
-    def records_page(self, project: str, records: tuple[FileRecord, ...], content_type: str) -> RenderedPage:
+    def records_page(self, project: str, records: tuple[FileRecord, ...], content_type: str,
+                     status: ProjectStatus | None = None) -> RenderedPage:
         """The page of ``records`` (a snapshot's, or a proxy's upstream page, which also keeps
         the same tuple while it does not change)."""
         key = (project, content_type == JSON_V1)
         cached = self._projects.get(key)
-        if cached is not None and cached[0] is records:
-            return cached[1]
-        page = render_project(project, records, content_type)
-        self._projects[key] = (records, page)
+        if cached is not None and cached[0] is records and cached[1] is status:
+            return cached[2]
+        page = render_project(project, records, content_type, status)
+        self._projects[key] = (records, status, page)
         return page
 
 

@@ -1,5 +1,6 @@
 """Simple-repository pages: PEP 503 HTML and PEP 691 JSON (API version 1.1, PEP 700), with
-PEP 658/714 metadata, PEP 592 yank and Requires-Python. Pure functions of records; the caller
+PEP 658/714 metadata, PEP 592 yank and Requires-Python, and PEP 792 project status markers
+(API version 1.4 on the page of a project that has one). Pure functions of records; the caller
 caches the result per index snapshot (:class:`RenderedPage`), so a request costs a lookup.
 """
 
@@ -17,16 +18,33 @@ from urllib.parse import quote
 from packaging.version import InvalidVersion, Version
 
 from pywharf_core.http.negotiation import JSON_V1
+from pywharf_core.model.lifecycle import ACTIVE, ProjectStatus
 from pywharf_core.model.records import FileRecord
 
 API_VERSION = "1.1"
+STATUS_API_VERSION = "1.4"  # PEP 792: a page carrying a project status says 1.4
 GZIP_MIN_BYTES = 1024
 
 _HEAD = (
     "<!DOCTYPE html>\n<html>\n<head>\n"
-    f'<meta name="pypi:repository-version" content="{API_VERSION}">\n'
+    '<meta name="pypi:repository-version" content="{version}">\n{status}'
     "<title>{title}</title>\n</head>\n<body>\n<h1>{title}</h1>\n"
 )
+
+
+def _marked(status: ProjectStatus | None) -> ProjectStatus | None:
+    """The status a page shows: none for active (PEP 792 lets an index omit it)."""
+    return status if status is not None and status.status != ACTIVE else None
+
+
+def _head(title: str, status: ProjectStatus | None = None) -> str:
+    status = _marked(status)
+    if status is None:
+        return _HEAD.format(version=API_VERSION, status="", title=title)
+    tags = f'<meta name="pypi:project-status" content="{escape(status.status, quote=True)}">\n'
+    if status.reason:
+        tags += f'<meta name="pypi:project-status-reason" content="{escape(status.reason, quote=True)}">\n'
+    return _HEAD.format(version=STATUS_API_VERSION, status=tags, title=title)
 _TAIL = "</body>\n</html>\n"
 
 
@@ -71,7 +89,7 @@ def sorted_versions(records: Iterable[FileRecord]) -> list[str]:
 
 def render_links_html(title: str, links: Iterable[tuple[str, str]]) -> bytes:
     """A page of ``(href, text)`` links (``href`` already quoted, both escaped here)."""
-    parts = [_HEAD.format(title=escape(title))]
+    parts = [_head(escape(title))]
     parts.extend(f'<a href="{escape(href, quote=True)}">{escape(text)}</a><br>\n' for href, text in links)
     parts.append(_TAIL)
     return "".join(parts).encode("utf-8")
@@ -95,9 +113,10 @@ def _file_anchor(record: FileRecord, url: str | None = None) -> str:
     return f'<a href="{href}"{"".join(attrs)}>{escape(record.filename)}</a><br>\n'
 
 
-def render_project_html(project: str, records: Sequence[FileRecord], urls: Mapping[str, str] | None = None) -> bytes:
+def render_project_html(project: str, records: Sequence[FileRecord], urls: Mapping[str, str] | None = None,
+                        status: ProjectStatus | None = None) -> bytes:
     """The project page; ``urls`` (filename -> URL) replaces the default relative links (static indexes)."""
-    parts = [_HEAD.format(title=f"Links for {escape(project)}")]
+    parts = [_head(f"Links for {escape(project)}", status)]
     parts.extend(_file_anchor(r, urls.get(r.filename) if urls else None) for r in records)
     parts.append(_TAIL)
     return "".join(parts).encode("utf-8")
@@ -132,18 +151,22 @@ def file_json(record: FileRecord, url: str | None = None) -> dict[str, Any]:
     return entry
 
 
-def render_project_json(project: str, records: Sequence[FileRecord], urls: Mapping[str, str] | None = None) -> bytes:
+def render_project_json(project: str, records: Sequence[FileRecord], urls: Mapping[str, str] | None = None,
+                        status: ProjectStatus | None = None) -> bytes:
     # PEP 700 (1.1) makes "size" mandatory: a page with a file of unknown size (a proxy of an
     # HTML-only upstream) says 1.0 rather than claim a size of 0.
     version = API_VERSION if all(r.size for r in records) else "1.0"
-    return _dumps(
-        {
-            "meta": {"api-version": version},
-            "name": project,
-            "versions": sorted_versions(records),
-            "files": [file_json(r, urls.get(r.filename) if urls else None) for r in records],
-        }
-    )
+    document: dict[str, Any] = {
+        "meta": {"api-version": version},
+        "name": project,
+        "versions": sorted_versions(records),
+        "files": [file_json(r, urls.get(r.filename) if urls else None) for r in records],
+    }
+    marked = _marked(status)
+    if marked is not None:  # only hosted projects have one, and their sizes are known
+        document["meta"]["api-version"] = STATUS_API_VERSION
+        document["project-status"] = {"status": marked.status, **({"reason": marked.reason} if marked.reason else {})}
+    return _dumps(document)
 
 
 def render_root(project_names: Sequence[str], content_type: str) -> RenderedPage:
@@ -152,7 +175,11 @@ def render_root(project_names: Sequence[str], content_type: str) -> RenderedPage
     return RenderedPage(render_root_html(project_names))
 
 
-def render_project(project: str, records: Sequence[FileRecord], content_type: str) -> RenderedPage:
+def render_project(project: str, records: Sequence[FileRecord], content_type: str,
+                   status: ProjectStatus | None = None) -> RenderedPage:
+    """A project's page; a quarantined project's lists no file (PEP 792), whatever ``records``."""
+    if status is not None and not status.offers_files:
+        records = ()
     if content_type == JSON_V1:
-        return RenderedPage(render_project_json(project, records))
-    return RenderedPage(render_project_html(project, records))
+        return RenderedPage(render_project_json(project, records, status=status))
+    return RenderedPage(render_project_html(project, records, status=status))

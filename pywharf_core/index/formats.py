@@ -18,6 +18,18 @@ Index file format (``format = 2``)::
     [files."demo-1.0-py3-none-any.whl".meta]   # core-metadata fields as uploaded
     classifiers = ["...", "..."]                # multi-valued fields stay lists
 
+and, written before ``files`` when there are any (``pywharf_core.model.lifecycle``; servers
+that predate them ignore both tables)::
+
+    [status.demo]                               # PEP 792 project status
+    status = "archived"
+    reason = "superseded by demo2"
+    [deleted."demo-0.9.tar.gz"]                 # a deleted file (its tombstone)
+    distrib = "demo"
+    version = "0.9"
+    sha256 = "..."
+    deleted_time = "2026-11-23T12:00:00.000000Z"
+
 Large fields (``description``) are kept beside the file, not in the index. The original 0.2.3
 layout (``mtime`` + ``[[pkgs]]`` with ``[pkgs.meta]``) is still read.
 """
@@ -33,6 +45,7 @@ from typing import Any
 import tomli_w
 
 from pywharf_core.model.errors import InvalidName
+from pywharf_core.model.lifecycle import IndexChange, ProjectStatus, Tombstone
 from pywharf_core.model.names import normalize_project, parse_dist_filename
 from pywharf_core.model.records import FileRecord, freeze_meta
 
@@ -52,11 +65,17 @@ class IndexFormatError(ValueError):
 
 
 def parse_index(data: bytes | str) -> list[FileRecord]:
-    """Parse an index document (current or 0.2.3 format) into records.
+    """Parse an index document (current or 0.2.3 format) into records (files only).
 
     Raises IndexFormatError on malformed TOML or structure, so a caller can keep the last good
     index. Entries whose filename is unusable are skipped rather than failing the whole index.
     """
+    return [change for change in parse_index_changes(data) if isinstance(change, FileRecord)]
+
+
+def parse_index_changes(data: bytes | str) -> list[IndexChange]:
+    """Parse an index document into its records, then its project statuses and tombstones
+    (in that order, so a tombstone wins over a record of the same file)."""
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as exc:
@@ -68,14 +87,14 @@ def parse_index(data: bytes | str) -> list[FileRecord]:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise IndexFormatError(f"index is not valid TOML: {exc}") from exc
-    return records_from_document(document)
+    return [*records_from_document(document), *lifecycle_from_document(document)]
 
 
 _ENTRY_HEADER = '[files."'
 _BATCH_ENTRIES = 256
 
 
-def _parse_in_batches(text: str) -> list[FileRecord] | None:
+def _parse_in_batches(text: str) -> list[IndexChange] | None:
     """Parse an index as we write it, a few hundred ``[files."<name>"]`` tables at a time.
 
     One ``tomllib.loads`` of a 50,000-file index builds a 30 MB document of fresh objects
@@ -92,7 +111,7 @@ def _parse_in_batches(text: str) -> list[FileRecord] | None:
         top = tomllib.loads(head)
     except tomllib.TOMLDecodeError:
         return None
-    if set(top) - {"format", "log_position"}:
+    if set(top) - {"format", "log_position", "status", "deleted"}:
         return None
     blocks = (_ENTRY_HEADER + body).split("\n" + _ENTRY_HEADER)
     records: list[FileRecord] = []
@@ -113,7 +132,7 @@ def _parse_in_batches(text: str) -> list[FileRecord] | None:
         entries += is_new_entry
     if batch and not _parse_batch(batch, records, seen):
         return None
-    return records
+    return [*records, *lifecycle_from_document(top)]
 
 
 def _same_entry(previous: str, block: str) -> bool:
@@ -135,7 +154,7 @@ def _parse_batch(blocks: list[str], records: list[FileRecord], seen: set[str]) -
     return True
 
 
-def parse_index_json(data: bytes) -> list[FileRecord]:
+def parse_index_json(data: bytes) -> list[IndexChange]:
     """Parse the JSON form of an index document (the local cache: ~30x faster than TOML)."""
     try:
         document = json.loads(data)
@@ -143,7 +162,7 @@ def parse_index_json(data: bytes) -> list[FileRecord]:
         raise IndexFormatError(f"index is not valid JSON: {exc}") from exc
     if not isinstance(document, dict) or "files" not in document:
         raise IndexFormatError("index must be an object with 'files'")
-    return records_from_document(document)
+    return [*records_from_document(document), *lifecycle_from_document(document)]
 
 
 def records_from_document(document: Mapping[str, Any]) -> list[FileRecord]:
@@ -164,6 +183,23 @@ def records_from_document(document: Mapping[str, Any]) -> list[FileRecord]:
         except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise IndexFormatError(f"index entry {filename!r} is malformed: {exc}") from exc
     return records
+
+
+def lifecycle_from_document(document: Mapping[str, Any]) -> list[IndexChange]:
+    """The project statuses and tombstones of a parsed index document (none in older ones)."""
+    changes: list[IndexChange] = []
+    for key, kind in (("status", ProjectStatus), ("deleted", Tombstone)):
+        tables = document.get(key, {})
+        if not isinstance(tables, dict):
+            raise IndexFormatError(f"index {key!r} must be a table")
+        for name, table in tables.items():
+            try:
+                changes.append(kind.from_table(name, table))
+            except InvalidName:
+                continue
+            except (KeyError, ValueError, TypeError) as exc:
+                raise IndexFormatError(f"index {key} entry {name!r} is malformed: {exc}") from exc
+    return changes
 
 
 def _parse_legacy_index(document: Mapping[str, Any]) -> list[FileRecord]:
@@ -204,17 +240,42 @@ def _legacy_record(entry: Mapping[str, Any]) -> FileRecord:
     )
 
 
-def dump_index(records: Iterable[FileRecord], log_position: int | None = None) -> bytes:
-    """Serialise records to the current index format (sorted, so output is reproducible).
+def dump_index(records: Iterable[IndexChange], log_position: int | None = None) -> bytes:
+    """Serialise records (and statuses, tombstones) to the current index format (sorted, so
+    output is reproducible).
 
     ``log_position``: the last index log entry the records reflect (None: the store keeps no log).
     """
-    files = {r.filename: r.to_toml_table() for r in sorted(records, key=lambda r: r.filename)}
     document: dict[str, Any] = {"format": INDEX_FORMAT}
     if log_position is not None:
         document["log_position"] = log_position
-    document["files"] = files
+    document.update(_tables(records, sort=True))
     return tomli_w.dumps(document).encode("utf-8")
+
+
+def _tables(changes: Iterable[IndexChange], sort: bool) -> dict[str, dict[str, Any]]:
+    """The ``status``, ``deleted`` (only when not empty) and ``files`` tables of a document."""
+    files: dict[str, Any] = {}
+    statuses: dict[str, Any] = {}
+    deleted: dict[str, Any] = {}
+    for change in sorted(changes, key=_sort_key) if sort else changes:
+        if isinstance(change, FileRecord):
+            files[change.filename] = change.to_toml_table()
+        elif isinstance(change, Tombstone):
+            deleted[change.filename] = change.to_table()
+        else:
+            statuses[change.project] = change.to_table()
+    tables: dict[str, dict[str, Any]] = {}
+    if statuses:
+        tables["status"] = statuses
+    if deleted:
+        tables["deleted"] = deleted
+    tables["files"] = files
+    return tables
+
+
+def _sort_key(change: IndexChange) -> str:
+    return change.project if isinstance(change, ProjectStatus) else change.filename
 
 
 _LOG_POSITION = re.compile(rb"^log_position\s*=\s*(\d{1,18})\s*$", re.M)
@@ -233,10 +294,9 @@ def index_log_position(data: bytes | None) -> int:
     return int(match.group(1)) if match else 0
 
 
-def dump_index_json(records: Iterable[FileRecord]) -> bytes:
+def dump_index_json(records: Iterable[IndexChange]) -> bytes:
     """The same document as :func:`dump_index`, as JSON (for the local cache under ROOT)."""
-    files = {r.filename: r.to_toml_table() for r in records}
-    return json.dumps({"format": INDEX_FORMAT, "files": files}, separators=(",", ":")).encode()
+    return json.dumps({"format": INDEX_FORMAT, **_tables(records, sort=False)}, separators=(",", ":")).encode()
 
 
 def dump_record_entry(record: FileRecord) -> bytes:

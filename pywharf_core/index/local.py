@@ -3,9 +3,10 @@
 - ``index.json`` + ``index.token``: the last good copy of the remote index's base document (as
   JSON: ~30x faster to load than TOML), its version token and the index log position it covers,
   replaced atomically by a sync that found a new base.
-- ``uploads.jsonl``: the journal, one JSON line per record that the base does not reflect yet
+- ``uploads.jsonl``: the journal, one JSON line per change that the base does not reflect yet
   (uploads this server or another sharing ROOT accepted, entries read from the remote log,
-  yank changes). The latest line for a file wins. A ``{"log_position": N}`` line records that
+  yank changes, deletions and project statuses: ``pywharf_core.model.lifecycle``). The latest
+  line for a file (record or tombstone) or a project's status wins. A ``{"log_position": N}`` line records that
   index log entries up to N are in it, so a restart reads only the log entries after N (unless
   the journal is damaged: then from the base's position, the log being the store's truth).
 
@@ -29,6 +30,14 @@ from pathlib import Path
 
 from pywharf_core.index.formats import IndexFormatError, dump_index_json, parse_index, parse_index_json
 from pywharf_core.model.errors import InvalidName
+from pywharf_core.model.lifecycle import (
+    ChangeKey,
+    IndexChange,
+    change_from_json,
+    change_key,
+    change_state,
+    change_to_json,
+)
 from pywharf_core.model.records import FileRecord
 from pywharf_core.storage.atomic_write import write_atomically, write_fully
 from pywharf_core.storage.process_lock import ProcessFileLock
@@ -40,17 +49,15 @@ _LEGACY_JOURNAL = "uploads.toml"  # pywharf 0.3.0's journal (TOML entries betwee
 _LEGACY_MARK, _LEGACY_END = b"# -- pywharf journal entry --\n", b"# -- end of entry --\n"
 
 
-def journal_line(record: FileRecord) -> bytes:
-    """One journal line: the record's index table plus its filename, as compact JSON."""
-    return json.dumps({"filename": record.filename, **record.to_toml_table()}, separators=(",", ":")).encode() + b"\n"
+def journal_line(change: IndexChange) -> bytes:
+    """One journal line: a record's index table plus its filename (or a tombstone, a project
+    status: ``pywharf_core.model.lifecycle``), as compact JSON."""
+    return json.dumps(change_to_json(change), separators=(",", ":")).encode() + b"\n"
 
 
-def parse_journal_line(line: bytes) -> FileRecord:
-    """The record of one complete journal line; raises ValueError/InvalidName when unusable."""
-    table = json.loads(line)
-    if not isinstance(table, dict) or not isinstance(table.get("filename"), str):
-        raise ValueError("a journal line must be an object with a filename")
-    return FileRecord.from_toml_table(table.pop("filename"), table)
+def parse_journal_line(line: bytes) -> IndexChange:
+    """The change of one complete journal line; raises ValueError/InvalidName when unusable."""
+    return change_from_json(json.loads(line))
 
 
 class LocalIndexStore:
@@ -65,7 +72,7 @@ class LocalIndexStore:
         # it), how far it has read, and the latest record per file.
         self._identity: tuple[int, int] | None = None
         self._offset = 0
-        self._pending: dict[str, FileRecord] = {}
+        self._pending: dict[ChangeKey, IndexChange] = {}
         self.synced_log_position = 0  # the index log position the synced base covers (load_synced)
         self.log_position = 0  # the highest index log position journalled
         self.damaged = False  # an unreadable or torn line was found: do not trust log_position
@@ -76,7 +83,7 @@ class LocalIndexStore:
 
     # -- the synced base ------------------------------------------------------------------------
 
-    def load_synced(self) -> tuple[list[FileRecord], str | None]:
+    def load_synced(self) -> tuple[list[IndexChange], str | None]:
         """The last synced base and its token; empty when never synced or unreadable.
 
         Also sets :attr:`synced_log_position`, the index log position that base covers.
@@ -97,25 +104,26 @@ class LocalIndexStore:
             self.synced_log_position = int(lines[1])
         return records, token
 
-    def save_synced(self, records: list[FileRecord], token: str, log_position: int = 0,
+    def save_synced(self, records: list[IndexChange], token: str, log_position: int = 0,
                     authoritative: bool = False) -> None:
         """Replace the synced base and drop the journal entries it reflects; others stay.
 
         ``authoritative``: the store keeps an index log, so every acknowledged change is in the
         base or in the log after ``log_position`` (read next): entries of files the base lists
-        go, whatever their state (a stale local entry must not override a newer base). Without a
-        log, an entry goes only when the base shows the same state.
+        go, whatever their state (a stale local entry must not override a newer base: a deleted
+        file's tombstone in the base drops a journalled upload of it). Without a log, an entry
+        goes only when the base shows the same state.
         """
-        remote = {r.filename: r.state_key() for r in records}
+        remote = {change_key(r): change_state(r) for r in records}
         with self.lock:
             write_atomically(self.index_path, dump_index_json(records))
             write_atomically(self.token_path, f"{token}\n{log_position}\n".encode())
             self.synced_log_position = log_position
             self._catch_up()
             if authoritative:
-                kept = [r for r in self._pending.values() if r.filename not in remote]
+                kept = [r for key, r in self._pending.items() if key not in remote]
             else:
-                kept = [r for r in self._pending.values() if remote.get(r.filename) != r.state_key()]
+                kept = [r for key, r in self._pending.items() if remote.get(key) != change_state(r)]
             if len(kept) != len(self._pending):
                 self._rewrite(kept)
         self._changed()
@@ -150,8 +158,8 @@ class LocalIndexStore:
 
     # -- the journal ----------------------------------------------------------------------------
 
-    def load_journal(self) -> list[FileRecord]:
-        """Every record of the journal (latest per file, in first-journalled order); reads it whole."""
+    def load_journal(self) -> list[IndexChange]:
+        """Every change of the journal (latest per key, in last-journalled order); reads it whole."""
         with self.lock:
             self._migrate_legacy_journal()
             self._identity, self._offset, self._pending = None, 0, {}
@@ -164,39 +172,39 @@ class LocalIndexStore:
                 pass
             return list(self._pending.values())
 
-    def pending(self) -> list[FileRecord]:
+    def pending(self) -> list[IndexChange]:
         """The journal as this process last read it (no I/O)."""
         return list(self._pending.values())
 
-    def read_new(self) -> list[FileRecord]:
+    def read_new(self) -> list[IndexChange]:
         """Records other processes sharing ROOT journalled since this one last looked."""
         with self.lock:
             return self._catch_up()
 
-    def append_journal(self, record: FileRecord) -> bool:
-        """Journal one accepted upload or changed record; False when it was already there.
+    def append_journal(self, record: IndexChange) -> bool:
+        """Journal one accepted upload or other change; False when it was already there.
 
         Durable when this returns: the whole line is written and fsynced.
         """
         with self.lock:
             self._catch_up()
-            previous = self._pending.get(record.filename)
-            if previous is not None and previous.state_key() == record.state_key():
+            previous = self._pending.get(change_key(record))
+            if previous is not None and change_state(previous) == change_state(record):
                 return False
             self._append([record])
             return True
 
-    def append_many(self, records: Iterable[FileRecord], log_position: int | None = None) -> None:
-        """Journal records read from the remote log and the log position they reach (one write)."""
+    def append_many(self, records: Iterable[IndexChange], log_position: int | None = None) -> None:
+        """Journal changes read from the remote log and the log position they reach (one write)."""
         with self.lock:
             self._catch_up()
-            latest = {r.filename: r for r in records}  # a yank then an unyank: the unyank counts
-            fresh = [r for r in latest.values() if (p := self._pending.get(r.filename)) is None or p != r]
+            latest = {change_key(r): r for r in records}  # a yank then an unyank: the unyank counts
+            fresh = [r for key, r in latest.items() if (p := self._pending.get(key)) is None or p != r]
             marker = log_position is not None and log_position > self.log_position
             if fresh or marker:
                 self._append(fresh, log_position if marker else None)
 
-    def _append(self, records: list[FileRecord], log_position: int | None = None) -> None:
+    def _append(self, records: list[IndexChange], log_position: int | None = None) -> None:
         data = b"".join(journal_line(r) for r in records)
         if log_position is not None:
             data += b'{"log_position":%d}\n' % log_position
@@ -213,14 +221,15 @@ class LocalIndexStore:
         finally:
             os.close(fd)
         for record in records:
-            self._pending.pop(record.filename, None)  # re-insert: order follows the latest line
-            self._pending[record.filename] = record
+            key = change_key(record)
+            self._pending.pop(key, None)  # re-insert: order follows the latest line
+            self._pending[key] = record
         if log_position is not None:
             self.log_position = max(self.log_position, log_position)
         if records:
             self._changed()
 
-    def _catch_up(self) -> list[FileRecord]:
+    def _catch_up(self) -> list[IndexChange]:
         """Read the journal from where this process stopped (all of it after a rewrite)."""
         try:
             handle = open(self.journal_path, "rb")  # noqa: SIM115 - closed below
@@ -238,7 +247,7 @@ class LocalIndexStore:
             handle.seek(self._offset)
             data = handle.read(st.st_size - self._offset)
         end = data.rfind(b"\n") + 1  # a last line without its newline is torn (or in flight)
-        fresh: list[FileRecord] = []
+        fresh: list[IndexChange] = []
         for line in data[:end].splitlines():
             if not line.strip():
                 continue
@@ -254,13 +263,14 @@ class LocalIndexStore:
                 log.warning("skipping an unreadable line of %s: %s", self.journal_path, exc)
                 self.damaged = True
                 continue
-            self._pending.pop(record.filename, None)
-            self._pending[record.filename] = record
+            key = change_key(record)
+            self._pending.pop(key, None)
+            self._pending[key] = record
             fresh.append(record)
         self._offset += end
         return fresh
 
-    def _rewrite(self, records: list[FileRecord]) -> None:
+    def _rewrite(self, records: list[IndexChange]) -> None:
         write_atomically(self.journal_path, b"".join(journal_line(r) for r in records))
         self._identity, self._offset, self._pending = None, 0, {}
         self._catch_up()

@@ -1,4 +1,5 @@
-"""The remote index log: one small document per accepted upload (or yank), kept in storage.
+"""The remote index log: one small document per accepted upload (or yank, deletion, project
+status change: ``pywharf_core.model.lifecycle``), kept in storage.
 
 The remote index is a compacted **base** document (``index.toml``, the TOML that
 ``update_index`` writes; ``log_position = N`` says it covers entries 1..N) plus this
@@ -27,7 +28,7 @@ from collections.abc import Iterator
 
 from pywharf_core.index.local import journal_line, parse_journal_line
 from pywharf_core.model.errors import BackendUnavailable, InvalidName
-from pywharf_core.model.records import FileRecord
+from pywharf_core.model.lifecycle import IndexChange
 from pywharf_core.storage.api import Storage, VersionConflict
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,8 @@ class RemoteLog:
         self.saw(low)
         return low
 
-    def append(self, record: FileRecord) -> int:
-        """Write ``record`` as the next entry; returns its sequence number."""
+    def append(self, record: IndexChange) -> int:
+        """Write ``record`` (any index change) as the next entry; returns its sequence number."""
         data = journal_line(record)
         seq = self._known_end + 1
         for _ in range(MAX_APPEND_ATTEMPTS):
@@ -86,7 +87,7 @@ class RemoteLog:
             return seq
         raise BackendUnavailable(f"could not append to the index log: {MAX_APPEND_ATTEMPTS} slots lost to others")
 
-    def read_after(self, position: int, limit: int = READ_BATCH) -> Iterator[tuple[int, FileRecord | None]]:
+    def read_after(self, position: int, limit: int = READ_BATCH) -> Iterator[tuple[int, IndexChange | None]]:
         """Entries after ``position``, in order, until the first free slot (or ``limit``).
 
         An unreadable entry yields None for its record (its slot still counts), so one damaged
@@ -98,7 +99,7 @@ class RemoteLog:
             if document is None or not document.data.strip():
                 return  # the end (an empty entry is one being written where creates are not atomic)
             try:
-                record: FileRecord | None = parse_journal_line(document.data)
+                record: IndexChange | None = parse_journal_line(document.data)
             except (ValueError, TypeError, KeyError, InvalidName) as exc:
                 log.error("index log entry %s is unreadable, skipped: %s", log_key(seq), exc)
                 record = None

@@ -14,30 +14,43 @@ more than a dict's.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 import immutables
 
+from pywharf_core.model.lifecycle import IndexChange, ProjectStatus, Tombstone, change_key
 from pywharf_core.model.records import FileRecord
+
+_V = TypeVar("_V")
 
 
 class IndexSnapshot:
     """An immutable view of a repository's files, indexed for O(1) lookups.
 
     ``projects[name]`` is a tuple sorted by filename; unchanged projects keep the *same* tuple
-    object across snapshots, which lets page caches detect staleness by identity.
+    object across snapshots, which lets page caches detect staleness by identity (with the
+    identity of ``statuses[name]``, replaced when the project's status changes).
+
+    Besides the files: ``statuses`` (PEP 792 markers by project), ``deleted`` (tombstones by
+    filename) and ``retired`` (every project a tombstone names: a project this repository held
+    once stays its own, so a group never answers it from a proxy).
     """
 
-    __slots__ = ("_names", "files", "projects")
+    __slots__ = ("_names", "deleted", "files", "projects", "retired", "statuses")
 
     def __init__(
         self,
         files: Mapping[str, FileRecord],
         projects: Mapping[str, tuple[FileRecord, ...]],
+        statuses: Mapping[str, ProjectStatus] | None = None,
+        deleted: Mapping[str, Tombstone] | None = None,
+        retired: Mapping[str, bool] | None = None,
     ) -> None:
-        self.files: immutables.Map[str, FileRecord] = (
-            files if isinstance(files, immutables.Map) else immutables.Map(files))
-        self.projects: immutables.Map[str, tuple[FileRecord, ...]] = (
-            projects if isinstance(projects, immutables.Map) else immutables.Map(projects))
+        self.files: immutables.Map[str, FileRecord] = _frozen(files)
+        self.projects: immutables.Map[str, tuple[FileRecord, ...]] = _frozen(projects)
+        self.statuses: immutables.Map[str, ProjectStatus] = _frozen(statuses or {})
+        self.deleted: immutables.Map[str, Tombstone] = _frozen(deleted or {})
+        self.retired: immutables.Map[str, bool] = _frozen(retired or {})
         self._names: tuple[str, ...] | None = None
 
     @property
@@ -47,46 +60,92 @@ class IndexSnapshot:
             self._names = tuple(sorted(self.projects))
         return self._names
 
+    def holds(self, project: str) -> bool:
+        """Whether ``project`` is this repository's: it has files, or had (all deleted), or a status."""
+        return project in self.projects or project in self.retired or project in self.statuses
+
+    def status_of(self, project: str) -> ProjectStatus | None:
+        return self.statuses.get(project)
+
     @classmethod
-    def build(cls, records: Iterable[FileRecord]) -> IndexSnapshot:
-        files = {r.filename: r for r in records}
+    def build(cls, records: Iterable[IndexChange]) -> IndexSnapshot:
+        """A snapshot of a base: records, then statuses and tombstones (a tombstone wins)."""
+        files: dict[str, FileRecord] = {}
+        lifecycle: list[IndexChange] = []
+        for record in records:
+            if isinstance(record, FileRecord):
+                files[record.filename] = record
+            else:
+                lifecycle.append(record)
         grouped: dict[str, list[FileRecord]] = {}
         for record in files.values():
             grouped.setdefault(record.distrib, []).append(record)
         projects = {name: tuple(sorted(rs, key=lambda r: r.filename)) for name, rs in grouped.items()}
-        return cls(files, projects)
+        snapshot = cls(files, projects)
+        return snapshot.with_records(lifecycle) if lifecycle else snapshot
 
     @classmethod
     def empty(cls) -> IndexSnapshot:
         return cls({}, {})
 
-    def with_records(self, records: Iterable[FileRecord]) -> IndexSnapshot:
-        """A new snapshot with ``records`` added (replacing same-named files).
+    def with_records(self, records: Iterable[IndexChange]) -> IndexSnapshot:
+        """A new snapshot with ``records`` applied: a record adds or replaces its file (and ends
+        its tombstone), a tombstone removes it, a status replaces the project's.
 
-        Costs O(log N) per record; only the touched projects get new tuples.
+        Costs O(log N) per change; only the touched projects get new tuples.
         """
-        latest = {r.filename: r for r in records}  # the last record of a file in the batch wins
-        new = [r for r in latest.values() if self.files.get(r.filename) != r]
-        if not new:
-            return self
+        latest = {change_key(r): r for r in records}  # the last change of a key in the batch wins
         files = self.files.mutate()
         projects = self.projects.mutate()
+        statuses = self.statuses.mutate()
+        deleted = self.deleted.mutate()
+        retired = self.retired.mutate()
         touched: dict[str, dict[str, FileRecord]] = {}
-        for record in new:
-            old = files.get(record.filename)
-            files[record.filename] = record
-            for name in {record.distrib, old.distrib if old else record.distrib}:
-                if name not in touched:
-                    touched[name] = {r.filename: r for r in projects.get(name, ())}
-            if old is not None:
-                touched[old.distrib].pop(record.filename, None)
-            touched[record.distrib][record.filename] = record
-        for name, members in touched.items():
-            if members:
-                projects[name] = tuple(sorted(members.values(), key=lambda r: r.filename))
+        changed = False
+
+        def members(name: str) -> dict[str, FileRecord]:
+            if name not in touched:
+                touched[name] = {r.filename: r for r in projects.get(name, ())}
+            return touched[name]
+
+        for change in latest.values():
+            if isinstance(change, ProjectStatus):
+                if statuses.get(change.project) != change:
+                    statuses[change.project] = change
+                    changed = True
+                continue
+            old = files.get(change.filename)
+            if isinstance(change, Tombstone):
+                if old is None and deleted.get(change.filename) == change:
+                    continue
+                deleted[change.filename] = change
+                retired[change.distrib] = True
+                if old is not None:
+                    del files[change.filename]
+                    members(old.distrib).pop(change.filename, None)
+                changed = True
+                continue
+            if old == change and change.filename not in deleted:
+                continue
+            deleted.pop(change.filename, None)
+            files[change.filename] = change
+            if old is not None and old.distrib != change.distrib:
+                members(old.distrib).pop(change.filename, None)
+            members(change.distrib)[change.filename] = change
+            changed = True
+        if not changed:
+            return self
+        for name, kept in touched.items():
+            if kept:
+                projects[name] = tuple(sorted(kept.values(), key=lambda r: r.filename))
             else:
                 projects.pop(name, None)
-        return IndexSnapshot(files.finish(), projects.finish())
+        return IndexSnapshot(files.finish(), projects.finish(), statuses.finish(), deleted.finish(),
+                             retired.finish())
 
     def __len__(self) -> int:
         return len(self.files)
+
+
+def _frozen(mapping: Mapping[str, _V]) -> immutables.Map[str, _V]:
+    return mapping if isinstance(mapping, immutables.Map) else immutables.Map(mapping)

@@ -7,7 +7,8 @@ implementing the whole :class:`Backend` interface itself.
 
 from __future__ import annotations
 
-from pywharf_core.index.formats import dump_index, index_log_position, parse_index
+from pywharf_core.index.formats import dump_index, index_log_position, parse_index_changes
+from pywharf_core.index.snapshot import IndexSnapshot
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.package_store import PackageStore
 from pywharf_core.storage.api import Storage
@@ -31,12 +32,13 @@ def rebuild_remote_index(backend: Backend) -> int:
 
 
 def read_remote_index(storage: Storage) -> list[FileRecord]:
-    """What a server syncing ``storage`` would serve: the base document, then the index log after it."""
+    """What a server syncing ``storage`` would serve: the base document, then the index log after it
+    (deleted files and the files of a quarantined project are not served)."""
     store = PackageStore(storage)
     remote = store.fetch_remote_index(None)
     data = remote.data if remote is not None else None
-    files = {record.filename: record for record in parse_index(data)} if data else {}
-    for _, record in store.read_log(index_log_position(data)):
-        if record is not None:
-            files[record.filename] = record
-    return sorted(files.values(), key=lambda record: record.filename)
+    snapshot = IndexSnapshot.build(parse_index_changes(data) if data else [])
+    snapshot = snapshot.with_records(
+        change for _, change in store.read_log(index_log_position(data)) if change is not None)
+    hidden = {name for name, status in snapshot.statuses.items() if not status.offers_files}
+    return sorted((r for r in snapshot.files.values() if r.distrib not in hidden), key=lambda r: r.filename)

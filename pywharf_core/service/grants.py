@@ -34,13 +34,14 @@ class Grant:
         return self.token is None or self.token.may_upload(project)
 
     def may_yank(self, project: str) -> bool:
-        """Yank and unyank: what may upload, except a token minted for a trusted publisher (as
-        on pypi.org, a CI identity proves it may publish, nothing more)."""
+        """Yank and unyank, and likewise set a project's status or delete its files: what may
+        upload, except a token minted for a trusted publisher (as on pypi.org, a CI identity
+        proves it may publish, nothing more)."""
         return self.may_upload(project) and (self.token is None or self.token.kind == "api")
 
-    def yank_refusal(self, project: str) -> str:
+    def yank_refusal(self, project: str, action: str = "yank") -> str:
         if self.may_upload(project):
-            return "A trusted publisher's token may upload, not yank: use the write secret or an API token."
+            return f"A trusted publisher's token may upload, not {action}: use the write secret or an API token."
         return self.upload_refusal(project)
 
     def upload_refusal(self, project: str) -> str:

@@ -16,7 +16,11 @@ for all of them:
   next rebuild is cheap);
 - **the remote index**: a base document plus the append-only log (``pywharf_core.index.remote_log``);
   an upload is acknowledged only once its log entry is written (a stored file is never deleted
-  again: see :meth:`PackageStore.store`).
+  again by an upload: see :meth:`PackageStore.store`);
+- **lifecycle** (issue 16): PEP 792 project statuses and deletions, kept in the lifecycle
+  document (``pywharf_core.index.lifecycle_document``) and announced in the log; an upload to an
+  archived or quarantined project is refused (403), and a deleted filename comes back only with
+  the same bytes (409 otherwise) unless ``allow_reupload_of_deleted``.
 
 Layout in the store (the file_system and s3 layout of pywharf 0.3, so existing stores keep
 working)::
@@ -27,6 +31,8 @@ working)::
     .pywharf/<filename>.metadata        its PEP 658 metadata file, immutable
     .pywharf/log/<seq>.json             the index log
     .pywharf/identity/<hash>.txt        identity claims: the filename that holds the identity
+                                        (kept when the file is deleted)
+    .pywharf/lifecycle.json             project statuses and tombstones of deleted files
 """
 
 from __future__ import annotations
@@ -36,15 +42,18 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from pywharf_core.index.formats import dump_index
+from pywharf_core.index.lifecycle_document import LIFECYCLE_KEY, Lifecycle, LifecycleFormatError
 from pywharf_core.index.remote_log import RemoteLog
-from pywharf_core.model.errors import FileConflict, InvalidName
+from pywharf_core.model.errors import BackendUnavailable, FileConflict, InvalidName, UploadRejected
+from pywharf_core.model.lifecycle import IndexChange, ProjectStatus, Tombstone, upload_refusal
 from pywharf_core.model.metadata import (
     MAX_METADATA_BYTES,
     description_of,
@@ -102,6 +111,8 @@ class PackageStore(Backend):
         super().__init__(storage.config, storage.context)
         self.storage = storage
         self.log = RemoteLog(storage)
+        self._lifecycle: tuple[str, Lifecycle] | None = None  # (version, parsed) of the last read
+        self._lifecycle_lock = threading.Lock()
         with contextlib.suppress(OSError):
             removed = storage.cleanup_staging(STALE_STAGING_SECONDS)
             if removed:
@@ -129,7 +140,18 @@ class PackageStore(Backend):
         core_metadata: bytes | None,
     ) -> StoreOutcome:
         dist = parse_dist_filename(record.filename)
-        self._claim_identity(dist)
+        lifecycle = self.read_lifecycle()
+        status = lifecycle.statuses.get(dist.project)
+        if status is not None and status.refuses_uploads:
+            raise UploadRejected(403, upload_refusal(status))
+        tombstone = lifecycle.deleted.get(record.filename)
+        if (tombstone is not None and tombstone.sha256 != staged.sha256
+                and not getattr(self.config, "allow_reupload_of_deleted", False)):
+            raise FileConflict(
+                f"File already exists: {record.filename!r} was deleted and a deleted filename cannot be "
+                "uploaded again with different content (as on pypi.org): use a new version. The same "
+                "bytes may be uploaded back.")
+        self._claim_identity(dist, lifecycle.deleted)
         created = self.storage.put_blob(record.filename, staged.path, staged.size, staged.sha256)
         if not created:
             known = self.stored_record(record.filename)
@@ -150,9 +172,11 @@ class PackageStore(Backend):
         else:  # same bytes: finish what an interrupted earlier upload may have left undone
             with contextlib.suppress(VersionConflict):
                 self.storage.write_document(sidecar_key(record.filename), dump_sidecar(fields), None)
+        if tombstone is not None:  # the file is back: its tombstone goes before it is announced
+            self._change_lifecycle(lambda doc: doc.deleted.pop(record.filename, None) is not None)
         return StoreOutcome.CREATED if created else StoreOutcome.IDENTICAL
 
-    def _claim_identity(self, dist: DistFilename) -> None:
+    def _claim_identity(self, dist: DistFilename, deleted: Mapping[str, Tombstone] | None = None) -> None:
         """Take the distribution's identity for this spelling, or 409 naming the spelling that has it.
 
         Claims are never taken over or deleted: a claim whose file is not stored yet may belong
@@ -172,7 +196,12 @@ class PackageStore(Backend):
             if holder == dist.filename:
                 return
             if holder:
-                stored = " is" if self.storage.has_blob(holder) else " was claimed (its upload may be in progress) as"
+                if deleted is not None and holder in deleted:
+                    stored = " was stored, and deleted, as"  # the deleted spelling keeps the identity
+                elif self.storage.has_blob(holder):
+                    stored = " is"
+                else:
+                    stored = " was claimed (its upload may be in progress) as"
                 raise FileConflict(
                     f"File already exists: the same distribution as {dist.filename!r} (same project, version "
                     f"and tags){stored} {holder!r}; a release cannot be replaced."
@@ -217,8 +246,79 @@ class PackageStore(Backend):
         return record_from_sidecar(dist, fields, sha256=str(fields["sha256"]), size=int(fields["size"]),
                                    metadata_sha256=metadata_sha256 if is_sha256_hex(metadata_sha256) else "")
 
-    def announce(self, record: FileRecord) -> None:
+    def announce(self, record: IndexChange) -> None:
         self.log.append(record)
+
+    # -- lifecycle: statuses and deletions --------------------------------------------------------
+
+    def read_lifecycle(self) -> Lifecycle:
+        """The lifecycle document as storage holds it now (parsed again only when it changed).
+
+        Raises BackendUnavailable when it is unreadable: an upload or a rebuild must not take a
+        damaged document for "nothing deleted, nothing archived"."""
+        version = self.storage.document_version(LIFECYCLE_KEY)
+        if version is None:
+            return Lifecycle()
+        cached = self._lifecycle
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        document = self.storage.read_document(LIFECYCLE_KEY)
+        if document is None:
+            return Lifecycle()
+        try:
+            parsed = Lifecycle.parse(document.data)
+        except LifecycleFormatError as exc:
+            raise BackendUnavailable(f"{self.storage.describe(LIFECYCLE_KEY)}: {exc}") from exc
+        self._lifecycle = (document.version, parsed)
+        return parsed
+
+    def _change_lifecycle(self, change: Callable[[Lifecycle], bool]) -> None:
+        """Apply ``change`` to the document with compare-and-swap (``change`` says whether it
+        changed anything; retried on a concurrent writer)."""
+        with self._lifecycle_lock:
+            for _ in range(PUBLISH_ATTEMPTS * 4):
+                document = self.storage.read_document(LIFECYCLE_KEY)
+                try:
+                    current = Lifecycle.parse(document.data) if document is not None else Lifecycle()
+                except LifecycleFormatError as exc:
+                    raise BackendUnavailable(f"{self.storage.describe(LIFECYCLE_KEY)}: {exc}") from exc
+                if not change(current):
+                    return
+                try:
+                    self.storage.write_document(LIFECYCLE_KEY, current.dump(),
+                                                document.version if document is not None else None)
+                    return
+                except VersionConflict:
+                    time.sleep(0.02)
+                    continue
+        raise BackendUnavailable(f"{LIFECYCLE_KEY} keeps changing: retry")
+
+    def set_project_status(self, status: ProjectStatus) -> None:
+        """Persist a project's PEP 792 status, then announce it to every server (index log)."""
+        def change(doc: Lifecycle) -> bool:
+            if doc.statuses.get(status.project) == status:
+                return False
+            doc.statuses[status.project] = status
+            return True
+        self._change_lifecycle(change)
+        self.announce(status)
+
+    def delete_files(self, records: list[FileRecord], deleted_time: str) -> list[Tombstone]:
+        """Delete stored files: tombstones first (so a rebuild or an upload on any server sees
+        the deletion before the bytes go), then the file, its PEP 658 file and its sidecar, then
+        one log entry per file. The identity claim stays: the distribution keeps its spelling."""
+        tombstones = [Tombstone.of(record, deleted_time) for record in records]
+
+        def change(doc: Lifecycle) -> bool:
+            for tombstone in tombstones:
+                doc.deleted[tombstone.filename] = tombstone
+            return bool(tombstones)
+        self._change_lifecycle(change)
+        for tombstone in tombstones:
+            for key in (tombstone.filename, metadata_key(tombstone.filename), sidecar_key(tombstone.filename)):
+                self.storage.delete(key)
+            self.announce(tombstone)
+        return tombstones
 
     # -- downloads -------------------------------------------------------------------------------
 
@@ -278,7 +378,7 @@ class PackageStore(Backend):
     def describe_remote_index(self) -> str:
         return self.storage.describe(INDEX_KEY)
 
-    def read_log(self, after: int) -> list[tuple[int, FileRecord | None]]:
+    def read_log(self, after: int) -> list[tuple[int, IndexChange | None]]:
         return list(self.log.read_after(after))
 
     def publish_remote_index(self, data: bytes) -> None:
@@ -297,11 +397,15 @@ class PackageStore(Backend):
         The log's end is read *before* listing, so every entry up to it belongs to a file the
         listing sees (a file is stored before its entry is written); later entries stay in the
         log for readers. Nothing acknowledged can be dropped: a file leaves the index only when
-        storage no longer holds it.
+        storage no longer holds it, or the lifecycle document has its tombstone (a deletion,
+        possibly still removing the bytes). Statuses and tombstones come from that document,
+        read before listing for the same reason as the log's end.
         """
         position = self.log.end()
-        records = list(self.list_files())
-        self.publish_remote_index(dump_index(records, log_position=position))
+        lifecycle = self.read_lifecycle()
+        records = [record for record in self.list_files() if record.filename not in lifecycle.deleted]
+        changes: list[IndexChange] = [*records, *lifecycle.statuses.values(), *lifecycle.deleted.values()]
+        self.publish_remote_index(dump_index(changes, log_position=position))
         return len(records)
 
     def count_files(self) -> int:

@@ -7,8 +7,9 @@ upstream has a higher version; and while a hosted member has not loaded an index
 hold the name), the group answers 503 instead of falling through to a proxy. Among hosted
 members, and among proxies, ``members`` gives the priority.
 
-"Holds" is what the member's index lists. Files are never deleted yet, so a project a member
-ever held is one it holds; project deletion (issue 16) must keep its name claimed here.
+"Holds" is what the member's index lists, and more: a project whose files were all deleted
+(its tombstones stay in the index) or that has a PEP 792 status is still the member's, so
+deleting a private project never lets a proxy answer its name (``IndexSnapshot.holds``).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class RepoGroup:
         (indexes, the proxies' fresh pages), else None (ask :meth:`member_for` in a worker
         thread). Same order, same refusals."""
         for member in self.hosted:
-            if project in member.snapshot.projects:
+            if member.snapshot.holds(project):
                 return (member,)
             if not member.index_loaded:
                 raise MemberNotLoaded(f"repository {member.name!r} has not loaded its index yet: retry shortly")

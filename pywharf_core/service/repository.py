@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
 
-from pywharf_core.index.formats import IndexFormatError, index_log_position, parse_index
+from pywharf_core.index.formats import IndexFormatError, index_log_position, parse_index_changes
 from pywharf_core.index.local import LocalIndexStore
 from pywharf_core.index.remote_log import READ_BATCH
 from pywharf_core.index.snapshot import IndexSnapshot
 from pywharf_core.model.api_tokens import parse_token
-from pywharf_core.model.records import FileRecord
+from pywharf_core.model.errors import UploadRejected
+from pywharf_core.model.lifecycle import IndexChange, ProjectStatus
+from pywharf_core.model.records import FileRecord, utc_timestamp
 from pywharf_core.service.grants import Grant
 from pywharf_core.service.package_store import PackageStore
 from pywharf_core.service.proxy_mirror import ProxyMirror
@@ -86,7 +88,7 @@ class PkgRepo:
         self.last_sync: float | None = None  # time of the last successful sync
         self.last_sync_error: str | None = None
         self._remote_token: str | None = None
-        self._remote_records: list[FileRecord] = []
+        self._remote_records: list[IndexChange] = []
         self._log_position = 0  # index log entries 1..n are applied (stores with a log)
         self.has_log = isinstance(backend, PackageStore)
         self.has_local_copy = False  # an index synced before this start is served from ROOT
@@ -150,7 +152,7 @@ class PkgRepo:
         """Drop every cached API-token verdict (another worker ended a token: check the store again)."""
         self._auth_cache = {k: v for k, v in self._auth_cache.items() if v[0].token is None}
 
-    def record_upload(self, record: FileRecord) -> None:
+    def record_upload(self, record: IndexChange) -> None:
         """Make an accepted upload (or a changed record) visible at once and durable in the journal."""
         with self._write_lock:
             self.local_index.append_journal(record)
@@ -172,6 +174,45 @@ class PkgRepo:
             self.record_upload(changed)
         return [r.filename for r in chosen]
 
+    def _lifecycle_store(self) -> PackageStore:
+        if not isinstance(self.backend, PackageStore):
+            raise UploadRejected(405, f"Repository {self.name!r} keeps its index itself (a custom backend): "
+                                      "project statuses and deletions are not supported.")
+        return self.backend
+
+    def set_status(self, project: str, status: str, reason: str = "") -> ProjectStatus | None:
+        """Set a project's PEP 792 status (``project`` normalised); None when the repository never
+        held the project. Persisted in storage, announced in the log, journalled here. Blocking."""
+        if not self.snapshot.holds(project):
+            return None
+        store = self._lifecycle_store()
+        changed = ProjectStatus(project, status, reason, changed_time=utc_timestamp())
+        store.set_project_status(changed)
+        self.record_upload(changed)
+        return changed
+
+    def delete(self, project: str, target: str | None) -> list[str]:
+        """Delete a file (``target`` a filename), every file of a version, or (None) the whole
+        project; returns the deleted filenames (empty: nothing matched). Blocking."""
+        records = self.snapshot.projects.get(project, ())
+        if target is None:
+            chosen = list(records)
+        else:
+            chosen = [r for r in records if r.filename == target] or [
+                r for r in records if _same_version(r.version, target)]
+        return self.delete_records(chosen)
+
+    def delete_records(self, chosen: list[FileRecord]) -> list[str]:
+        """Delete these files (from storage, then every index); returns their filenames. Blocking."""
+        if not chosen:
+            return []
+        tombstones = self._lifecycle_store().delete_files(chosen, utc_timestamp())
+        with self._write_lock:
+            for tombstone in tombstones:
+                self.local_index.append_journal(tombstone)
+            self.snapshot = self.snapshot.with_records(tombstones)
+        return [t.filename for t in tombstones]
+
     def sync_once(self) -> bool:
         """Pull the remote index: a new base if there is one, then the log entries after it.
 
@@ -180,12 +221,12 @@ class PkgRepo:
         at the next sync.
         """
         remote = self.backend.fetch_remote_index(self._remote_token)
-        records: list[FileRecord] = []
+        records: list[IndexChange] = []
         position = self._log_position
         if remote is not None:
             data = remote.data or b""
             try:
-                records = parse_index(data) if data else []
+                records = parse_index_changes(data) if data else []
             except IndexFormatError as exc:
                 raise IndexFormatError(f"remote index of {self.name!r} is corrupt: {exc}") from exc
             position = index_log_position(data)
@@ -206,8 +247,8 @@ class PkgRepo:
         self.last_sync_error = None
         return remote is not None or changed
 
-    def _apply(self, remote: RemoteIndex | None, records: list[FileRecord], position: int,
-               entries: list[tuple[int, FileRecord | None]]) -> bool:
+    def _apply(self, remote: RemoteIndex | None, records: list[IndexChange], position: int,
+               entries: list[tuple[int, IndexChange | None]]) -> bool:
         """Swap in a new snapshot: a new base (if any) and log ``entries`` read after ``position``."""
         logged = [record for _, record in entries if record is not None]
         with self._write_lock:
@@ -228,13 +269,16 @@ class PkgRepo:
             self.snapshot = snapshot
         return changed
 
-    def _check_plausible(self, records: list[FileRecord], logged: list[FileRecord], remote: RemoteIndex) -> None:
+    def _check_plausible(self, records: list[IndexChange], logged: list[IndexChange], remote: RemoteIndex) -> None:
         """Refuse a base that would hide files storage still holds (an empty, unrelated or
         truncated document); a base that shrank because storage did is applied. What counts is
         the base plus the log entries after it (a store whose uploads are all still in the log
-        has an empty base)."""
+        has an empty base). A deleted file counts as listed: its tombstone says where it went
+        (storage may still hold its bytes while a deletion is under way)."""
+        files = {r.filename for r in records if not isinstance(r, ProjectStatus)}
+        files.update(r.filename for r in logged if not isinstance(r, ProjectStatus))
         serving = len(self.snapshot)
-        listed = len({r.filename for r in records} | {r.filename for r in logged})
+        listed = len(files)
         if serving < SHRINK_CHECK_MIN_FILES or listed >= serving * SHRINK_CHECK_RATIO:
             return
         stored = self.backend.count_files()

@@ -82,6 +82,8 @@ class ServerSettings:
     allowed_storage_paths: tuple[Path, ...] = ()
     # The `aud` Trusted Publishing identity tokens must have (GET /_/oidc/audience).
     oidc_audience: str = DEFAULT_OIDC_AUDIENCE
+    # Seconds between runs of each repository's retention rules (0: never; pywharf retention).
+    retention_interval: int = 0
 
     def __post_init__(self) -> None:
         token = self.initialize_token
@@ -91,6 +93,8 @@ class ServerSettings:
             raise ConfigError("--auth_failure_limit and --auth_failure_window must be positive integers")
         if self.initialize_max_failures < 1:
             raise ConfigError("--initialize_max_failures must be a positive integer")
+        if self.retention_interval < 0:
+            raise ConfigError("--retention_interval must be 0 (off) or a number of seconds")
         if not self.oidc_audience.strip() or self.oidc_audience.strip().lower() == "pypi":
             raise ConfigError("--oidc_audience must be non-empty and not 'pypi' (pypi.org's audience)")
         if not self.initialize_env_prefix:
@@ -226,7 +230,7 @@ class ServerState:
         # (the CI service-container flow); afterwards it needs the initialize token.
         self.configured = False
         self.install_lock = threading.Lock()
-        self._sync = IndexSyncService()
+        self._sync = IndexSyncService(settings.retention_interval)
         # Set in each worker process of a server run with --workers N (N > 1): see worker_peers.
         self.peers: WorkerPeers | None = None
         self._leadership: SyncLeadership | None = None

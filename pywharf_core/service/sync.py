@@ -1,4 +1,5 @@
-"""Background index synchronisation: one daemon thread per package repository.
+"""Background index synchronisation (and scheduled retention): one daemon thread per package
+repository.
 
 Threads rather than asyncio tasks so the same service runs under uvicorn and waitress alike,
 and so a backend's blocking I/O (PyGithub, boto3) never touches the event loop. A failed sync
@@ -18,10 +19,12 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from pywharf_core.service.repository import PkgRepo
+from pywharf_core.service.retention import RetentionPolicy, apply_retention
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +56,24 @@ class SyncLeadership:
 
 
 class RepoSyncThread(threading.Thread):
-    def __init__(self, repo: PkgRepo, leadership: SyncLeadership | None = None) -> None:
+    def __init__(self, repo: PkgRepo, retention_interval: int = 0, leadership: SyncLeadership | None = None) -> None:
         super().__init__(name=f"pywharf-sync-{repo.name}", daemon=True)
         self.repo = repo
         self.leadership = leadership
         self._stop_event = threading.Event()
+        # Retention runs only on hosted repositories with rules, after a sync (so it plans from
+        # what the store holds), at most every retention_interval seconds.
+        hosted = repo.mirror is None and repo.group is None and RetentionPolicy.of(repo.config) is not None
+        self.retention_interval = retention_interval if hosted else 0
+        self._next_retention = time.monotonic()
 
     def run(self) -> None:
         interval = self.repo.config.sync_index_interval
         while not self._stop_event.is_set():
             if self.leadership is None or self.leadership.held():
                 self.sync_round()
+                if self.retention_interval and time.monotonic() >= self._next_retention:
+                    self.retention_round()  # by the syncing worker only: once per server
                 self._stop_event.wait(interval)
             else:
                 self.follow_round()
@@ -75,6 +85,16 @@ class RepoSyncThread(threading.Thread):
             self.repo.follow_local()
         except Exception as exc:
             log.error("repo %r: cannot read the local index: %s: %s", self.repo.name, type(exc).__name__, exc)
+
+    def retention_round(self) -> None:
+        """One run of the repository's retention rules; a failure is logged, never raised."""
+        self._next_retention = time.monotonic() + self.retention_interval
+        if self.repo.last_sync_error is not None or not self.repo.index_loaded:
+            return  # never plan deletions from an index that may be stale
+        try:
+            apply_retention(self.repo, dry_run=False)
+        except Exception as exc:
+            log.error("repo %r: retention run failed: %s: %s", self.repo.name, type(exc).__name__, exc)
 
     def sync_round(self) -> None:
         """One sync; a failure is logged once per distinct message and never raised."""
@@ -95,12 +115,13 @@ class RepoSyncThread(threading.Thread):
 class IndexSyncService:
     """Starts and stops the sync threads of a set of repositories."""
 
-    def __init__(self) -> None:
+    def __init__(self, retention_interval: int = 0) -> None:
         self._threads: list[RepoSyncThread] = []
+        self.retention_interval = retention_interval
 
     def start(self, repos: Iterable[PkgRepo], leadership: SyncLeadership | None = None) -> None:
         for repo in repos:
-            thread = RepoSyncThread(repo, leadership)
+            thread = RepoSyncThread(repo, self.retention_interval, leadership)
             thread.start()
             self._threads.append(thread)
 

@@ -3,7 +3,9 @@ streamed the form to the staging folder.
 
 1. Validate: nothing the client claims about the bytes is trusted (digests are recomputed while
    the file is received) and the filename must agree with ``name``/``version``/``filetype``.
-2. Refuse a second spelling of a stored distribution (409 naming the stored file).
+2. Refuse an upload to an archived or quarantined project (PEP 792: 403 naming the status and
+   its reason) and a second spelling of a stored distribution (409 naming the stored file).
+   The store checks both again against storage (another server may have just changed them).
 3. Extract the PEP 658 metadata file from the distribution itself.
 4. Store (create-only: IDENTICAL or CREATED, or a 409 for other bytes under the name).
 5. Announce it in the remote index log, then journal it locally; only then is it acknowledged.
@@ -25,6 +27,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from pywharf_core.model.errors import BackendUnavailable, FileConflict, InvalidName, UploadRejected
+from pywharf_core.model.lifecycle import upload_refusal
 from pywharf_core.model.metadata import extract_core_metadata
 from pywharf_core.model.names import DistFilename, normalize_project, parse_dist_filename
 from pywharf_core.model.records import (
@@ -149,6 +152,9 @@ def accept_upload(repo: PkgRepo, upload: ReceivedUpload, grant: Grant | None = N
     record, metadata = validate_upload(upload)
     if grant is not None and not grant.may_upload(upload.dist.project):
         raise UploadRejected(403, grant.upload_refusal(upload.dist.project))
+    status = repo.snapshot.statuses.get(upload.dist.project)
+    if status is not None and status.refuses_uploads:
+        raise UploadRejected(403, upload_refusal(status))
     check_identity(repo, upload.dist)
     core_metadata = extract_core_metadata(upload.staged.path, upload.dist.filename)
     if core_metadata is not None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pywharf_core.model.lifecycle import IndexChange
 from pywharf_core.model.records import FileRecord
 from pywharf_core.storage.config import PkgRepoConfig
 
@@ -175,7 +176,7 @@ class Backend(ABC):
         original record, upload time included); None when unknown or not supported."""
         return None
 
-    def announce(self, record: FileRecord) -> None:
+    def announce(self, record: IndexChange) -> None:
         """Make an acknowledged record visible to every server sharing the storage (index log).
 
         Raises when it cannot: the upload is then answered 503 (the file stays stored, listed by no
@@ -183,7 +184,7 @@ class Backend(ABC):
         (the backend updates its remote index itself, or relies on ``update_index``)."""
         return None
 
-    def read_log(self, after: int) -> list[tuple[int, FileRecord | None]]:
+    def read_log(self, after: int) -> list[tuple[int, IndexChange | None]]:
         """Index log entries after position ``after``, one batch (see ``pywharf_core.index.remote_log``):
         the caller asks again after the last one while a batch comes back full."""
         return []

@@ -54,6 +54,18 @@ class PkgRepoConfig:
     # CI workflows that may trade an OIDC token for an upload token: [[name.trusted_publishers]] tables with
     # repository, workflow (required), issuer, environment, repository_owner_id, projects (see TrustedPublisher)
     trusted_publishers: tuple[TrustedPublisher, ...] = ()
+    # A deleted filename may be uploaded again with different bytes (pypi.org never allows it:
+    # an installer that cached or pinned the old file's hash would get other code under its name).
+    allow_reupload_of_deleted: bool = False
+    # Retention (pywharf retention; applied by a server started with --retention_interval): keep
+    # the newest N pre-/dev-release versions of each project, delete the files of older ones
+    retention_keep_prereleases: int | None = None
+    # Retention: delete files uploaded more than this many days ago whose version matches
+    # retention_version_pattern
+    retention_max_age_days: int | None = None
+    # Retention: a regular expression a whole version must match for retention_max_age_days
+    # (e.g. ".*\\.dev\\d+" for dev releases, ".*" for every version)
+    retention_version_pattern: str = ""
 
     def check(self) -> list[tuple[str, str]]:
         """Backend-specific semantic checks: a list of (key, problem); empty when valid."""
@@ -62,6 +74,7 @@ class PkgRepoConfig:
             problems.append(("max_file_bytes", "must be a positive integer"))
         if self.sync_index_interval <= 0:
             problems.append(("sync_index_interval", "must be a positive integer"))
+        problems.extend(self._retention_problems())
         if len(self.trusted_publishers) > MAX_TRUSTED_PUBLISHERS:
             problems.append(("trusted_publishers", f"at most {MAX_TRUSTED_PUBLISHERS} publishers per repository, "
                                                    f"got {len(self.trusted_publishers)}"))
@@ -86,6 +99,27 @@ class PkgRepoConfig:
         """
         return None
 
+    def _retention_problems(self) -> list[tuple[str, str]]:
+        problems = []
+        if self.retention_keep_prereleases is not None and self.retention_keep_prereleases < 0:
+            problems.append(("retention_keep_prereleases", "must be 0 or more"))
+        if self.retention_max_age_days is not None and self.retention_max_age_days < 1:
+            problems.append(("retention_max_age_days", "must be a positive integer"))
+        pattern = self.retention_version_pattern
+        if (self.retention_max_age_days is None) != (not pattern):
+            problems.append(("retention_version_pattern", "goes with retention_max_age_days (both or neither; "
+                                                          "'.*' matches every version)"))
+        elif len(pattern) > MAX_RETENTION_PATTERN_CHARS:
+            problems.append(("retention_version_pattern", f"at most {MAX_RETENTION_PATTERN_CHARS} characters"))
+        else:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                problems.append(("retention_version_pattern", f"not a regular expression: {exc}"))
+        return problems
+
+
+MAX_RETENTION_PATTERN_CHARS = 200
 
 # Shortest shared secret accepted (``min_secret_chars`` per repository changes it). Secrets are
 # tried over the network, 10 failures a minute per address and name (secret_check): 12 random

@@ -270,6 +270,10 @@ class WebUI:
             suffix = f"{quote(version)}/" if version else ""
             return RedirectResponse(f"/project/{quote(name)}/{suffix}", status_code=301)
         records = repo.snapshot.projects.get(name)
+        status = repo.snapshot.statuses.get(name)
+        if status is not None and not status.offers_files:
+            reason = f": {status.reason}" if status.reason else ""
+            return self._not_found(request, repo, f"Project {name!r} is quarantined{reason}.")
         if not records:
             return self._not_found(request, repo, f"There is no project {name!r} in repository {repo.name!r}.")
         view = release_view(name, records, version)
