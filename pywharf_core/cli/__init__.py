@@ -21,6 +21,7 @@ import fire
 import fire.helptext
 import fire.trace
 
+from pywharf_core.cli.audit import audit
 from pywharf_core.cli.server_calls import call, secret_from
 from pywharf_core.cli.tokens import token
 from pywharf_core.http.limits import (
@@ -396,6 +397,7 @@ CORE_COMMANDS: Mapping[str, Callable[..., Any]] = {
     "yank": yank,
     "unyank": unyank,
     "token": token,
+    "audit": audit,
 }
 
 
@@ -446,7 +448,7 @@ def argv_from_environment(environ: Mapping[str, str]) -> list[str]:
 
 # fire evaluates arguments as Python literals: the version "1.10" would become the float 1.1.
 # These commands take versions and free text, so their arguments are passed as string literals.
-VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank", "token"})
+VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank", "token", "audit"})
 
 
 def _verbatim(arg: str) -> str:

@@ -26,6 +26,8 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from pywharf_core.http.audit import read_audit
+from pywharf_core.http.audit_trail import audit_event, record
 from pywharf_core.http.auth import authorize, authorize_grant
 from pywharf_core.http.cross_site import CrossSiteWriteGuard
 from pywharf_core.http.errors import EXCEPTION_HANDLERS
@@ -41,14 +43,21 @@ from pywharf_core.http.security_headers import SECURITY_HEADERS, SecurityHeaders
 from pywharf_core.http.tokens import create_token, list_tokens, revoke_token
 from pywharf_core.http.upload_form import receive_upload
 from pywharf_core.http.web import web_routes
-from pywharf_core.model.errors import BackendUnavailable, InvalidName
+from pywharf_core.model.errors import BackendUnavailable, FileConflict, InvalidName, UploadRejected
 from pywharf_core.model.names import normalize_project, parse_dist_filename
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.proxy_mirror import ProxyMirror
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.service.upload import accept_upload
-from pywharf_core.storage.backend import DownloadTarget, LocalFile, Permission, Redirect, StreamedFile
+from pywharf_core.storage.backend import (
+    DownloadTarget,
+    LocalFile,
+    Permission,
+    Redirect,
+    StoreOutcome,
+    StreamedFile,
+)
 
 log = logging.getLogger(__name__)
 
@@ -258,22 +267,32 @@ def _close_stream(target: object) -> None:
 
 
 async def _yank(request: Request, yanked: bool) -> Response:
-    repo, grant = await authorize_grant(request, Permission.WRITE)
+    action = "yank" if yanked else "unyank"
+    repo, grant = await authorize_grant(request, Permission.WRITE, action=action)
     try:
         project = normalize_project(request.path_params["project"])
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
+    target = request.path_params["target"]
+
+    async def refuse(status: int, message: str) -> HTTPException:
+        await record(repo, audit_event(request, repo, action, status, grant=grant, project=project, filename=target,
+                                       detail=message))
+        return HTTPException(status, message)
+
     if not grant.may_yank(project):
-        raise HTTPException(403, grant.yank_refusal(project))
+        raise await refuse(403, grant.yank_refusal(project))
     if repo.group is not None:
         raise HTTPException(405, f"Yank through the URL of the repository that holds {project!r}, not group "
                                  f"{repo.name!r}.")
-    target = request.path_params["target"]
     async with request.form(max_files=0, max_fields=5) as form:
         reason = str(form.get("reason") or "")
     changed = await anyio.to_thread.run_sync(repo.set_yanked, project, target, yanked, reason)
     if not changed:
-        raise HTTPException(404, f"No file or version {target!r} of project {project!r}.")
+        raise await refuse(404, f"No file or version {target!r} of project {project!r}.")
+    for filename in changed:
+        await record(repo, audit_event(request, repo, action, 200, grant=grant, project=project, filename=filename,
+                                       detail=reason))
     return PlainTextResponse("\n".join(changed) + "\n")
 
 
@@ -306,22 +325,49 @@ async def unyank(request: Request) -> Response:
 
 
 async def upload(request: Request) -> Response:
-    """The legacy upload API: stream the form to staging, then the upload use case."""
-    repo, grant = await authorize_grant(request, Permission.WRITE)
+    """The legacy upload API: stream the form to staging, then the upload use case; every
+    outcome (stored, identical, refused, failed) goes to the audit log."""
+    repo, grant = await authorize_grant(request, Permission.WRITE, action="upload")
     if repo.group is not None:  # uploads to a group go to its upload member
         if repo.group.upload_target is None:
             raise HTTPException(405, f"Group {repo.name!r} has no hosted member to upload to.")
         repo = repo.group.upload_target
     try:
         received = await receive_upload(request, repo.backend.staging_dir(), repo.config.max_file_bytes)
+    except UploadRejected as exc:  # too large, not a distribution filename, malformed form
+        await record(repo, audit_event(request, repo, "upload", exc.status, grant=grant, detail=exc.reason))
+        raise
     except OSError as exc:  # the staging folder is full or gone: the store's fault, not the client's
         raise BackendUnavailable(f"storage error while receiving the upload: {exc.strerror or exc}") from exc
+    dist = received.dist
+
+    def accept_and_audit() -> tuple[StoreOutcome, FileRecord]:
+        """In one worker thread: the upload, then its audit event (one thread hop, not two)."""
+        def audit(status: int, detail: str) -> None:
+            if repo.audit is not None:
+                repo.audit.record(audit_event(request, repo, "upload", status, grant=grant, project=dist.project,
+                                              filename=dist.filename, detail=detail))
+
+        try:
+            outcome, stored = accept_upload(repo, received, grant)
+        except UploadRejected as exc:
+            audit(exc.status, exc.reason)
+            raise
+        except FileConflict as exc:
+            audit(409, str(exc))
+            raise
+        except BackendUnavailable as exc:
+            audit(503, str(exc))
+            raise
+        audit(200, outcome.value)
+        return outcome, stored
+
     try:
-        outcome, record = await anyio.to_thread.run_sync(accept_upload, repo, received, grant)
+        outcome, stored = await anyio.to_thread.run_sync(accept_and_audit)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(received.staged.path)
-    log.info("repo %r: %s %s (%d bytes) by %s", repo.name, outcome.value, record.filename, record.size, grant.actor)
+    log.info("repo %r: %s %s (%d bytes) by %s", repo.name, outcome.value, stored.filename, stored.size, grant.actor)
     return PlainTextResponse("OK")
 
 
@@ -375,6 +421,7 @@ def create_app(state: ServerState, *, public_url: str | None = None) -> Starlett
         Route("/_/tokens/{repo}", create_token, methods=["POST"]),
         Route("/_/tokens/{repo}", list_tokens, methods=["GET"]),
         Route("/_/tokens/{repo}/{token_id}", revoke_token, methods=["DELETE"]),
+        Route("/_/audit/{repo}", read_audit, methods=["GET"]),
         *web_routes(authorize),  # the browser UI: /, /login/, /logout/, /project/..., /tokens/, /static/
     ]
     app = _PywharfApp(

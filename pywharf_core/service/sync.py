@@ -38,6 +38,8 @@ class RepoSyncThread(threading.Thread):
             if message != self.repo.last_sync_error:
                 log.error("repo %r: index sync failed, serving the last good index: %s", self.repo.name, message)
             self.repo.last_sync_error = message
+        if self.repo.audit is not None:
+            self.repo.audit.flush_due()  # a costly store's buffered audit events (never raises)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -61,3 +63,6 @@ class IndexSyncService:
             thread.stop()
         for thread in threads:
             thread.join(timeout)
+        for thread in threads:
+            if thread.repo.audit is not None:
+                thread.repo.audit.flush()  # what a costly store's audit buffer still holds
