@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -190,5 +191,24 @@ def test_browser_token_changes_and_their_refusals_are_audited(tmp_path: Path) ->
             ("token-create", 403, "read secret")]
         assert all(token_id in e.detail and "browser UI" in e.detail for e in events[:2])
         assert all(e.client == "testclient" for e in events)
+    finally:
+        state.shutdown()
+
+
+def test_the_read_route_is_bounded_and_answers_text_without_format(tmp_path: Path) -> None:
+    settings = ServerSettings(root=tmp_path / "root", extra_index_url="")
+    state = ServerState(settings)
+    state.install(build_repos(load_setup(fs_config(), None, is_text=True), settings), configured=True)
+    try:
+        app = create_app(state)
+        client = TestClient(app, raise_server_exceptions=False)
+        assert client.post("/yank/demo/1.0", auth=("local", READ)).status_code == 403
+        text = client.get("/_/audit/local", auth=("local", WRITE))
+        assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+        assert "403  yank          demo/1.0  by read secret  from testclient" in text.text
+        app.state.pywharf_audit_read_slots = threading.BoundedSemaphore(1)
+        app.state.pywharf_audit_read_slots.acquire()  # as if a read were running: the only slot is taken
+        busy = client.get("/_/audit/local", auth=("local", WRITE))
+        assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
     finally:
         state.shutdown()

@@ -275,3 +275,29 @@ def test_since_takes_dates_times_and_durations(text: str, expected: float) -> No
 def test_since_refuses_anything_else(text: str) -> None:
     with pytest.raises(ValueError):
         parse_since(text, DAY1)
+
+
+def test_the_sync_thread_flushes_a_costly_stores_buffer_when_due_and_at_shutdown(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from pywharf_core.service.sync import IndexSyncService
+
+    store = storage(tmp_path, CostlyStorage)
+    clock = Clock(DAY1)
+    log = AuditLog(store, "local", clock)
+    repo = SimpleNamespace(name="local", audit=log, last_sync_error=None, snapshot=(),
+                           config=SimpleNamespace(sync_index_interval=3600), sync_once=lambda: False)
+    log.record(event(DAY1, 1))
+    clock.now += audit_module.FLUSH_SECONDS
+    service = IndexSyncService()
+    service.start([repo])  # type: ignore[list-item]
+    for _ in range(250):  # the first round runs at once: the event is due
+        if store.writes:
+            break
+        threading.Event().wait(0.02)
+    assert store.writes == 1
+    log.record(event(clock.now, 2))  # not due: stays buffered until shutdown
+    service.stop()
+    assert store.writes == 2
+    assert [e.filename for e in AuditLog(storage(tmp_path), "local", clock).read(DAY1 - 10).events] == [
+        "demo-1.0.tar.gz", "demo-2.0.tar.gz"]
