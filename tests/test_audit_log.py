@@ -217,11 +217,15 @@ def test_a_costly_stores_buffer_survives_a_failed_flush_within_its_bound(tmp_pat
     monkeypatch.setattr(audit_module, "MAX_BUFFERED", 4)
     store = storage(tmp_path, CostlyStorage)
     log = AuditLog(store, "local", Clock(DAY1))
+    monkeypatch.setattr(audit_module, "FLUSH_EVENTS", 2)
     store.fail_writes = True
+    attempts: list[int] = []
+    original = store.write_document
+    store.write_document = lambda *args: attempts.append(1) or original(*args)  # type: ignore[method-assign]
     for n in range(6):
         log.record(event(DAY1, n))
-    log.flush()
-    assert log.failures == 2  # the two oldest dropped (and logged)
+    assert len(attempts) == 1  # the first full buffer tried once; then no retry per event
+    assert log.failures == 2  # past MAX_BUFFERED the two oldest were dropped (and logged)
     store.fail_writes = False
     log.flush()
     assert [e.filename for e in log.read(DAY1 - 10).events] == [f"demo-{n}.0.tar.gz" for n in range(2, 6)]

@@ -145,6 +145,7 @@ class AuditLog:
         self._pending: list[AuditEvent] = []
         self._pending_lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._retry_at = 0.0  # after a failed flush, a full buffer waits for this before writing again
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -167,7 +168,10 @@ class AuditLog:
         with self._pending_lock:
             self._pending.append(event)
             full = len(self._pending) >= FLUSH_EVENTS
-        if full:
+            dropped = self._trim()
+        for old in dropped:
+            self._lost(old, "the buffer is full")
+        if full and self.clock() >= self._retry_at:  # a store that just failed is not retried per request
             self.flush()
 
     def flush_due(self) -> None:
@@ -188,13 +192,20 @@ class AuditLog:
             unwritten = self._write(events, log_failures=False)
             if not unwritten:
                 return
+            self._retry_at = self.clock() + FLUSH_SECONDS
             with self._pending_lock:
                 self._pending[:0] = unwritten  # kept for the next flush, oldest first
-                overflow = len(self._pending) - MAX_BUFFERED
-                dropped, self._pending = (self._pending[:overflow], self._pending[overflow:]) if overflow > 0 else (
-                    [], self._pending)
+                dropped = self._trim()
             for event in dropped:
                 self._lost(event, "the buffer is full")
+
+    def _trim(self) -> list[AuditEvent]:
+        """Drop (and return) the oldest buffered events past :data:`MAX_BUFFERED` (hold the lock)."""
+        overflow = len(self._pending) - MAX_BUFFERED
+        if overflow <= 0:
+            return []
+        dropped, self._pending = self._pending[:overflow], self._pending[overflow:]
+        return dropped
 
     def _write(self, events: list[AuditEvent], *, log_failures: bool = True) -> list[AuditEvent]:
         """Append ``events`` in entries by day; the events that could not be written."""
