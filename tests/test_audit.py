@@ -20,6 +20,7 @@ import requests
 from conftest import Server, fs_config, run, tool
 from distbuilder import DistSpec, build_wheel
 from starlette.testclient import TestClient
+from test_github_backend import NAME, OWNER, READER, REPO_NAME, STRANGER, WRITER, gh, start, upload
 
 from pywharf_core.http.app import create_app
 from pywharf_core.http.web.csrf import CSRF_FIELD
@@ -27,6 +28,7 @@ from pywharf_core.model.api_tokens import parse_token
 from pywharf_core.service.server_state import ServerSettings, ServerState, build_repos, load_setup
 
 READ, WRITE = "read-secret-00", "write-secret"
+__all__ = ["gh"]  # the GitHub stand-in fixture, used here
 
 
 def two_servers(server_factory, tmp_path: Path) -> tuple[Server, Server]:  # type: ignore[no-untyped-def]
@@ -212,3 +214,27 @@ def test_the_read_route_is_bounded_and_answers_text_without_format(tmp_path: Pat
         assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
     finally:
         state.shutdown()
+
+
+def test_on_github_events_are_batched_into_one_commit(gh, server_factory, env: dict[str, str],  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    """On a store where each document write is a commit, three uploads and two refused ones make
+    one audit commit (written when the log is read), not five."""
+    server = start(server_factory, gh)
+    for version in ("1.0", "2.0", "3.0"):
+        wheel = build_wheel(DistSpec("demo", version), tmp_path / version)
+        assert upload(server, wheel).status_code == 200
+    assert upload(server, build_wheel(DistSpec("demo", "4.0"), tmp_path / "4.0"), READER).status_code == 403
+    assert upload(server, build_wheel(DistSpec("demo", "4.0"), tmp_path / "4.0"), STRANGER).status_code == 401
+
+    def audit_commits() -> list[str]:
+        return [message for _, message in gh.history(OWNER, REPO_NAME) if "/audit/" in message]
+
+    assert audit_commits() == []  # buffered
+    events = json.loads(run([tool("pywharf"), "audit", "--url", server.base, "--repo", NAME, "--secret_env", "GH_W",
+                             "--json"], {**env, "GH_W": WRITER}, timeout=60).stdout)["events"]
+    assert [(e["action"], e["status"]) for e in events] == [("upload", 200)] * 3 + [("upload", 403), ("upload", 401)]
+    assert len(audit_commits()) == 1
+    assert requests.get(f"{server.base}/_/audit/{NAME}", auth=(NAME, READER), timeout=10).status_code == 403
+    for token in (WRITER, READER, STRANGER):
+        assert token not in json.dumps(events)
