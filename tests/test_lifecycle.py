@@ -138,6 +138,11 @@ def test_status_through_a_then_b_then_update_index_with_twine_pip_and_uv(
     fresh_cache = {**env, "UV_CACHE_DIR": str(tmp_path / "uv2")}
     uv_install(b.index_url(REPO, READ), tmp_path / "uv-active", "lcstat", fresh_cache)
     assert "pypi:project-status" not in html(b, "lcstat").text
+    # The audit log, read through B: each change with its actor and address.
+    events = json.loads(cli("audit", b, "--json", env=env).stdout)["events"]
+    changes = [(e["project"], e["detail"], e["actor"]) for e in events if e["action"] == "project-status"]
+    assert changes == [("lcstat", "archived: moved to lcstat2 <see docs>", "write secret"),
+                       ("lcstat", "quarantined: malware", "write secret"), ("lcstat", "active", "write secret")]
 
 
 def test_delete_file_version_project_through_a_then_b_and_update_index(
@@ -188,6 +193,12 @@ def test_delete_file_version_project_through_a_then_b_and_update_index(
     index = (storage / "index.toml").read_text()
     assert f'[deleted."{v3.filename}"]' in index and f'[files."{v3.filename}"]' not in index
     assert cli("delete", a, "lcdel", "9.9", env=env, check=False).returncode == 1
+    # Every deletion and the refused one are in the audit log, read through the other server.
+    events = json.loads(cli("audit", b, "--json", env=env).stdout)["events"]
+    deletions = [(e["filename"], e["status"]) for e in events if e["action"] == "delete"]
+    assert sorted(deletions) == sorted([(v1.filename, 200), (v2.filename, 200), (v1.filename, 200),
+                                        (v3.filename, 200), ("9.9", 404)])
+    assert all(e["actor"] == "write secret" and e["client"] == "127.0.0.1" for e in events if e["action"] == "delete")
 
 
 # -- in-process: the rules --------------------------------------------------------------------------

@@ -126,6 +126,13 @@ def test_burning_ends_a_token_and_keeps_its_replay_guard(tmp_path: Path, oidc: O
     assert refusal(server.client.post("/_/oidc/burn-token", json={"token": token}))[0] == "invalid-token"
     assert refusal(mint(server, jwt_text))[0] == "invalid-reuse-token"
     assert refusal(server.client.post("/_/oidc/burn-token", json={"token": "pywharf-nope"}))[0] == "invalid-token"
+    # The audit log has the mint, the burn and the replay (never the token or the identity token).
+    events = server.repo.audit.read(time.time() - 60).events
+    assert [(e.action, e.status) for e in events] == [("token-mint", 200), ("token-burn", 200), ("token-mint", 422)]
+    assert events[0].actor == "trusted publisher acme/widgets" and "repository='acme/widgets'" in events[0].detail
+    assert events[1].actor == f"oidc token {parse_token(token).token_id} (trusted publisher acme/widgets)"
+    assert "invalid-reuse-token" in events[2].detail
+    assert token not in repr(events) and jwt_text not in repr(events)
 
 
 @pytest.mark.parametrize(("shape", "code", "reason"), [

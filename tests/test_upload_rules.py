@@ -144,10 +144,11 @@ def storage_of(server: Server, repo: str = "local") -> Path:
 
 
 def listing(folder: Path) -> set[str]:
-    """Every path under ``folder`` (files and folders), relative."""
+    """Every path under ``folder`` (files and folders), relative, but the audit log's
+    (``.pywharf/audit/``): a refused upload is recorded there (tests/test_audit.py), nothing else."""
     if not folder.exists():
         return set()
-    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+    return {str(p.relative_to(folder)) for p in folder.rglob("*") if ".pywharf/audit" not in p.as_posix()}
 
 
 def tree(folder: Path) -> set[str]:

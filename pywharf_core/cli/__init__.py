@@ -21,6 +21,7 @@ import fire
 import fire.helptext
 import fire.trace
 
+from pywharf_core.cli.audit import audit
 from pywharf_core.cli.lifecycle import delete, retention, status
 from pywharf_core.cli.server_calls import call, secret_from
 from pywharf_core.cli.tokens import token
@@ -417,6 +418,7 @@ CORE_COMMANDS: Mapping[str, Callable[..., Any]] = {
     "delete": delete,
     "retention": retention,
     "token": token,
+    "audit": audit,
 }
 
 
@@ -467,7 +469,7 @@ def argv_from_environment(environ: Mapping[str, str]) -> list[str]:
 
 # fire evaluates arguments as Python literals: the version "1.10" would become the float 1.1.
 # These commands take versions and free text, so their arguments are passed as string literals.
-VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank", "status", "delete", "retention", "token"})
+VERBATIM_ARGUMENT_COMMANDS = frozenset({"yank", "unyank", "status", "delete", "retention", "token", "audit"})
 
 
 def _verbatim(arg: str) -> str:

@@ -27,6 +27,8 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from pywharf_core.http.audit import read_audit
+from pywharf_core.http.audit_trail import audit_event, record
 from pywharf_core.http.auth import authorize, authorize_grant
 from pywharf_core.http.cross_site import CrossSiteWriteGuard
 from pywharf_core.http.errors import EXCEPTION_HANDLERS
@@ -43,7 +45,7 @@ from pywharf_core.http.security_headers import SecurityHeadersMiddleware
 from pywharf_core.http.tokens import create_token, list_tokens, revoke_token
 from pywharf_core.http.upload_form import receive_upload
 from pywharf_core.http.web import web_routes
-from pywharf_core.model.errors import BackendUnavailable, InvalidName
+from pywharf_core.model.errors import BackendUnavailable, FileConflict, InvalidName, UploadRejected
 from pywharf_core.model.lifecycle import MAX_REASON_CHARS, STATUSES
 from pywharf_core.model.names import normalize_project, parse_dist_filename
 from pywharf_core.model.records import FileRecord
@@ -53,7 +55,14 @@ from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.retention import RetentionPolicy, apply_retention
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.service.upload import accept_upload
-from pywharf_core.storage.backend import DownloadTarget, LocalFile, Permission, Redirect, StreamedFile
+from pywharf_core.storage.backend import (
+    DownloadTarget,
+    LocalFile,
+    Permission,
+    Redirect,
+    StoreOutcome,
+    StreamedFile,
+)
 
 log = logging.getLogger(__name__)
 
@@ -230,67 +239,94 @@ def _close_stream(target: object) -> None:
 
 
 async def _yank(request: Request, yanked: bool) -> Response:
-    repo, grant = await authorize_grant(request, Permission.WRITE)
+    action = "yank" if yanked else "unyank"
+    repo, grant = await authorize_grant(request, Permission.WRITE, action=action)
     try:
         project = normalize_project(request.path_params["project"])
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
+    target = request.path_params["target"]
+
+    async def refuse(status: int, message: str) -> HTTPException:
+        await record(repo, audit_event(request, repo, action, status, grant=grant, project=project, filename=target,
+                                       detail=message))
+        return HTTPException(status, message)
+
     if not grant.may_yank(project):
-        raise HTTPException(403, grant.yank_refusal(project))
+        raise await refuse(403, grant.yank_refusal(project))
     if repo.group is not None:
         raise HTTPException(405, f"Yank through the URL of the repository that holds {project!r}, not group "
                                  f"{repo.name!r}.")
-    target = request.path_params["target"]
     async with request.form(max_files=0, max_fields=5) as form:
         reason = str(form.get("reason") or "")
     changed = await anyio.to_thread.run_sync(repo.set_yanked, project, target, yanked, reason)
     if not changed:
-        raise HTTPException(404, f"No file or version {target!r} of project {project!r}.")
+        raise await refuse(404, f"No file or version {target!r} of project {project!r}.")
+    for filename in changed:
+        await record(repo, audit_event(request, repo, action, 200, grant=grant, project=project, filename=filename,
+                                       detail=reason))
     return PlainTextResponse("\n".join(changed) + "\n")
 
 
-async def _lifecycle_target(request: Request, action: str) -> tuple[PkgRepo, Grant, str]:
+async def _lifecycle_target(request: Request, action: str, audit_action: str) -> tuple[PkgRepo, Grant, str]:
     """The repository, grant and normalised project of a status change or a deletion: the write
     secret or an API token that may upload to the project (a trusted publisher's token may
-    not, as for yank), through the repository that holds the project (405 on a group)."""
-    repo, grant = await authorize_grant(request, Permission.WRITE)
+    not, as for yank), through the repository that holds the project (405 on a group).
+    Refusals are recorded in the audit log as ``audit_action``."""
+    repo, grant = await authorize_grant(request, Permission.WRITE, action=audit_action)
     try:
         project = normalize_project(request.path_params["project"])
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
     if not grant.may_yank(project):
-        raise HTTPException(403, grant.yank_refusal(project, action))
+        raise await _refused(request, repo, grant, audit_action, project, 403, grant.yank_refusal(project, action))
     if repo.group is not None:
         raise HTTPException(405, f"{action.capitalize()} through the URL of the repository that holds {project!r}, "
                                  f"not group {repo.name!r}.")
     return repo, grant, project
 
 
+async def _refused(request: Request, repo: PkgRepo, grant: Grant, action: str, project: str, status: int,
+                   message: str, filename: str = "") -> HTTPException:
+    """The error for a refused write, recorded in the audit log first."""
+    await record(repo, audit_event(request, repo, action, status, grant=grant, project=project, filename=filename,
+                                   detail=message))
+    return HTTPException(status, message)
+
+
 async def set_status(request: Request) -> Response:
     """PEP 792: ``POST /status/<project>`` (form ``status``, optional ``reason``)."""
-    repo, grant, project = await _lifecycle_target(request, "change the status")
+    repo, grant, project = await _lifecycle_target(request, "change the status", "project-status")
     async with request.form(max_files=0, max_fields=5) as form:
         status, reason = str(form.get("status") or ""), str(form.get("reason") or "")
     if status not in STATUSES:
-        raise HTTPException(400, f"Unknown status {status!r}: one of {', '.join(STATUSES)}.")
+        raise await _refused(request, repo, grant, "project-status", project, 400,
+                             f"Unknown status {status[:40]!r}: one of {', '.join(STATUSES)}.")
     if len(reason) > MAX_REASON_CHARS:
-        raise HTTPException(400, f"The reason is at most {MAX_REASON_CHARS} characters.")
+        raise await _refused(request, repo, grant, "project-status", project, 400,
+                             f"The reason is at most {MAX_REASON_CHARS} characters.")
     changed = await anyio.to_thread.run_sync(repo.set_status, project, status, reason)
     if changed is None:
-        raise HTTPException(404, f"Project {project!r} is not in repository {repo.name!r}.")
+        raise await _refused(request, repo, grant, "project-status", project, 404,
+                             f"Project {project!r} is not in repository {repo.name!r}.")
     log.info("repo %r: project %s is %s (reason %r), by %s", repo.name, project, status, reason, grant.actor)
+    await record(repo, audit_event(request, repo, "project-status", 200, grant=grant, project=project,
+                                   detail=f"{status}: {reason}" if reason else status))
     return PlainTextResponse(f"{project}: {status}\n")
 
 
 async def delete(request: Request) -> Response:
     """``POST /delete/<project>`` (every file) or ``/delete/<project>/<filename or version>``."""
-    repo, grant, project = await _lifecycle_target(request, "delete")
+    repo, grant, project = await _lifecycle_target(request, "delete", "delete")
     target = request.path_params.get("target")
     deleted = await anyio.to_thread.run_sync(repo.delete, project, target)
     if not deleted:
         what = f"file or version {target!r} of project" if target is not None else "file of project"
-        raise HTTPException(404, f"No {what} {project!r} in repository {repo.name!r}.")
+        raise await _refused(request, repo, grant, "delete", project, 404,
+                             f"No {what} {project!r} in repository {repo.name!r}.", filename=target or "")
     log.info("repo %r: deleted %s by %s", repo.name, ", ".join(deleted), grant.actor)
+    for filename in deleted:
+        await record(repo, audit_event(request, repo, "delete", 200, grant=grant, project=project, filename=filename))
     return PlainTextResponse("\n".join(deleted) + "\n")
 
 
@@ -298,9 +334,10 @@ async def retention(request: Request) -> Response:
     """``POST /retention`` (form ``dry_run``): run the repository's retention rules, or (dry run)
     say what they would delete; one ``<filename>\t<why>`` line per file. The write secret only:
     it may delete any project's files."""
-    repo, grant = await authorize_grant(request, Permission.WRITE)
+    repo, grant = await authorize_grant(request, Permission.WRITE, action="delete")
     if grant.token is not None:
-        raise HTTPException(403, "Retention spans every project: use the write secret, not a token.")
+        raise await _refused(request, repo, grant, "delete", "", 403,
+                             "Retention spans every project: use the write secret, not a token.")
     if repo.group is not None or repo.mirror is not None:
         raise HTTPException(405, f"Repository {repo.name!r} holds no files of its own: run retention on a hosted one.")
     if RetentionPolicy.of(repo.config) is None:
@@ -310,6 +347,9 @@ async def retention(request: Request) -> Response:
     doomed = await anyio.to_thread.run_sync(apply_retention, repo, dry_run)
     if not dry_run:
         log.info("repo %r: retention deleted %d files, by %s", repo.name, len(doomed), grant.actor)
+        for item in doomed:
+            await record(repo, audit_event(request, repo, "delete", 200, grant=grant, project=item.record.distrib,
+                                           filename=item.record.filename, detail=f"retention: {item.why}"))
     return PlainTextResponse("".join(f"{d.record.filename}\t{d.why}\n" for d in doomed))
 
 
@@ -343,22 +383,49 @@ async def unyank(request: Request) -> Response:
 
 
 async def upload(request: Request) -> Response:
-    """The legacy upload API: stream the form to staging, then the upload use case."""
-    repo, grant = await authorize_grant(request, Permission.WRITE)
+    """The legacy upload API: stream the form to staging, then the upload use case; every
+    outcome (stored, identical, refused, failed) goes to the audit log."""
+    repo, grant = await authorize_grant(request, Permission.WRITE, action="upload")
     if repo.group is not None:  # uploads to a group go to its upload member
         if repo.group.upload_target is None:
             raise HTTPException(405, f"Group {repo.name!r} has no hosted member to upload to.")
         repo = repo.group.upload_target
     try:
         received = await receive_upload(request, repo.backend.staging_dir(), repo.config.max_file_bytes)
+    except UploadRejected as exc:  # too large, not a distribution filename, malformed form
+        await record(repo, audit_event(request, repo, "upload", exc.status, grant=grant, detail=exc.reason))
+        raise
     except OSError as exc:  # the staging folder is full or gone: the store's fault, not the client's
         raise BackendUnavailable(f"storage error while receiving the upload: {exc.strerror or exc}") from exc
+    dist = received.dist
+
+    def accept_and_audit() -> tuple[StoreOutcome, FileRecord]:
+        """In one worker thread: the upload, then its audit event (one thread hop, not two)."""
+        def audit(status: int, detail: str) -> None:
+            if repo.audit is not None:
+                repo.audit.record(audit_event(request, repo, "upload", status, grant=grant, project=dist.project,
+                                              filename=dist.filename, detail=detail))
+
+        try:
+            outcome, stored = accept_upload(repo, received, grant)
+        except UploadRejected as exc:
+            audit(exc.status, exc.reason)
+            raise
+        except FileConflict as exc:
+            audit(409, str(exc))
+            raise
+        except BackendUnavailable as exc:
+            audit(503, str(exc))
+            raise
+        audit(200, outcome.value)
+        return outcome, stored
+
     try:
-        outcome, record = await anyio.to_thread.run_sync(accept_upload, repo, received, grant)
+        outcome, stored = await anyio.to_thread.run_sync(accept_and_audit)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(received.staged.path)
-    log.info("repo %r: %s %s (%d bytes) by %s", repo.name, outcome.value, record.filename, record.size, grant.actor)
+    log.info("repo %r: %s %s (%d bytes) by %s", repo.name, outcome.value, stored.filename, stored.size, grant.actor)
     return PlainTextResponse("OK")
 
 
@@ -424,6 +491,7 @@ def create_app(state: ServerState, *, public_url: str | None = None) -> Starlett
         Route("/_/tokens/{repo}", create_token, methods=["POST"]),
         Route("/_/tokens/{repo}", list_tokens, methods=["GET"]),
         Route("/_/tokens/{repo}/{token_id}", revoke_token, methods=["DELETE"]),
+        Route("/_/audit/{repo}", read_audit, methods=["GET"]),
         *web_routes(authorize),  # the browser UI: /, /login/, /logout/, /project/..., /tokens/, /static/
     ]
     app = _PywharfApp(

@@ -16,8 +16,9 @@ import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from pywharf_core.http.audit_trail import audit_event, record, record_refused_credentials
 from pywharf_core.http.web import session_credentials
-from pywharf_core.http.web.secret_check import check_secret, client_address
+from pywharf_core.http.web.secret_check import check_secret, client_address, repo_name_for
 from pywharf_core.service.grants import Grant
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.storage.backend import Permission
@@ -69,9 +70,13 @@ async def authorize(request: Request, needed: Permission) -> PkgRepo:
     return repo
 
 
-async def authorize_grant(request: Request, needed: Permission) -> tuple[PkgRepo, Grant]:
+async def authorize_grant(request: Request, needed: Permission, *, action: str | None = None
+                          ) -> tuple[PkgRepo, Grant]:
     """:func:`authorize`, and what exactly was granted (an API token may be limited to some
-    projects: the caller checks them with :meth:`Grant.may_upload`)."""
+    projects: the caller checks them with :meth:`Grant.may_upload`).
+
+    ``action``: the audit action of a write route; credentials refused there (401, 403) are
+    recorded in the audit log of the repository they name (``audit_trail``)."""
     state = request.app.state.pywharf
     if state.peers is not None and state.peers.changed():
         # Another worker process of this server wrote (an upload, a yank, a revoked token):
@@ -96,8 +101,17 @@ async def authorize_grant(request: Request, needed: Permission) -> tuple[PkgRepo
     # A session's secret was checked at login and the cookie is signed: no guess to limit.
     repo, grant = await check_secret(request, name, secret, limited=not from_session)
     if repo is None or grant.permission is Permission.NONE:
+        if action is not None:
+            await record_refused_credentials(request, repo_name_for(name, secret), secret, action, 401,
+                                             INVALID_CREDENTIALS, project=request.path_params.get("project", ""),
+                                             filename=request.path_params.get("target", ""))
         raise Unauthorized(INVALID_CREDENTIALS)
     if grant.permission < needed:
         what = "token" if grant.is_token else "secret"
-        raise HTTPException(403, f"This {what} may read but not upload: use the write secret or an upload token.")
+        refusal = f"This {what} may read but not upload: use the write secret or an upload token."
+        if action is not None:
+            await record(repo, audit_event(request, repo, action, 403, grant=grant, detail=refusal,
+                                           project=request.path_params.get("project", ""),
+                                           filename=request.path_params.get("target", "")))
+        raise HTTPException(403, refusal)
     return repo, grant

@@ -14,7 +14,7 @@ is the path gh-action-pypi-publish used before 2024.
 Replay: the minted token's id is derived from the identity token's issuer and ``jti`` and its
 record is created create-only in the repository's store, so an identity token mints once, on
 every server sharing the store. Every mint and refusal is logged with the claims that decided
-it, never a token.
+it, never a token, and recorded in the repository's audit log (mints, replays, burns).
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from pywharf_core.http.app_singletons import app_singleton
+from pywharf_core.http.audit_trail import audit_event, record, token_detail
 from pywharf_core.http.text_form import read_body
 from pywharf_core.http.web.secret_check import auth_limiter, client_address, limiter_key
 from pywharf_core.model.api_tokens import parse_token
+from pywharf_core.service.grants import Grant
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.service.tokens import TokenError, TokenIdTaken, minted_token_id
 from pywharf_core.service.trusted_publishing import (
@@ -42,6 +44,7 @@ from pywharf_core.service.trusted_publishing import (
     TrustedPublishingVerifier,
     claims_for_log,
 )
+from pywharf_core.storage.backend import Permission
 from pywharf_core.storage.trusted_publishers import TrustedPublisher
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,7 @@ async def mint_token(request: Request) -> Response:
         return _refused("invalid-publisher", f"repository {match.repo!r} cannot keep tokens (its backend has no "
                                              "documents)")
     decided = ", ".join(f"{k}={v!r}" for k, v in sorted(match.claims.items()))
+    publisher = f"trusted publisher {match.publisher.repository}"
     try:
         new = await anyio.to_thread.run_sync(lambda: repo.tokens.create(  # type: ignore[union-attr]
             "upload", projects=tuple(match.publisher.projects), expires_in=MINTED_TOKEN_SECONDS, kind="oidc",
@@ -122,12 +126,16 @@ async def mint_token(request: Request) -> Response:
             keep_until=int(match.expires) + REPLAY_MARGIN_SECONDS))
     except TokenIdTaken:
         log.warning("oidc: mint refused from %s for repo %r: invalid-reuse-token (%s)", address, match.repo, decided)
+        await record(repo, audit_event(request, repo, "token-mint", 422, actor=publisher,
+                                       detail=f"invalid-reuse-token: identity token already used; {decided}"))
         return _refused("invalid-reuse-token", "invalid token: already used")
     except TokenError as exc:
         log.error("oidc: mint failed for repo %r: %s", match.repo, exc)
         return JSONResponse({"message": str(exc)}, status_code=exc.status, headers=NO_STORE)
     log.info("oidc: minted token %s for repo %r (projects %s, expires %d) from %s: %s", new.record.token_id,
              match.repo, ",".join(new.record.projects) or "all", new.record.expires, address, decided)
+    await record(repo, audit_event(request, repo, "token-mint", 200, actor=publisher,
+                                   detail=f"{token_detail(new.record)}; {decided}"))
     return JSONResponse({"success": True, "token": new.token, "expires": new.record.expires}, headers=NO_STORE)
 
 
@@ -161,4 +169,6 @@ async def burn_token(request: Request) -> Response:
         return _refused("invalid-token", "not a live token of this server")
     log.info("oidc: token %s of repo %r burned by its holder from %s", burned.token_id, repo.name,
              client_address(request))
+    holder = Grant(Permission.WRITE if burned.scope == "upload" else Permission.READ, burned)
+    await record(repo, audit_event(request, repo, "token-burn", 200, grant=holder, detail=token_detail(burned)))
     return JSONResponse({"success": True}, headers=NO_STORE)

@@ -17,6 +17,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from pywharf_core.http.audit_trail import (
+    WRITE_SECRET,
+    audit_event,
+    record,
+    record_refused_credentials,
+    token_detail,
+)
 from pywharf_core.http.auth import INVALID_CREDENTIALS, Unauthorized, basic_credentials
 from pywharf_core.http.text_form import read_body, text_fields
 from pywharf_core.http.web.secret_check import check_secret, client_address
@@ -32,18 +39,23 @@ FIELDS = ("scope", "projects", "expires_in", "description")
 NO_STORE = {"Cache-Control": "no-store"}
 
 
-async def _manager(request: Request) -> tuple[PkgRepo, TokenStore]:
-    """The repository in the path, if the request carries its write secret; else 401/403."""
+async def _manager(request: Request, action: str | None = None) -> tuple[PkgRepo, TokenStore]:
+    """The repository in the path, if the request carries its write secret; else 401/403
+    (recorded in its audit log for ``action``, a change)."""
     credentials = basic_credentials(request)
     if credentials is None:
         raise Unauthorized("Authentication required: the repository name and its write secret.")
     name = request.path_params["repo"]
     repo, grant = await check_secret(request, name, credentials[1])
     if repo is None or repo.name != name:
+        if action is not None:
+            await record_refused_credentials(request, name, credentials[1], action, 401, INVALID_CREDENTIALS)
         raise Unauthorized(INVALID_CREDENTIALS)
     if not grant.manages_tokens:
-        raise HTTPException(403, "Managing tokens takes the repository's write secret "
-                                 "(not a token, not the read secret).")
+        refusal = "Managing tokens takes the repository's write secret (not a token, not the read secret)."
+        if action is not None:
+            await record(repo, audit_event(request, repo, action, 403, grant=grant, detail=refusal))
+        raise HTTPException(403, refusal)
     if repo.tokens is None:
         raise HTTPException(501, f"The backend of {name!r} keeps no documents: it cannot store API tokens.")
     return repo, repo.tokens
@@ -79,7 +91,16 @@ def _expires_in(value: Any) -> int | None:
 
 
 async def create_token(request: Request) -> Response:
-    repo, store = await _manager(request)
+    repo, store = await _manager(request, "token-create")
+    try:
+        return await _create(request, repo, store)
+    except HTTPException as exc:  # a refused request (bad fields, too many tokens): recorded too
+        await record(repo, audit_event(request, repo, "token-create", exc.status_code, grant=WRITE_SECRET,
+                                       detail=exc.detail))
+        raise
+
+
+async def _create(request: Request, repo: PkgRepo, store: TokenStore) -> Response:
     fields = await _fields(request)
     scope = str(fields.get("scope") or "upload")
     try:
@@ -92,11 +113,13 @@ async def create_token(request: Request) -> Response:
             scope, projects=projects, expires_in=_expires_in(fields.get("expires_in")), description=description))
     except TokenError as exc:
         raise HTTPException(exc.status, str(exc)) from None
-    record = new.record
-    log.info("repo %r: token %s created (scope %s, projects %s, expires %d) from %s", repo.name, record.token_id,
-             record.scope, ",".join(record.projects) or "all", record.expires, client_address(request))
-    body = {"id": record.token_id, "token": new.token, "scope": record.scope, "projects": list(record.projects),
-            "expires": record.expires, "description": record.description}
+    created = new.record
+    log.info("repo %r: token %s created (scope %s, projects %s, expires %d) from %s", repo.name, created.token_id,
+             created.scope, ",".join(created.projects) or "all", created.expires, client_address(request))
+    await record(repo, audit_event(request, repo, "token-create", 201, grant=WRITE_SECRET,
+                                   detail=token_detail(created)))
+    body = {"id": created.token_id, "token": new.token, "scope": created.scope, "projects": list(created.projects),
+            "expires": created.expires, "description": created.description}
     return JSONResponse(body, status_code=201, headers=NO_STORE)
 
 
@@ -110,13 +133,18 @@ async def list_tokens(request: Request) -> Response:
 
 
 async def revoke_token(request: Request) -> Response:
-    repo, _ = await _manager(request)
+    repo, _ = await _manager(request, "token-revoke")
     token_id = request.path_params["token_id"]
     try:
         found = await anyio.to_thread.run_sync(repo.revoke_token, token_id)
     except TokenError as exc:
+        await record(repo, audit_event(request, repo, "token-revoke", exc.status, grant=WRITE_SECRET,
+                                       detail=f"token {token_id[:32]}: {exc}"))
         raise HTTPException(exc.status, str(exc)) from None
     if found is None:
+        await record(repo, audit_event(request, repo, "token-revoke", 404, grant=WRITE_SECRET,
+                                       detail=f"no token {token_id[:32]!r}"))
         raise HTTPException(404, f"No token {token_id[:32]!r} in repository {repo.name!r}.")
     log.info("repo %r: token %s revoked from %s", repo.name, token_id, client_address(request))
+    await record(repo, audit_event(request, repo, "token-revoke", 200, grant=WRITE_SECRET, detail=token_detail(found)))
     return JSONResponse({"revoked": token_id}, headers=NO_STORE)

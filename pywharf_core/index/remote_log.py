@@ -13,28 +13,25 @@ append-only **log** of ``.pywharf/log/<seq>.json`` entries, each one journal lin
 - an upload is acknowledged only once its entry is in the log, so no server, and no
   ``update_index`` run from a stale view, can hide it.
 
-Appending: entry ``n`` is written create-only; a writer that loses the slot to another takes the
-next one. Entries are therefore contiguous (a slot is only ever taken as the first free one at
-or after a position the writer saw filled), which lets a writer that does not know the end find
-it with a galloping then binary search: O(log N) reads. Entries are never deleted (they are a
-few hundred bytes; pruning them safely is lifecycle work).
+Appending and reading are :class:`~pywharf_core.storage.document_sequence.DocumentSequence`'s
+(create-only slots, a galloping search for the end: O(log N) reads when the end is unknown).
+Entries are never deleted (they are a few hundred bytes; pruning them safely is lifecycle work).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 
 from pywharf_core.index.local import journal_line, parse_journal_line
-from pywharf_core.model.errors import BackendUnavailable, InvalidName
+from pywharf_core.model.errors import InvalidName
 from pywharf_core.model.lifecycle import IndexChange
-from pywharf_core.storage.api import Storage, VersionConflict
+from pywharf_core.storage.api import Storage
+from pywharf_core.storage.document_sequence import DocumentSequence
 
 log = logging.getLogger(__name__)
 
 LOG_PREFIX = ".pywharf/log/"
-MAX_APPEND_ATTEMPTS = 1000  # slots lost to concurrent writers before giving up (503)
 READ_BATCH = 1000  # entries read (and then applied) at a time, so a long log makes progress
 
 
@@ -45,47 +42,19 @@ def log_key(seq: int) -> str:
 class RemoteLog:
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
-        self._known_end = 0  # a position this process saw filled (entries 1..n exist)
-        self._lock = threading.Lock()
-
-    def _exists(self, seq: int) -> bool:
-        return self.storage.document_version(log_key(seq)) is not None
+        self._entries = DocumentSequence(storage, log_key, "index log")
 
     def saw(self, position: int) -> None:
         """Entries 1..``position`` are known to exist (from a base document or a read)."""
-        with self._lock:
-            self._known_end = max(self._known_end, position)
+        self._entries.saw(position)
 
     def end(self) -> int:
         """The number of entries in the log (the last one's sequence number)."""
-        low = self._known_end  # low exists (or is 0), find the first free slot above it
-        step = 1
-        high = low + step
-        while self._exists(high):
-            low, step = high, step * 2
-            high = low + step
-        while high - low > 1:  # low exists, high does not
-            middle = (low + high) // 2
-            if self._exists(middle):
-                low = middle
-            else:
-                high = middle
-        self.saw(low)
-        return low
+        return self._entries.end()
 
     def append(self, record: IndexChange) -> int:
         """Write ``record`` (any index change) as the next entry; returns its sequence number."""
-        data = journal_line(record)
-        seq = self._known_end + 1
-        for _ in range(MAX_APPEND_ATTEMPTS):
-            try:
-                self.storage.write_document(log_key(seq), data, None)
-            except VersionConflict:
-                seq = max(seq + 1, self.end() + 1)  # taken: skip to the end as it is now
-                continue
-            self.saw(seq)
-            return seq
-        raise BackendUnavailable(f"could not append to the index log: {MAX_APPEND_ATTEMPTS} slots lost to others")
+        return self._entries.append(journal_line(record))
 
     def read_after(self, position: int, limit: int = READ_BATCH) -> Iterator[tuple[int, IndexChange | None]]:
         """Entries after ``position``, in order, until the first free slot (or ``limit``).
@@ -93,16 +62,10 @@ class RemoteLog:
         An unreadable entry yields None for its record (its slot still counts), so one damaged
         document cannot stop the log.
         """
-        seq = position + 1
-        while seq <= position + limit:
-            document = self.storage.read_document(log_key(seq))
-            if document is None or not document.data.strip():
-                return  # the end (an empty entry is one being written where creates are not atomic)
+        for seq, document in self._entries.read_after(position, limit):
             try:
                 record: IndexChange | None = parse_journal_line(document.data)
             except (ValueError, TypeError, KeyError, InvalidName) as exc:
                 log.error("index log entry %s is unreadable, skipped: %s", log_key(seq), exc)
                 record = None
-            self.saw(seq)
             yield seq, record
-            seq += 1

@@ -33,6 +33,7 @@ from pywharf_core.model.api_tokens import parse_token
 from pywharf_core.model.errors import UploadRejected
 from pywharf_core.model.lifecycle import IndexChange, ProjectStatus
 from pywharf_core.model.records import FileRecord, utc_timestamp
+from pywharf_core.service.audit import AuditLog
 from pywharf_core.service.grants import Grant
 from pywharf_core.service.package_store import PackageStore
 from pywharf_core.service.proxy_mirror import ProxyMirror
@@ -96,6 +97,8 @@ class PkgRepo:
         self._auth_cache: dict[bytes, tuple[Grant, float]] = {}
         # API tokens live in the store beside the files (stores with documents only).
         self.tokens = TokenStore(backend.storage, self.name) if isinstance(backend, PackageStore) else None
+        # The audit log too (service.audit): every server sharing the store writes and reads it.
+        self.audit = AuditLog(backend.storage, self.name) if isinstance(backend, PackageStore) else None
         # A proxy repository's pages and files come from its upstream (server_state.build_repos).
         self.mirror: ProxyMirror | None = None
         self.group: RepoGroup | None = None  # a group repository's members (service.repo_group)

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from pywharf_core.model.audit import AuditEvent
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.retention import RetentionPolicy, apply_retention
 
@@ -85,6 +86,8 @@ class RepoSyncThread(threading.Thread):
             self.repo.follow_local()
         except Exception as exc:
             log.error("repo %r: cannot read the local index: %s: %s", self.repo.name, type(exc).__name__, exc)
+        if self.repo.audit is not None:
+            self.repo.audit.flush_due()  # this worker's own buffered audit events (costly stores)
 
     def retention_round(self) -> None:
         """One run of the repository's retention rules; a failure is logged, never raised."""
@@ -92,7 +95,12 @@ class RepoSyncThread(threading.Thread):
         if self.repo.last_sync_error is not None or not self.repo.index_loaded:
             return  # never plan deletions from an index that may be stale
         try:
-            apply_retention(self.repo, dry_run=False)
+            doomed = apply_retention(self.repo, dry_run=False)
+            if self.repo.audit is not None:
+                for item in doomed:
+                    self.repo.audit.record(AuditEvent.make(
+                        "delete", repo=self.repo.name, actor="retention schedule", client="-", status=200,
+                        project=item.record.distrib, filename=item.record.filename, detail=f"retention: {item.why}"))
         except Exception as exc:
             log.error("repo %r: retention run failed: %s: %s", self.repo.name, type(exc).__name__, exc)
 
@@ -107,6 +115,8 @@ class RepoSyncThread(threading.Thread):
             if message != self.repo.last_sync_error:
                 log.error("repo %r: index sync failed, serving the last good index: %s", self.repo.name, message)
             self.repo.last_sync_error = message
+        if self.repo.audit is not None:
+            self.repo.audit.flush_due()  # a costly store's buffered audit events (never raises)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -131,3 +141,6 @@ class IndexSyncService:
             thread.stop()
         for thread in threads:
             thread.join(timeout)
+        for thread in threads:
+            if thread.repo.audit is not None:
+                thread.repo.audit.flush()  # what a costly store's audit buffer still holds

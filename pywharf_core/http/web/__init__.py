@@ -1,4 +1,4 @@
-"""The browser UI: login/logout with a session cookie, package pages, and the tokens page.
+"""The browser UI: login/logout with a session cookie, package pages, the tokens and audit pages.
 
 Mounted by :func:`pywharf_core.http.app.create_app` through two hooks only: :func:`web_routes` adds
 the pages, and :func:`session_credentials` lets the app's auth function accept the session

@@ -1,5 +1,5 @@
 """The browser UI's pages: ``/login/``, ``/logout/``, the repo home ``/``, ``/project/<name>/``
-and, for a write-secret session, ``/tokens/`` (``token_pages.py``).
+and, for a write-secret session, ``/tokens/`` (``token_pages.py``) and ``/audit/`` (``audit_page.py``).
 
 Logout is a CSRF-protected ``POST`` (a GET could be triggered by any other site) that revokes
 the session server-side; ``GET /logout/`` only shows the button. Every page carries the CSRF
@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from pywharf_core.http.public_url import repo_index_url
+from pywharf_core.http.web.audit_page import AuditPage
 from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard, set_csrf_cookie
 from pywharf_core.http.web.readme import find_description, render_description
 from pywharf_core.http.web.secret_check import TooManyFailures, check_secret
@@ -112,6 +113,7 @@ class WebUI:
             Route("/project/{project}/", self.project, methods=["GET", "HEAD"]),
             Route("/project/{project}/{version}/", self.project, methods=["GET", "HEAD"]),
             *TokenPages(self).routes(),
+            *AuditPage(self).routes(),
             Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
             Route("/favicon.ico", self.favicon, methods=["GET", "HEAD"]),
         ]

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from pywharf_core.http.app_singletons import app_singleton
+from pywharf_core.http.client_address import client_address
 from pywharf_core.http.web.ratelimit import FailureLimiter
 from pywharf_core.model.api_tokens import TOKEN_USERNAME, parse_token
 from pywharf_core.model.errors import InvalidName
@@ -36,6 +37,8 @@ from pywharf_core.storage.backend import Permission
 from pywharf_core.storage.shared_secrets import shared_secret_permission
 
 log = logging.getLogger(__name__)
+
+__all__ = ["check_secret", "client_address", "loggable_name", "repo_name_for"]
 
 # Stand-ins compared against when the repository name is unknown (never equal to a real secret).
 _DUMMY_READ = secrets.token_urlsafe(24)
@@ -72,10 +75,6 @@ def initialize_limiter(conn: HTTPConnection) -> FailureLimiter:
     keyed by client address."""
     return app_singleton(conn, "initialize_limiter", lambda settings: FailureLimiter(
         limit=settings.initialize_max_failures, window=INITIALIZE_FAILURE_WINDOW_SECONDS))
-
-
-def client_address(conn: HTTPConnection) -> str:
-    return conn.client.host if conn.client else "unknown"
 
 
 def limiter_key(conn: HTTPConnection, name: str) -> str:

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from pywharf_core.http.audit_trail import WRITE_SECRET, audit_event, record, token_detail
 from pywharf_core.http.public_url import repo_index_url
 from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard
 from pywharf_core.http.web.secret_check import check_secret, client_address
@@ -97,9 +98,10 @@ class TokenPages:
 
     # -- checks ----------------------------------------------------------------------------------
 
-    async def _manager(self, request: Request) -> tuple[PkgRepo, TokenStore] | Response:
+    async def _manager(self, request: Request, action: str | None = None) -> tuple[PkgRepo, TokenStore] | Response:
         """The session's repository and token store when its secret is the write secret; else
-        the answer to send (login redirect, 403 or 501 page)."""
+        the answer to send (login redirect, 403 or 501 page; a 403 to a change, ``action``, is
+        recorded in the audit log)."""
         session = current_session(request)
         if session is None:
             return RedirectResponse(_LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
@@ -109,7 +111,10 @@ class TokenPages:
             return RedirectResponse(_LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
         if not grant.manages_tokens:
             what = "an API token" if grant.is_token else "the read secret"
-            return self._error(request, repo.name, 403, "Write secret needed", FORBIDDEN_MESSAGE.format(what=what))
+            message = FORBIDDEN_MESSAGE.format(what=what)
+            if action is not None:
+                await record(repo, audit_event(request, repo, action, 403, grant=grant, detail=message))
+            return self._error(request, repo.name, 403, "Write secret needed", message)
         if repo.tokens is None:
             return self._error(request, repo.name, 501, "No API tokens here",
                                f"The backend of {repo.name!r} keeps no documents: it cannot store API tokens.")
@@ -164,7 +169,7 @@ class TokenPages:
         fields = await self._form(request)
         if not self._csrf_ok(request, fields.pop(CSRF_FIELD)):
             return self._csrf_refused(request)
-        manager = await self._manager(request)
+        manager = await self._manager(request, "token-create")
         if isinstance(manager, Response):
             return manager
         repo, store = manager
@@ -184,21 +189,25 @@ class TokenPages:
             new = await anyio.to_thread.run_sync(lambda: store.create(
                 scope, projects=projects, expires_in=days * 86400, description=description))
         except TokenError as exc:
+            await record(repo, audit_event(request, repo, "token-create", exc.status, grant=WRITE_SECRET,
+                                           detail=f"browser UI: {exc}"))
             return await self._list_page(request, repo, store, status=exc.status, error=str(exc), form=fields)
-        record = new.record
+        created = new.record
         log.info("repo %r: token %s created in the browser UI (scope %s, projects %s, expires %d) from %s", repo.name,
-                 record.token_id, record.scope, ",".join(record.projects) or "all", record.expires,
+                 created.token_id, created.scope, ",".join(created.projects) or "all", created.expires,
                  client_address(request))
-        row = token_row(record)
+        await record(repo, audit_event(request, repo, "token-create", 201, grant=WRITE_SECRET,
+                                       detail=f"browser UI: {token_detail(created)}"))
+        row = token_row(created)
         context = {"repo_name": repo.name, "title": "New API token", "token": new.token, "row": row,
-                   "lines": usage_lines(repo_index_url(request, repo.name), new.token, record.scope)}
+                   "lines": usage_lines(repo_index_url(request, repo.name), new.token, created.scope)}
         return self.ui._page(request, "token_created.html", context)
 
     async def revoke(self, request: Request) -> Response:
         fields = await self._form(request)
         if not self._csrf_ok(request, fields[CSRF_FIELD]):
             return self._csrf_refused(request)
-        manager = await self._manager(request)
+        manager = await self._manager(request, "token-revoke")
         if isinstance(manager, Response):
             return manager
         repo, store = manager
@@ -212,5 +221,7 @@ class TokenPages:
                                          error=f"There is no token {token_id[:32]!r} in repository {repo.name!r}.")
         log.info("repo %r: token %s revoked in the browser UI from %s", repo.name, found.token_id,
                  client_address(request))
+        await record(repo, audit_event(request, repo, "token-revoke", 200, grant=WRITE_SECRET,
+                                       detail=f"browser UI: {token_detail(found)}"))
         return RedirectResponse(f"/tokens/?revoked={found.token_id}", status_code=303,
                                 headers={"Cache-Control": "no-store"})
