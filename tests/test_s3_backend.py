@@ -418,7 +418,9 @@ def test_upload_to_a_installs_from_b_after_one_sync(pair: tuple[Server, Server],
     stored = keys(seaweed, bucket)
     claims = {k for k in stored if k.startswith(".pywharf/identity/")}
     assert len(claims) == 1, stored  # the distribution's identity, claimed by this spelling
-    assert stored - claims == {wheel.name, f".pywharf/{wheel.name}.toml", f".pywharf/{wheel.name}.metadata",
+    audit = {k for k in stored if k.startswith(".pywharf/audit/")}
+    assert len(audit) == 1, stored  # the upload, in the audit log
+    assert stored - claims - audit == {wheel.name, f".pywharf/{wheel.name}.toml", f".pywharf/{wheel.name}.metadata",
                                ".pywharf/log/000000000001.json"}
     assert remote_index(seaweed, bucket)[wheel.name].sha256 == digest
     head = seaweed.client().head_object(Bucket=bucket, Key=wheel.name)

@@ -335,7 +335,7 @@ def no_serving(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """``pywharf server`` runs everything up to serving; ``run`` records instead of serving."""
     started: list[Any] = []
     monkeypatch.setattr(serve, "run", lambda app, state, **kwargs: started.append(state))
-    monkeypatch.setattr(serve, "configure_logging", lambda root, debug: None)
+    monkeypatch.setattr(serve, "configure_logging", lambda root, debug, workers=1: None)
     return started
 
 
