@@ -102,6 +102,26 @@ def test_every_eligible_request_gets_the_applications_exact_answer(server: Serve
     assert ("content-encoding" in got_headers) == ("gzip" in extra.get("Accept-Encoding", ""))
 
 
+def test_repeated_headers_are_read_as_the_application_reads_them(server: Server) -> None:
+    lane = FastLane(server.client.app.state)
+    good, bad = basic("team", READ), basic("team", "wrong-secret-000")
+    app_response(server, "/simple/fastlib/", {"Authorization": good.decode()})  # verdict cached
+    # Two Authorization headers (the application reads the first): never answered here.
+    for pair in ((bad, good), (good, bad)):
+        raw = [(b"authorization", pair[0]), (b"authorization", pair[1])]
+        assert lane.answer(b"/simple/fastlib/", raw, "127.0.0.1", DATE) is None
+    # Two Accept headers: the first counts, as in the application.
+    raw = [(b"authorization", good), (b"accept", b"application/vnd.pypi.simple.v1+json"), (b"accept", b"text/html"),
+           (b"accept-encoding", b"identity")]
+    answered = lane.answer(b"/simple/fastlib/", raw, "127.0.0.1", DATE)
+    assert answered is not None and b"application/vnd.pypi.simple.v1+json" in answered.split(b"\r\n\r\n")[0]
+    # An empty Accept is what the application gets too.
+    raw = [(b"authorization", good), (b"accept", b""), (b"accept-encoding", b"identity")]
+    expected = app_response(server, "/simple/fastlib/", {"Authorization": good.decode(), "Accept": ""})
+    answered = lane.answer(b"/simple/fastlib/", raw, "127.0.0.1", DATE)
+    assert (answered is None and expected[0] != 200) or lane_response(answered) == expected
+
+
 @pytest.mark.parametrize(("path", "headers"), [
     ("/simple/fastlib/?format=json", {}),                           # a query
     ("/simple/FastLib/", {}),                                       # not the normal form: a redirect

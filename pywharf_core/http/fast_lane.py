@@ -67,17 +67,19 @@ class FastLane:
             return None
         if b"?" in project_bytes or b"%" in url or b"?" in url:
             return None
-        authorization = accept = accept_encoding = b""
+        authorization = accept = accept_encoding = None
         for name, value in headers:
             if name == b"authorization":
+                if authorization is not None:
+                    return None  # two: the application reads the first; no room for doubt here
                 authorization = value
             elif name == b"accept":
-                accept = value
+                accept = value if accept is None else accept  # the first, as the application reads
             elif name == b"accept-encoding":
-                accept_encoding = value
+                accept_encoding = value if accept_encoding is None else accept_encoding
             elif name in _SKIP:
                 return None
-        credentials = self._basic(authorization)
+        credentials = self._basic(authorization or b"")
         if credentials is None:
             return None
         username, secret = credentials
@@ -112,7 +114,7 @@ class FastLane:
                 return None
             answering = cached[0]
         try:
-            content_type = choose_content_type(accept.decode("latin-1") if accept else None)
+            content_type = choose_content_type(accept.decode("latin-1") if accept is not None else None)
         except ValueError:
             return None
         if content_type is None:
@@ -129,7 +131,7 @@ class FastLane:
             page = pages_of(answering).project_page(snapshot, project, content_type)
             if page is None:
                 return None
-        body, raw_headers = page_variant(page, content_type, accept_encoding.decode("latin-1"),
+        body, raw_headers = page_variant(page, content_type, (accept_encoding or b"").decode("latin-1"),
                                          state.settings.page_max_age)
         head = [b"HTTP/1.1 200 OK\r\n"]
         for header_name, value in (*default_headers, *raw_headers):
