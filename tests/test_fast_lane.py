@@ -21,6 +21,7 @@ import tomli_w
 from conftest import start_server
 from test_security_data import Server
 from test_upload_rules import encode_multipart, make_wheel, upload_fields
+from upstream_standin import Upstream, json_page
 
 from pywharf_core.http.fast_lane import FastLane
 from pywharf_core.model.api_tokens import TOKEN_USERNAME
@@ -101,6 +102,26 @@ def test_every_eligible_request_gets_the_applications_exact_answer(server: Serve
     assert ("content-encoding" in got_headers) == ("gzip" in extra.get("Accept-Encoding", ""))
 
 
+def test_repeated_headers_are_read_as_the_application_reads_them(server: Server) -> None:
+    lane = FastLane(server.client.app.state)
+    good, bad = basic("team", READ), basic("team", "wrong-secret-000")
+    app_response(server, "/simple/fastlib/", {"Authorization": good.decode()})  # verdict cached
+    # Two Authorization headers (the application reads the first): never answered here.
+    for pair in ((bad, good), (good, bad)):
+        raw = [(b"authorization", pair[0]), (b"authorization", pair[1])]
+        assert lane.answer(b"/simple/fastlib/", raw, "127.0.0.1", DATE) is None
+    # Two Accept headers: the first counts, as in the application.
+    raw = [(b"authorization", good), (b"accept", b"application/vnd.pypi.simple.v1+json"), (b"accept", b"text/html"),
+           (b"accept-encoding", b"identity")]
+    answered = lane.answer(b"/simple/fastlib/", raw, "127.0.0.1", DATE)
+    assert answered is not None and b"application/vnd.pypi.simple.v1+json" in answered.split(b"\r\n\r\n")[0]
+    # An empty Accept is what the application gets too.
+    raw = [(b"authorization", good), (b"accept", b""), (b"accept-encoding", b"identity")]
+    expected = app_response(server, "/simple/fastlib/", {"Authorization": good.decode(), "Accept": ""})
+    answered = lane.answer(b"/simple/fastlib/", raw, "127.0.0.1", DATE)
+    assert (answered is None and expected[0] != 200) or lane_response(answered) == expected
+
+
 @pytest.mark.parametrize(("path", "headers"), [
     ("/simple/fastlib/?format=json", {}),                           # a query
     ("/simple/FastLib/", {}),                                       # not the normal form: a redirect
@@ -112,8 +133,8 @@ def test_every_eligible_request_gets_the_applications_exact_answer(server: Serve
     ("/simple/fastlib/", {"Upgrade": "websocket"}),
     ("/simple/fastlib/", {"X-Forwarded-For": "10.0.0.1"}),           # the client would be rewritten
     ("/simple/fastlib/", {"Accept": "image/png"}),                  # 406
-    ("/repos/all/simple/fastlib/", {"Authorization": basic("x", "group-read-secret").decode()}),  # a group
-    ("/repos/pypi/simple/fastlib/", {"Authorization": basic("x", "proxy-read-secret").decode()}),  # a proxy
+    ("/repos/all/simple/nosuch/", {"Authorization": basic("x", "group-read-secret").decode()}),  # no member knows
+    ("/repos/pypi/simple/fastlib/", {"Authorization": basic("x", "proxy-read-secret").decode()}),  # upstream down
 ])
 def test_requests_whose_answer_could_differ_take_the_usual_path(server: Server, path: str, headers: dict) -> None:
     lane = FastLane(server.client.app.state)
@@ -220,3 +241,34 @@ def test_a_project_with_a_status_gets_the_applications_page_with_its_marker(serv
         assert raw is not None and lane_response(raw) == expected
         assert status.encode() in expected[2]
         assert (b"fastlib-1.0" in expected[2]) is (status != "quarantined")
+
+
+def test_a_group_answers_its_hosted_members_page_and_a_proxy_its_fresh_page(tmp_path: Path) -> None:
+    """Through the group's URL: the hosted member's page (the group's own secret); through a
+    proxy with a fresh upstream page: the proxied page; both byte for byte the application's."""
+    upstream = Upstream()
+    digest = "a" * 64
+    upstream.routes["/simple/publib/"] = json_page("publib", [{
+        "filename": "publib-1.0-py3-none-any.whl", "url": f"{upstream.base}/files/publib-1.0-py3-none-any.whl",
+        "hashes": {"sha256": digest}, "upload-time": "2026-01-01T00:00:00Z"}])
+    try:
+        text = config().replace("http://127.0.0.1:9/simple/", f"{upstream.base}/simple/")
+        server = Server(tmp_path / "root", text)
+        dist = make_wheel(tmp_path, "fastlib", "1.0")
+        body, content_type = encode_multipart(upload_fields(dist, None), dist.filename, dist.data)
+        assert server.client.post("/repos/team/simple/", content=body, headers={"Content-Type": content_type},
+                                  auth=("x", WRITE)).status_code == 200
+        server.state.repos["team"].sync_once()  # an index loaded: the group may look past it
+        lane = FastLane(server.client.app.state)
+        cases = [("/repos/all/simple/fastlib/", "group-read-secret", b"fastlib-1.0"),
+                 ("/repos/all/simple/publib/", "group-read-secret", b"publib-1.0"),
+                 ("/repos/pypi/simple/publib/", "proxy-read-secret", b"publib-1.0")]
+        for path, secret, needle in cases:
+            headers = {"Authorization": basic("x", secret).decode()}
+            expected = app_response(server, path, headers)
+            assert expected[0] == 200 and needle in expected[2]
+            raw = answer(lane, path, headers)
+            assert raw is not None, path
+            assert lane_response(raw) == expected
+    finally:
+        upstream.stop()

@@ -99,7 +99,8 @@ def test_an_upload_yank_and_revocation_through_one_worker_are_seen_by_the_other_
                                   timeout=10)
         assert revoked.status_code == 200, revoked.text
         after = spread(server, "GET", f"/repos/{REPO}/simple/rywlib/?after", auth=("__token__", token))
-        assert all(r.status_code == 401 for r in after)
+        # Refused by every worker (401; 429 once the failures used up a worker's budget), never 200.
+        assert after[0].status_code == 401 and {r.status_code for r in after} <= {401, 429}
         assert "Traceback" not in server.log()
     finally:
         assert server.stop() == 0
@@ -158,7 +159,27 @@ def test_bad_worker_flags_stop_with_one_line(tmp_path: Path, flags: list[str], m
     assert result.returncode != 0 and message in result.stderr + result.stdout
 
 
-def test_workers_need_a_config_file(tmp_path: Path) -> None:
+def test_workers_need_a_config_file_and_no_initialize_token(tmp_path: Path) -> None:
     result = subprocess.run([tool("pywharf"), "server", str(tmp_path / "root"), "--workers", "2"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "--workers needs --config" in result.stderr + result.stdout
+    config = tmp_path / "config.toml"
+    config.write_text(fs_config(REPO, READ, WRITE))
+    result = subprocess.run([tool("pywharf"), "server", str(tmp_path / "root"), "--config", str(config),
+                             "--workers", "2", "--initialize_token", "x" * 20], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0 and "no --initialize_token" in result.stderr + result.stdout
+
+
+def test_the_failure_budget_holds_across_workers(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "root", fs_config(REPO, READ, WRITE), "--extra_index_url=", "--access_log",
+                          "--workers=2", "--auth_failure_limit=4")
+    try:
+        answers = spread(server, "GET", f"/repos/{REPO}/simple/", until_each=4, auth=(REPO, "wrong-secret-000"))
+        statuses = [r.status_code for r in answers]
+        assert statuses.count(401) <= 4 and set(statuses) == {401, 429}, statuses
+        # Spent on every worker: the right secret is refused too, whichever worker answers.
+        right = spread(server, "GET", f"/repos/{REPO}/simple/?again", until_each=2, auth=(REPO, READ))
+        assert {r.status_code for r in right} == {429}
+    finally:
+        assert server.stop() == 0

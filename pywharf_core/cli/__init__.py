@@ -197,9 +197,9 @@ def server(
         raise PywharfError("--workers must be between 1 and 256")
     if workers > 1 and server != "uvicorn":
         raise PywharfError("--workers needs --server uvicorn (waitress serves with threads in one process)")
-    if workers > 1 and config is None:
-        raise PywharfError("--workers needs --config: a configuration sent to POST /initialize/ would reach "
-                           "one worker only")
+    if workers > 1 and (config is None or _opt_str(initialize_token)):
+        raise PywharfError("--workers needs --config and no --initialize_token: a configuration sent to "
+                           "POST /initialize/ would reach one worker only")
     configure_logging(root_path, bool(debug), workers)
     state = ServerState(settings)
     repos = build_repos(setup, settings)

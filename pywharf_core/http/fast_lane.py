@@ -9,7 +9,9 @@ offers every complete ``GET`` head to :meth:`FastLane.answer` first, which retur
 response, byte for byte what the application would send, only when nothing can differ:
 
 - the path is ``/simple/<project>/`` or ``/repos/<repo>/simple/<project>/``, without a query,
-  with the project in normal form and held by a hosted repository (not a group or a proxy);
+  with the project in normal form and known from memory: held by a hosted repository, in a
+  proxy's fresh page, or for a group in the member the group's memory names (the same
+  non-blocking lookups the application makes first);
 - Basic credentials whose verdict the repository has cached as READ or better
   (``PkgRepo.cached_grant``: the same cache the application fills), and the address has not used
   up its failure budget (the application's own limiter);
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 from pywharf_core.http.negotiation import choose_content_type
@@ -38,6 +41,7 @@ from pywharf_core.model.api_tokens import TOKEN_USERNAME
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.storage.backend import Permission
 
+_NORMAL_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # PEP 503 normal form
 _MAX_CREDENTIALS = 4096  # decoded Authorization headers kept (one per client credential)
 _SKIP = frozenset({b"if-none-match", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"forwarded",
                    b"range", b"if-range", b"upgrade"})
@@ -63,17 +67,19 @@ class FastLane:
             return None
         if b"?" in project_bytes or b"%" in url or b"?" in url:
             return None
-        authorization = accept = accept_encoding = b""
+        authorization = accept = accept_encoding = None
         for name, value in headers:
             if name == b"authorization":
+                if authorization is not None:
+                    return None  # two: the application reads the first; no room for doubt here
                 authorization = value
             elif name == b"accept":
-                accept = value
+                accept = value if accept is None else accept  # the first, as the application reads
             elif name == b"accept-encoding":
-                accept_encoding = value
+                accept_encoding = value if accept_encoding is None else accept_encoding
             elif name in _SKIP:
                 return None
-        credentials = self._basic(authorization)
+        credentials = self._basic(authorization or b"")
         if credentials is None:
             return None
         username, secret = credentials
@@ -87,7 +93,7 @@ class FastLane:
         if name == TOKEN_USERNAME:
             return None  # the token names its repository: the usual path resolves it
         repo = state.repos.get(name)
-        if repo is None or repo.group is not None or repo.mirror is not None or not secret:
+        if repo is None or not secret:
             return None
         limiter = getattr(self.app_state, AUTH_LIMITER, None)  # built at the first failure
         if limiter is not None and limiter.retry_after(failure_key(client, name)) > 0:
@@ -96,18 +102,36 @@ class FastLane:
         if grant is None or grant.permission < Permission.READ:
             return None
         project = project_bytes.decode("ascii", "replace")
-        if project not in repo.snapshot.projects and project not in repo.snapshot.statuses:
-            return None  # unknown (404, redirect or 503: the usual path decides), or not normalised
+        if _NORMAL_NAME.fullmatch(project) is None:
+            return None  # the usual path redirects it to its normal form
+        answering = repo
+        if repo.group is not None:  # the member that answers, when memory can tell (as the app asks)
+            try:
+                cached = repo.group.cached_member(project)
+            except Exception:  # a member still loading (503) or anything else: the usual path
+                return None
+            if cached is None or cached[0] is None:
+                return None
+            answering = cached[0]
         try:
-            content_type = choose_content_type(accept.decode("latin-1") if accept else None)
+            content_type = choose_content_type(accept.decode("latin-1") if accept is not None else None)
         except ValueError:
             return None
         if content_type is None:
             return None
-        page = pages_of(repo).project_page(repo.snapshot, project, content_type)  # what the app serves
-        if page is None:
-            return None
-        body, raw_headers = page_variant(page, content_type, accept_encoding.decode("latin-1"),
+        if answering.mirror is not None:  # a proxy's page, while it is fresh in memory
+            fresh = answering.mirror.fresh_page(project)
+            if fresh is None or fresh[0] is None:
+                return None
+            page = pages_of(answering).records_page(project, fresh[0], content_type)
+        else:
+            snapshot = answering.snapshot
+            if project not in snapshot.projects and project not in snapshot.statuses:
+                return None  # unknown: 404, a redirect or 503, the usual path decides
+            page = pages_of(answering).project_page(snapshot, project, content_type)
+            if page is None:
+                return None
+        body, raw_headers = page_variant(page, content_type, (accept_encoding or b"").decode("latin-1"),
                                          state.settings.page_max_age)
         head = [b"HTTP/1.1 200 OK\r\n"]
         for header_name, value in (*default_headers, *raw_headers):

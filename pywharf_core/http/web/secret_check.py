@@ -65,9 +65,15 @@ AUTH_LIMITER = "pywharf_auth_limiter"  # the app.state attribute holding it
 
 
 def auth_limiter(conn: HTTPConnection) -> FailureLimiter:
-    """The app's failure limiter, built on first use from the server settings."""
+    """The app's failure limiter, built on first use from the server settings.
+
+    Each worker process of ``--workers N`` counts its own failures, so each allows its share of
+    ``--auth_failure_limit`` (rounded up): a guesser spread over every worker still gets about
+    the limit per window, not N times it."""
+    peers = conn.app.state.pywharf.peers
+    workers = peers.count if peers is not None else 1
     return app_singleton(conn, AUTH_LIMITER, lambda settings: FailureLimiter(
-        limit=settings.auth_failure_limit, window=float(settings.auth_failure_window)))
+        limit=math.ceil(settings.auth_failure_limit / workers), window=float(settings.auth_failure_window)))
 
 
 def initialize_limiter(conn: HTTPConnection) -> FailureLimiter:
