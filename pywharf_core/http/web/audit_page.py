@@ -15,14 +15,12 @@ from urllib.parse import urlencode
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from pywharf_core.http.audit_query import DEFAULT_SINCE, page_query, read_page
-from pywharf_core.http.web.secret_check import check_secret
-from pywharf_core.http.web.session import current_session
+from pywharf_core.http.web.secret_check import session_grant
 from pywharf_core.model.audit import iso_time
-from pywharf_core.storage.backend import Permission
 
 if TYPE_CHECKING:
     from pywharf_core.http.web.routes import WebUI
@@ -48,13 +46,10 @@ class AuditPage:
                              status=status)
 
     async def show(self, request: Request) -> Response:
-        session = current_session(request)
-        if session is None:
-            return RedirectResponse(_LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
-        # The cookie is signed and its secret was checked at login: no guess to count.
-        repo, grant = await check_secret(request, session.repo, session.secret, limited=False)
-        if repo is None or grant.permission is Permission.NONE:
-            return RedirectResponse(_LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
+        found = await session_grant(request, _LOGIN)
+        if isinstance(found, Response):
+            return found
+        repo, grant = found
         if not grant.manages_tokens:
             what = "an API token" if grant.is_token else "the read secret"
             return self._error(request, repo.name, 403, "Write secret needed", FORBIDDEN_MESSAGE.format(what=what))

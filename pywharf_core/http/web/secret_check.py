@@ -22,11 +22,13 @@ import secrets
 
 import anyio.to_thread
 from starlette.exceptions import HTTPException
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import RedirectResponse, Response
 
 from pywharf_core.http.app_singletons import app_singleton
 from pywharf_core.http.client_address import client_address
 from pywharf_core.http.web.ratelimit import FailureLimiter
+from pywharf_core.http.web.session import current_session
 from pywharf_core.model.api_tokens import TOKEN_USERNAME, parse_token
 from pywharf_core.model.errors import InvalidName
 from pywharf_core.model.names import validate_repo_name
@@ -153,3 +155,15 @@ async def check_secret(
         log.info("failed authentication for repository %s from %s", loggable_name(name), client_address(conn))
         return None, NO_GRANT
     return repo, grant
+
+
+async def session_grant(request: Request, login_url: str) -> tuple[PkgRepo, Grant] | Response:
+    """The browser session's repository and what its secret grants there, or the redirect to
+    ``login_url`` (no session, or a secret no longer valid). The cookie is signed and its secret
+    was checked at login: no guess to count."""
+    session = current_session(request)
+    if session is not None:
+        repo, grant = await check_secret(request, session.repo, session.secret, limited=False)
+        if repo is not None and grant.permission is not Permission.NONE:
+            return repo, grant
+    return RedirectResponse(login_url, status_code=303, headers={"Cache-Control": "no-store"})

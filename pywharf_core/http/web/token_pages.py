@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Route
 from pywharf_core.http.audit_trail import WRITE_SECRET, audit_event, record, token_detail
 from pywharf_core.http.public_url import repo_index_url
 from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard
-from pywharf_core.http.web.secret_check import check_secret, client_address
+from pywharf_core.http.web.secret_check import client_address, session_grant
 from pywharf_core.http.web.session import current_session, session_codec
 from pywharf_core.model.api_tokens import (
     MAX_DESCRIPTION_CHARS,
@@ -43,7 +43,6 @@ from pywharf_core.model.api_tokens import (
 from pywharf_core.model.errors import InvalidName
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.tokens import DEFAULT_EXPIRES_IN, MAX_EXPIRES_IN, TokenError, TokenStore
-from pywharf_core.storage.backend import Permission
 
 if TYPE_CHECKING:
     from pywharf_core.http.web.routes import WebUI
@@ -102,13 +101,10 @@ class TokenPages:
         """The session's repository and token store when its secret is the write secret; else
         the answer to send (login redirect, 403 or 501 page; a 403 to a change, ``action``, is
         recorded in the audit log)."""
-        session = current_session(request)
-        if session is None:
-            return RedirectResponse(_LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
-        # The cookie is signed and its secret was checked at login: no guess to count.
-        repo, grant = await check_secret(request, session.repo, session.secret, limited=False)
-        if repo is None or grant.permission is Permission.NONE:
-            return RedirectResponse(_LOGIN, status_code=303, headers={"Cache-Control": "no-store"})
+        found = await session_grant(request, _LOGIN)
+        if isinstance(found, Response):
+            return found
+        repo, grant = found
         if not grant.manages_tokens:
             what = "an API token" if grant.is_token else "the read secret"
             message = FORBIDDEN_MESSAGE.format(what=what)
