@@ -26,6 +26,7 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from pywharf_core.http.answering import answering, mirror_records, project_records
 from pywharf_core.http.auth import authorize, authorize_grant
 from pywharf_core.http.cross_site import CrossSiteWriteGuard
 from pywharf_core.http.errors import EXCEPTION_HANDLERS
@@ -35,8 +36,8 @@ from pywharf_core.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_co
 from pywharf_core.http.oidc import audience, burn_token, mint_token
 from pywharf_core.http.page_cache import pages_of
 from pywharf_core.http.pages import GZIP_MIN_BYTES, RenderedPage, render_root
-from pywharf_core.http.project_json import render_project_json_api
-from pywharf_core.http.public_url import index_base_url, repo_prefix
+from pywharf_core.http.project_json import JsonApiUrls, render_project_json_api
+from pywharf_core.http.public_url import index_base_url, repo_prefix, site_base_url
 from pywharf_core.http.security_headers import SECURITY_HEADERS, SecurityHeadersMiddleware
 from pywharf_core.http.tokens import create_token, list_tokens, revoke_token
 from pywharf_core.http.upload_form import receive_upload
@@ -45,7 +46,6 @@ from pywharf_core.model.errors import BackendUnavailable, InvalidName
 from pywharf_core.model.names import normalize_project, parse_dist_filename
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.proxy_mirror import ProxyMirror
-from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.service.upload import accept_upload
 from pywharf_core.storage.backend import DownloadTarget, LocalFile, Permission, Redirect, StreamedFile
@@ -62,25 +62,6 @@ def _negotiate(request: Request) -> str:
     if content_type is None:
         raise HTTPException(406, f"Not Acceptable: this index serves {JSON_V1}, {HTML_V1} and text/html.")
     return content_type
-
-
-async def _answering(repo: PkgRepo, project: str) -> PkgRepo:
-    """The repository that answers ``project``: ``repo`` itself, or for a group the one member
-    that may (404 when none does; 503 while a hosted member that might has no index)."""
-    if repo.group is None:
-        return repo
-    cached = repo.group.cached_member(project)  # most requests: no thread hop
-    member = cached[0] if cached is not None else await anyio.to_thread.run_sync(repo.group.member_for, project)
-    if member is None:
-        raise HTTPException(404, f"Project {project!r} is in no repository of group {repo.name!r}.")
-    return member
-
-
-async def _mirror_records(mirror: ProxyMirror, project: str) -> tuple[FileRecord, ...] | None:
-    """A proxy's records of ``project``: from memory on the event loop when its page is fresh,
-    else from a worker thread (which may ask the upstream)."""
-    cached = mirror.fresh_page(project)
-    return cached[0] if cached is not None else await anyio.to_thread.run_sync(mirror.project_records, project)
 
 
 class _CachedPageResponse(Response):
@@ -145,9 +126,9 @@ async def simple_project(request: Request) -> Response:
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(f"{repo_prefix(request)}/simple/{quote(normalized)}/{query}", status_code=301)
     content_type = _negotiate(request)
-    repo = await _answering(repo, normalized)
+    repo = await answering(repo, normalized)
     if repo.mirror is not None:  # a proxy: the upstream's page (cached), never a redirect
-        records = await _mirror_records(repo.mirror, normalized)
+        records = await mirror_records(repo.mirror, normalized)
         if records is None:
             raise HTTPException(404, f"Project {normalized!r} is not offered by this proxy.")
         return _page_response(request, pages_of(repo).records_page(normalized, records, content_type), content_type)
@@ -182,7 +163,7 @@ async def download(request: Request) -> Response:
         raise HTTPException(404, "Not Found") from None
     if dist.project != normalized:
         raise HTTPException(404, "Not Found")
-    repo = await _answering(repo, normalized)
+    repo = await answering(repo, normalized)
     if repo.mirror is not None:
         return await _proxied_download(request, repo.mirror, normalized, filename, want_metadata)
     record = repo.snapshot.files.get(filename)
@@ -284,16 +265,14 @@ async def project_json(request: Request) -> Response:
         project = normalize_project(request.path_params["project"])
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
-    repo = await _answering(repo, project)
-    if repo.mirror is not None:
-        records = await _mirror_records(repo.mirror, project) or ()
-    else:
-        records = repo.snapshot.projects.get(project, ())
-    base = index_base_url(request)
-    body = render_project_json_api(project, records, request.path_params.get("version"), base)
-    if body is None:
+    _, records = await project_records(repo, project)
+    urls = JsonApiUrls(files=index_base_url(request), pages=site_base_url(request))
+    rendered = render_project_json_api(project, records, request.path_params.get("version"), urls)
+    if rendered is None:
         raise HTTPException(404, "Not Found")
-    return Response(body, media_type="application/json", headers={"Cache-Control": "private, max-age=60"})
+    body, serial = rendered
+    return Response(body, media_type="application/json",
+                    headers={"Cache-Control": "private, max-age=60", "X-PyPI-Last-Serial": str(serial)})
 
 
 async def yank(request: Request) -> Response:
