@@ -81,6 +81,8 @@ def server(
     oidc_audience: str = DEFAULT_OIDC_AUDIENCE,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
+    metrics: bool = False,
+    metrics_token: str | None = None,
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -138,6 +140,11 @@ def server(
             Publishing clients (uv, gh-action-pypi-publish) call https://HOST/_/oidc/... whatever
             the upload URL says: serve TLS here or through a reverse proxy.
         ssl_keyfile: The certificate's private key (PEM), with --ssl_certfile.
+        metrics: Serve GET /metrics (Prometheus) to anyone who reaches the port: it names every
+            repository and shows its traffic, so only behind a network boundary. Off by default.
+        metrics_token: Serve GET /metrics only with "Authorization: Bearer <this>" (16+
+            characters; default: the PYWHARF_METRICS_TOKEN environment variable). Turns
+            /metrics on by itself.
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.http.app import create_app
@@ -171,6 +178,8 @@ def server(
         allowed_endpoints=_csv(allowed_endpoints),
         allowed_storage_paths=tuple(Path(p) for p in _csv(allow_storage_path)),
         oidc_audience=str(oidc_audience),
+        metrics=bool(metrics),
+        metrics_token=_opt_str(metrics_token) or os.environ.get("PYWHARF_METRICS_TOKEN") or None,
     )
     tls = (str(ssl_certfile), str(ssl_keyfile)) if _opt_str(ssl_certfile) or _opt_str(ssl_keyfile) else None
     if tls is not None and not (_opt_str(ssl_certfile) and _opt_str(ssl_keyfile)):

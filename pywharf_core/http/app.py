@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Mapping
 from urllib.parse import quote
 
 import anyio.to_thread
@@ -23,7 +24,7 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from pywharf_core.http.answering import answering, mirror_records, project_records
@@ -32,6 +33,7 @@ from pywharf_core.http.cross_site import CrossSiteWriteGuard
 from pywharf_core.http.errors import EXCEPTION_HANDLERS
 from pywharf_core.http.health import healthz, readyz
 from pywharf_core.http.initialize import initialize
+from pywharf_core.http.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from pywharf_core.http.negotiation import HTML_V1, JSON_V1, TEXT_HTML, choose_content_type
 from pywharf_core.http.oidc import audience, burn_token, mint_token
 from pywharf_core.http.page_cache import pages_of
@@ -48,7 +50,14 @@ from pywharf_core.model.records import FileRecord
 from pywharf_core.service.proxy_mirror import ProxyMirror
 from pywharf_core.service.server_state import ServerState
 from pywharf_core.service.upload import accept_upload
-from pywharf_core.storage.backend import DownloadTarget, LocalFile, Permission, Redirect, StreamedFile
+from pywharf_core.storage.backend import (
+    DownloadTarget,
+    LocalFile,
+    Permission,
+    Redirect,
+    StoreOutcome,
+    StreamedFile,
+)
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +296,7 @@ async def unyank(request: Request) -> Response:
 async def upload(request: Request) -> Response:
     """The legacy upload API: stream the form to staging, then the upload use case."""
     repo, grant = await authorize_grant(request, Permission.WRITE)
+    named = repo.name  # what metrics count it under (for a group, the group)
     if repo.group is not None:  # uploads to a group go to its upload member
         if repo.group.upload_target is None:
             raise HTTPException(405, f"Group {repo.name!r} has no hosted member to upload to.")
@@ -301,6 +311,9 @@ async def upload(request: Request) -> Response:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(received.staged.path)
     log.info("repo %r: %s %s (%d bytes) by %s", repo.name, outcome.value, record.filename, record.size, grant.actor)
+    metrics: Metrics | None = request.app.state.metrics
+    if metrics is not None and outcome is StoreOutcome.CREATED:
+        metrics.uploaded(named, record.size)
     return PlainTextResponse("OK")
 
 
@@ -311,9 +324,34 @@ async def index_mtime(request: Request) -> Response:
 
 
 class _PywharfApp(Starlette):
+    metrics: Metrics | None = None
+    route_classes: Mapping[object, str] = {}
+
     def build_middleware_stack(self) -> ASGIApp:
-        """Security headers outermost, so 500s from Starlette's error middleware get them too."""
-        return SecurityHeadersMiddleware(super().build_middleware_stack())
+        """Security headers outside Starlette's error middleware, so 500s get them too. With
+        metrics, their middleware adds them (one wrapper of ``send``, not two) and sees every
+        response as sent."""
+        inner = super().build_middleware_stack()
+        if self.metrics is not None:
+            return MetricsMiddleware(inner, self.metrics, self.route_classes)
+        return SecurityHeadersMiddleware(inner)
+
+
+def _route_classes(routes: list[BaseRoute]) -> dict[object, str]:
+    """What /metrics labels each endpoint's requests with (``pywharf_core.http.metrics``):
+    a handful of classes, so series stay few whatever paths clients send. What is not named
+    here is the browser UI (its pages, its static files)."""
+    named: dict[object, str] = {
+        simple_project: "page", simple_root: "page", download: "file", upload: "upload", yank: "yank",
+        unyank: "yank", project_json: "json", index_mtime: "api", create_token: "api", list_tokens: "api",
+        revoke_token: "api", audience: "oidc", mint_token: "oidc", burn_token: "oidc", healthz: "health",
+        readyz: "health", initialize: "admin", metrics_endpoint: "metrics",
+    }
+    classes: dict[object, str] = {}
+    for route in routes:
+        endpoint = route.endpoint if isinstance(route, Route) else getattr(route, "app", None)
+        classes[endpoint] = named.get(endpoint, "ui")
+    return classes
 
 
 def _index_routes(prefix: str) -> list[Route]:
@@ -356,10 +394,15 @@ def create_app(state: ServerState, *, public_url: str | None = None) -> Starlett
         Route("/_/tokens/{repo}/{token_id}", revoke_token, methods=["DELETE"]),
         *web_routes(authorize),  # the browser UI: /, /login/, /logout/, /project/..., /tokens/, /static/
     ]
+    metrics = Metrics(state) if state.settings.metrics_enabled else None
+    if metrics is not None:  # else no route (404) and no middleware (no cost per request)
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))  # last: never on a hot path
     app = _PywharfApp(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
     )
+    app.metrics, app.route_classes = metrics, _route_classes(routes)
+    app.state.metrics = metrics
     app.state.pywharf = state
     app.add_middleware(CrossSiteWriteGuard)  # every unsafe method, present and future
     app.state.public_url = public_url

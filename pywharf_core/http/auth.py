@@ -24,6 +24,9 @@ from pywharf_core.storage.backend import Permission
 log = logging.getLogger(__name__)
 
 INVALID_CREDENTIALS = "Invalid repository name or secret."
+# The request scope key naming the repository the credentials opened (a configured name, never
+# the URL's string): the /metrics middleware labels requests with it.
+REPOSITORY_SCOPE_KEY = "pywharf.repository"
 
 
 class Unauthorized(HTTPException):
@@ -91,6 +94,7 @@ async def authorize_grant(request: Request, needed: Permission) -> tuple[PkgRepo
     repo, grant = await check_secret(request, name, secret, limited=not from_session)
     if repo is None or grant.permission is Permission.NONE:
         raise Unauthorized(INVALID_CREDENTIALS)
+    request.scope[REPOSITORY_SCOPE_KEY] = repo.name
     if grant.permission < needed:
         what = "token" if grant.is_token else "secret"
         raise HTTPException(403, f"This {what} may read but not upload: use the write secret or an upload token.")

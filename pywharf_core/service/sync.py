@@ -35,6 +35,7 @@ class RepoSyncThread(threading.Thread):
                 log.info("repo %r: synced %d files", self.repo.name, len(self.repo.snapshot))
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
+            self.repo.sync_failures += 1
             if message != self.repo.last_sync_error:
                 log.error("repo %r: index sync failed, serving the last good index: %s", self.repo.name, message)
             self.repo.last_sync_error = message
