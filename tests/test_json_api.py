@@ -183,3 +183,21 @@ def test_last_serial_follows_uploads_and_yanks_alike_on_two_servers(pair, tmp_pa
     # Another project's upload leaves this one's serial alone.
     twine_upload(a, [build_wheel(DistSpec("other-demo", "1.0"), tmp_path / "other")], tmp_path)
     assert serial(a) == yanked
+
+
+def test_a_groups_json_names_pages_the_group_answers(server_factory, tmp_path: Path) -> None:
+    """Through a group, the project is its member's: the pages the JSON names show it too."""
+    config = tomli_w.dumps({
+        "team": {"type": "file_system", "read_secret": A_READ, "write_secret": A_WRITE},
+        "all": {"type": "group", "members": ["team"], "read_secret": B_READ, "write_secret": B_WRITE},
+    })
+    server = server_factory(config, "--extra_index_url=")
+    spec = DistSpec("Json.Demo", "1.0")
+    twine_upload(server, [build_wheel(spec, tmp_path / "dist")], tmp_path, repo="all", secret=B_WRITE)
+    document = get(server, "/repos/all/pypi/json-demo/json", ("x", B_READ)).json()
+    assert document["info"]["release_url"] == f"{server.base}/repos/all/project/json-demo/1.0/"
+    for url in named_urls(document):
+        page = get(server, url, ("x", B_READ))
+        assert page.status_code == 200, (url, page.status_code, page.text[:200])
+    assert "json_demo-1.0-py3-none-any.whl" in get(server, document["info"]["release_url"], ("x", B_READ)).text
+    assert get(server, "/repos/all/project/absent/", ("x", B_READ)).status_code == 404
