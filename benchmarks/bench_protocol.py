@@ -13,7 +13,8 @@ give its venv with --pypiserver_venv) and nginx (Debian package, for the downloa
 Prints a table with the ratio to pypiserver. Run from the repo root inside the project venv:
 
     python -m benchmarks.bench_protocol [--projects 10000] [--seconds 10] \\
-        [--pypiserver_venv /tmp/pypiserver-venv] [--download_mb 512] [--skip_upload]
+        [--pypiserver_venv /tmp/pypiserver-venv] [--download_mb 512] [--skip_upload] \\
+        [--pywharf_args="--metrics_token=..."]   # extra `pywharf server` flags, for an A/B
 
 pypiserver venv: ``python3 -m venv /tmp/pypiserver-venv && /tmp/pypiserver-venv/bin/pip install
 'pypiserver[passlib]'``.
