@@ -13,7 +13,8 @@ give its venv with --pypiserver_venv) and nginx (Debian package, for the downloa
 Prints a table with the ratio to pypiserver. Run from the repo root inside the project venv:
 
     python -m benchmarks.bench_protocol [--projects 10000] [--seconds 10] \\
-        [--pypiserver_venv /tmp/pypiserver-venv] [--download_mb 512] [--skip_upload]
+        [--pypiserver_venv /tmp/pypiserver-venv] [--download_mb 512] [--skip_upload] \\
+        [--pywharf_args="--metrics_token=..."]   # extra `pywharf server` flags, for an A/B
 
 pypiserver venv: ``python3 -m venv /tmp/pypiserver-venv && /tmp/pypiserver-venv/bin/pip install
 'pypiserver[passlib]'``.
@@ -193,6 +194,8 @@ def main() -> None:
     parser.add_argument("--pypiserver_seconds", type=int, default=10)
     parser.add_argument("--download_mb", type=int, default=512)
     parser.add_argument("--skip_upload", action="store_true")
+    # e.g. --pywharf_args="--metrics_token=..." for an A/B of a server option (benchmarks/README.md, "Metrics")
+    parser.add_argument("--pywharf_args", default="", help="extra `pywharf server` flags, split on spaces")
     args = parser.parse_args()
     rows: list[tuple[str, str, str, str]] = []  # metric, pywharf, pypiserver, ratio
 
@@ -220,7 +223,7 @@ def main() -> None:
         pywharf = shutil.which("pywharf", path=str(Path(sys.executable).parent)) or "pywharf"
         proc = subprocess.Popen(
             [pywharf, "server", str(root), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-             "--extra_index_url="], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--extra_index_url=", *args.pywharf_args.split()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:
             wait_http(f"{base}/healthz")

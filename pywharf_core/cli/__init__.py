@@ -85,6 +85,8 @@ def server(
     ssl_keyfile: str | None = None,
     workers: int = 1,
     retention_interval: int = 0,
+    metrics: bool = False,
+    metrics_token: str | None = None,
     **waitress_options: Any,
 ) -> None:
     """Run the pywharf server.
@@ -148,6 +150,11 @@ def server(
         retention_interval: Seconds between runs of each repository's retention rules
             (retention_* keys of its config; 0: never). Enable it on one server of those
             sharing a storage.
+        metrics: Serve GET /metrics (Prometheus) to anyone who reaches the port: it names every
+            repository and shows its traffic, so only behind a network boundary. Off by default.
+        metrics_token: Serve GET /metrics only with "Authorization: Bearer <this>" (16+
+            characters; default: the PYWHARF_METRICS_TOKEN environment variable). Turns
+            /metrics on by itself.
         **waitress_options: Extra keyword options for waitress.serve (with --server waitress).
     """
     from pywharf_core.http.app import create_app
@@ -182,6 +189,8 @@ def server(
         allowed_storage_paths=tuple(Path(p) for p in _csv(allow_storage_path)),
         oidc_audience=str(oidc_audience),
         retention_interval=int(retention_interval),
+        metrics=bool(metrics),
+        metrics_token=_opt_str(metrics_token) or os.environ.get("PYWHARF_METRICS_TOKEN") or None,
     )
     tls = (str(ssl_certfile), str(ssl_keyfile)) if _opt_str(ssl_certfile) or _opt_str(ssl_keyfile) else None
     if tls is not None and not (_opt_str(ssl_certfile) and _opt_str(ssl_keyfile)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Mapping
 from urllib.parse import quote
 
 import anyio.to_thread
@@ -24,9 +25,10 @@ from starlette.responses import (
     Response,
     StreamingResponse,
 )
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from pywharf_core.http.answering import answering, mirror_records, project_records
 from pywharf_core.http.audit import read_audit
 from pywharf_core.http.audit_trail import audit_event, record
 from pywharf_core.http.auth import authorize, authorize_grant
@@ -34,13 +36,14 @@ from pywharf_core.http.cross_site import CrossSiteWriteGuard
 from pywharf_core.http.errors import EXCEPTION_HANDLERS
 from pywharf_core.http.health import healthz, readyz
 from pywharf_core.http.initialize import initialize
+from pywharf_core.http.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from pywharf_core.http.negotiation import HTML_V1, JSON_V1, choose_content_type
 from pywharf_core.http.oidc import audience, burn_token, mint_token
 from pywharf_core.http.page_cache import pages_of
 from pywharf_core.http.page_response import page_response
 from pywharf_core.http.pages import render_root
-from pywharf_core.http.project_json import render_project_json_api
-from pywharf_core.http.public_url import index_base_url, repo_prefix
+from pywharf_core.http.project_json import JsonApiUrls, render_project_json_api
+from pywharf_core.http.public_url import index_base_url, repo_prefix, site_base_url
 from pywharf_core.http.security_headers import SecurityHeadersMiddleware
 from pywharf_core.http.tokens import create_token, list_tokens, revoke_token
 from pywharf_core.http.upload_form import receive_upload
@@ -78,23 +81,6 @@ def _negotiate(request: Request) -> str:
     return content_type
 
 
-async def _answering(repo: PkgRepo, project: str) -> PkgRepo:
-    """The repository that answers ``project``: ``repo`` itself, or for a group the one member
-    that may (404 when none does; 503 while a hosted member that might has no index)."""
-    if repo.group is None:
-        return repo
-    cached = repo.group.cached_member(project)  # most requests: no thread hop
-    member = cached[0] if cached is not None else await anyio.to_thread.run_sync(repo.group.member_for, project)
-    if member is None:
-        raise HTTPException(404, f"Project {project!r} is in no repository of group {repo.name!r}.")
-    return member
-
-
-async def _mirror_records(mirror: ProxyMirror, project: str) -> tuple[FileRecord, ...] | None:
-    """A proxy's records of ``project``: from memory on the event loop when its page is fresh,
-    else from a worker thread (which may ask the upstream)."""
-    cached = mirror.fresh_page(project)
-    return cached[0] if cached is not None else await anyio.to_thread.run_sync(mirror.project_records, project)
 
 
 async def simple_root(request: Request) -> Response:
@@ -120,9 +106,9 @@ async def simple_project(request: Request) -> Response:
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(f"{repo_prefix(request)}/simple/{quote(normalized)}/{query}", status_code=301)
     content_type = _negotiate(request)
-    repo = await _answering(repo, normalized)
+    repo = await answering(repo, normalized)
     if repo.mirror is not None:  # a proxy: the upstream's page (cached), never a redirect
-        records = await _mirror_records(repo.mirror, normalized)
+        records = await mirror_records(repo.mirror, normalized)
         if records is None:
             raise HTTPException(404, f"Project {normalized!r} is not offered by this proxy.")
         return page_response(request, pages_of(repo).records_page(normalized, records, content_type), content_type)
@@ -159,7 +145,7 @@ async def download(request: Request) -> Response:
         raise HTTPException(404, "Not Found") from None
     if dist.project != normalized:
         raise HTTPException(404, "Not Found")
-    repo = await _answering(repo, normalized)
+    repo = await answering(repo, normalized)
     if repo.mirror is not None:
         return await _proxied_download(request, repo.mirror, normalized, filename, want_metadata)
     snapshot = repo.snapshot
@@ -360,17 +346,14 @@ async def project_json(request: Request) -> Response:
         project = normalize_project(request.path_params["project"])
     except InvalidName:
         raise HTTPException(404, "Not Found") from None
-    repo = await _answering(repo, project)
-    if repo.mirror is not None:
-        records = await _mirror_records(repo.mirror, project) or ()
-    else:
-        status = repo.snapshot.statuses.get(project)
-        records = repo.snapshot.projects.get(project, ()) if status is None or status.offers_files else ()
-    base = index_base_url(request)
-    body = render_project_json_api(project, records, request.path_params.get("version"), base)
-    if body is None:
+    _, records = await project_records(repo, project)
+    urls = JsonApiUrls(files=index_base_url(request), pages=site_base_url(request))
+    rendered = render_project_json_api(project, records, request.path_params.get("version"), urls)
+    if rendered is None:
         raise HTTPException(404, "Not Found")
-    return Response(body, media_type="application/json", headers={"Cache-Control": "private, max-age=60"})
+    body, serial = rendered
+    return Response(body, media_type="application/json",
+                    headers={"Cache-Control": "private, max-age=60", "X-PyPI-Last-Serial": str(serial)})
 
 
 async def yank(request: Request) -> Response:
@@ -386,6 +369,7 @@ async def upload(request: Request) -> Response:
     """The legacy upload API: stream the form to staging, then the upload use case; every
     outcome (stored, identical, refused, failed) goes to the audit log."""
     repo, grant = await authorize_grant(request, Permission.WRITE, action="upload")
+    named = repo.name  # what metrics count it under (for a group, the group)
     if repo.group is not None:  # uploads to a group go to its upload member
         if repo.group.upload_target is None:
             raise HTTPException(405, f"Group {repo.name!r} has no hosted member to upload to.")
@@ -426,6 +410,9 @@ async def upload(request: Request) -> Response:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(received.staged.path)
     log.info("repo %r: %s %s (%d bytes) by %s", repo.name, outcome.value, stored.filename, stored.size, grant.actor)
+    metrics: Metrics | None = request.app.state.metrics
+    if metrics is not None and outcome is StoreOutcome.CREATED:
+        metrics.uploaded(named, stored.size)
     return PlainTextResponse("OK")
 
 
@@ -436,9 +423,35 @@ async def index_mtime(request: Request) -> Response:
 
 
 class _PywharfApp(Starlette):
+    metrics: Metrics | None = None
+    route_classes: Mapping[object, str] = {}
+
     def build_middleware_stack(self) -> ASGIApp:
-        """Security headers outermost, so 500s from Starlette's error middleware get them too."""
-        return SecurityHeadersMiddleware(super().build_middleware_stack())
+        """Security headers outside Starlette's error middleware, so 500s get them too. With
+        metrics, their middleware adds them (one wrapper of ``send``, not two) and sees every
+        response as sent."""
+        inner = super().build_middleware_stack()
+        if self.metrics is not None:
+            return MetricsMiddleware(inner, self.metrics, self.route_classes)
+        return SecurityHeadersMiddleware(inner)
+
+
+def _route_classes(routes: list[BaseRoute]) -> dict[object, str]:
+    """What /metrics labels each endpoint's requests with (``pywharf_core.http.metrics``):
+    a handful of classes, so series stay few whatever paths clients send. What is not named
+    here is the browser UI (its pages, its static files)."""
+    named: dict[object, str] = {
+        simple_project: "page", simple_root: "page", download: "file", upload: "upload", yank: "yank",
+        unyank: "yank", project_json: "json", index_mtime: "api", create_token: "api", list_tokens: "api",
+        revoke_token: "api", audience: "oidc", mint_token: "oidc", burn_token: "oidc", healthz: "health",
+        readyz: "health", initialize: "admin", metrics_endpoint: "metrics", set_status: "lifecycle",
+        delete: "lifecycle", retention: "lifecycle", read_audit: "api",
+    }
+    classes: dict[object, str] = {}
+    for route in routes:
+        endpoint = route.endpoint if isinstance(route, Route) else getattr(route, "app", None)
+        classes[endpoint] = named.get(endpoint, "ui")
+    return classes
 
 
 def _hot_routes(prefix: str) -> list[Route]:
@@ -494,10 +507,15 @@ def create_app(state: ServerState, *, public_url: str | None = None) -> Starlett
         Route("/_/audit/{repo}", read_audit, methods=["GET"]),
         *web_routes(authorize),  # the browser UI: /, /login/, /logout/, /project/..., /tokens/, /static/
     ]
+    metrics = Metrics(state) if state.settings.metrics_enabled else None
+    if metrics is not None:  # else no route (404) and no middleware (no cost per request)
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))  # last: never on a hot path
     app = _PywharfApp(
         routes=routes,
         exception_handlers=EXCEPTION_HANDLERS,
     )
+    app.metrics, app.route_classes = metrics, _route_classes(routes)
+    app.state.metrics = metrics
     app.state.pywharf = state
     app.add_middleware(CrossSiteWriteGuard)  # every unsafe method, present and future
     app.state.public_url = public_url

@@ -26,6 +26,9 @@ from pywharf_core.storage.backend import Permission
 log = logging.getLogger(__name__)
 
 INVALID_CREDENTIALS = "Invalid repository name or secret."
+# The request scope key naming the repository the credentials opened (a configured name, never
+# the URL's string): the /metrics middleware labels requests with it.
+REPOSITORY_SCOPE_KEY = "pywharf.repository"
 
 
 class Unauthorized(HTTPException):
@@ -106,6 +109,7 @@ async def authorize_grant(request: Request, needed: Permission, *, action: str |
                                              INVALID_CREDENTIALS, project=request.path_params.get("project", ""),
                                              filename=request.path_params.get("target", ""))
         raise Unauthorized(INVALID_CREDENTIALS)
+    request.scope[REPOSITORY_SCOPE_KEY] = repo.name
     if grant.permission < needed:
         what = "token" if grant.is_token else "secret"
         refusal = f"This {what} may read but not upload: use the write secret or an upload token."

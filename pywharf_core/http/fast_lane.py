@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import time
 from typing import Any
 
 from pywharf_core.http.negotiation import choose_content_type
@@ -57,6 +58,7 @@ class FastLane:
     def answer(self, url: bytes, headers: list[tuple[bytes, bytes]], client: str,
                default_headers: list[tuple[bytes, bytes]]) -> bytes | None:
         """The whole HTTP/1.1 response to ``GET url`` with ``headers``, or None (answer it the usual way)."""
+        started = time.perf_counter()
         parts = url.split(b"/")
         # b"/simple/p/" -> ['', 'simple', 'p', '']; b"/repos/r/simple/p/" -> ['', 'repos', 'r', 'simple', 'p', '']
         if len(parts) == 4 and parts[1] == b"simple" and parts[3] == b"":
@@ -138,6 +140,9 @@ class FastLane:
             head += (header_name, b": ", value, b"\r\n")
         head.append(b"\r\n")
         head.append(body)
+        metrics = self.app_state.metrics
+        if metrics is not None:  # /metrics counts it like a page the application answered
+            metrics.page_answered(repo.name, time.perf_counter() - started)
         return b"".join(head)
 
     def _basic(self, header: bytes) -> tuple[str, str] | None:

@@ -1,10 +1,29 @@
-"""``GET /pypi/<project>/json`` and ``/pypi/<project>/<version>/json``: pypi.org's JSON API
-shape, for the fields the index holds (pip-audit, renovate and dependabot read it)."""
+"""``GET /pypi/<project>/json`` and ``/pypi/<project>/<version>/json``: pypi.org's JSON API.
+
+The bots that read it (pip-audit, renovate, dependabot) are written against pypi.org, so every
+key pypi.org always sends is sent (docs.pypi.org/api/json/; the deprecated ones with the
+constant values pypi.org gives them: ``downloads`` -1, ``has_sig`` false, ``bugtrack_url``
+null), and every URL in it names a page this server has:
+
+- ``package_url`` / ``project_url``: the browser page ``<base>project/<name>/``;
+- ``release_url``: ``<base>project/<name>/<version>/``;
+- file ``url``: the download under the simple index the request came through;
+
+where ``<base>`` is the repository's own URL prefix (``/repos/<repo>/``) when the JSON was
+asked for through it, so the pages answer for the same repository (and the same credentials,
+an API token included) as the JSON did.
+
+Not sent: ``info.description`` is empty (the long description is kept beside each file, not in
+the index: reading it would put storage I/O on this request; the ``release_url`` page shows it),
+and ``ownership`` (pypi.org's accounts; this server has none).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +38,44 @@ _INFO_FIELDS = (
     "license_expression",
 )
 _LIST_FIELDS = ("classifiers", "requires_dist", "provides_extra", "dynamic", "license_files")
+# pypi.org stopped counting downloads; it still sends these, always -1.
+_NO_DOWNLOADS = {"last_day": -1, "last_month": -1, "last_week": -1}
+# JSON numbers past 2**53 lose precision in JavaScript (renovate): serials stay below.
+_SERIAL_BYTES = 6
+
+
+@dataclass(frozen=True)
+class JsonApiUrls:
+    """Where the document's URLs point: ``files`` the simple index (``.../simple/``), ``pages``
+    the site or repository base the browser pages live under (``.../`` or ``.../repos/<r>/``)."""
+
+    files: str
+    pages: str
+
+    def project_page(self, project: str, version: str | None = None) -> str:
+        return f"{self.pages}project/{quote(project)}/" + (f"{quote(version, safe='')}/" if version else "")
+
+
+def last_serial(records: Sequence[FileRecord]) -> int:
+    """A number that changes whenever the project changes, the same on every server.
+
+    pypi.org's ``last_serial`` is the id of the project's latest event in one global journal;
+    servers sharing a store have no such counter per project (the index log is per repository,
+    and a compacted base document forgets which entry added which file). So the serial is
+    derived from the project's state: a 48-bit digest of every file's name, sha256, metadata
+    sha256 and yank state. An upload, a yank, an un-yank or a re-sync to a different state
+    changes it; two servers showing the same files agree on it. It is an opaque change marker:
+    it does not grow (un-yanking returns to the serial of the state before the yank), which is
+    how bots use it (compare with the last one seen, refetch when different).
+
+    Cost: one pass over the project's own files, which rendering the document makes anyway;
+    nothing that grows with the rest of the repository.
+    """
+    digest = hashlib.blake2b(digest_size=_SERIAL_BYTES)
+    for record in sorted(records, key=lambda r: r.filename):
+        digest.update(json.dumps([record.filename, *record.state_key()]).encode())
+        digest.update(b"\n")
+    return int.from_bytes(digest.digest(), "big") or 1
 
 
 def _as_str(value: str | tuple[str, ...] | None) -> str:
@@ -27,26 +84,41 @@ def _as_str(value: str | tuple[str, ...] | None) -> str:
     return value or ""
 
 
-def _release_file(record: FileRecord, base: str) -> dict[str, Any]:
+def _python_version(record: FileRecord) -> str:
+    """The upload's ``pyversion``; for a wheel without one its python tag, for an sdist "source"."""
+    given = _as_str(record.meta.get("pyversion"))
+    if given:
+        return given
+    if record.filename.endswith(".whl"):
+        parts = record.filename[: -len(".whl")].split("-")
+        return parts[-3] if len(parts) >= 5 else ""
+    return "source"
+
+
+def _release_file(record: FileRecord, urls: JsonApiUrls) -> dict[str, Any]:
     upload_time = record.upload_time.rstrip("Z").split(".")[0] if record.upload_time else None
+    md5 = _as_str(record.meta.get("md5_digest"))
     return {
-        "filename": record.filename,
-        "url": f"{base}{quote(record.distrib)}/{quote(record.filename)}",
+        "comment_text": "",
+        "core-metadata": {"sha256": record.metadata_sha256} if record.metadata_sha256 else False,
         "digests": {
-            "sha256": record.sha256,
-            "md5": _as_str(record.meta.get("md5_digest")),
             "blake2b_256": _as_str(record.meta.get("blake2_256_digest")),
+            "md5": md5,
+            "sha256": record.sha256,
         },
-        "size": record.size,
+        "downloads": -1,
+        "filename": record.filename,
+        "has_sig": False,
+        "md5_digest": md5,
         "packagetype": "bdist_wheel" if record.filename.endswith(".whl") else "sdist",
-        "python_version": _as_str(record.meta.get("pyversion")) or "source",
+        "python_version": _python_version(record),
         "requires_python": record.requires_python or None,
+        "size": record.size,
         "upload_time": upload_time,
         "upload_time_iso_8601": record.upload_time or None,
+        "url": f"{urls.files}{quote(record.distrib)}/{quote(record.filename)}",
         "yanked": record.yanked,
         "yanked_reason": record.yanked_reason or None,
-        "has_sig": False,
-        "comment_text": "",
     }
 
 
@@ -68,9 +140,10 @@ def _is_pre(version: str) -> bool:
 
 
 def render_project_json_api(
-    project: str, records: Sequence[FileRecord], version: str | None, base: str
-) -> bytes | None:
-    """The JSON document, or None when the project (or the asked version) is unknown."""
+    project: str, records: Sequence[FileRecord], version: str | None, urls: JsonApiUrls
+) -> tuple[bytes, int] | None:
+    """The JSON document and its ``last_serial``, or None when the project (or the asked
+    version) is unknown."""
     versions = sorted_versions(records)
     if not versions:
         return None
@@ -87,29 +160,34 @@ def render_project_json_api(
         value = meta.get(key)
         info[key] = list(value) if isinstance(value, tuple) else ([value] if value else None)
     info["classifiers"] = info["classifiers"] or []
-    urls = {}
+    project_urls = {}
     for entry in meta.get("project_urls", ()) if isinstance(meta.get("project_urls"), tuple) else ():
         label, _, url = entry.partition(",")
-        urls[label.strip()] = url.strip()
+        project_urls[label.strip()] = url.strip()
     info.update(
+        bugtrack_url=None,
+        description="",
+        docs_url=None,
+        downloads=dict(_NO_DOWNLOADS),
         name=_as_str(meta.get("name")) or project,
         version=chosen,
-        project_urls=urls or None,
+        project_urls=project_urls or None,
         yanked=all(r.yanked for r in files),
         yanked_reason=next((r.yanked_reason for r in files if r.yanked_reason), None),
-        package_url=f"{base}{quote(project)}/",
-        project_url=f"{base}{quote(project)}/",
-        release_url=f"{base}{quote(project)}/{quote(chosen)}/",
+        package_url=urls.project_page(project),
+        project_url=urls.project_page(project),
+        release_url=urls.project_page(project, chosen),
     )
+    serial = last_serial(records)
     document: dict[str, Any] = {
-        "info": info,
-        "last_serial": 0,
-        "urls": [_release_file(r, base) for r in files],
+        "info": dict(sorted(info.items())),
+        "last_serial": serial,
+        "urls": [_release_file(r, urls) for r in files],
         "vulnerabilities": [],
     }
     if version is None:
-        document["releases"] = {v: [_release_file(r, base) for r in records if r.version == v] for v in versions}
-    return json.dumps(document, ensure_ascii=False).encode("utf-8")
+        document["releases"] = {v: [_release_file(r, urls) for r in records if r.version == v] for v in versions}
+    return json.dumps(document, ensure_ascii=False).encode("utf-8"), serial
 
 
 def _same(a: str, b: str) -> bool:

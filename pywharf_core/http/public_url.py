@@ -42,6 +42,14 @@ def repo_index_url(request: Request, repo: str) -> str:
     return f"{public_base_url(request)}repos/{quote(repo, safe='')}/simple/"
 
 
+def site_base_url(request: Request) -> str:
+    """The base URL of the repository the request came through, ending with ``/``:
+    ``<public>/repos/<repo>/`` for per-repository URLs, ``<public>/`` for the shared ones (the
+    browser pages under it, ``project/<name>/``, then answer for that same repository)."""
+    prefix = repo_prefix(request)
+    return public_base_url(request) + (f"{prefix[1:]}/" if prefix else "")
+
+
 def index_base_url(request: Request) -> str:
     """The simple index URL the request came through (shared or per repository)."""
     prefix = repo_prefix(request)

@@ -88,6 +88,7 @@ class PkgRepo:
         self.snapshot = IndexSnapshot.empty()
         self.last_sync: float | None = None  # time of the last successful sync
         self.last_sync_error: str | None = None
+        self.sync_failures = 0  # failed syncs since start (the /metrics counter)
         self._remote_token: str | None = None
         self._remote_records: list[IndexChange] = []
         self._log_position = 0  # index log entries 1..n are applied (stores with a log)

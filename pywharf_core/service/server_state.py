@@ -84,11 +84,21 @@ class ServerSettings:
     oidc_audience: str = DEFAULT_OIDC_AUDIENCE
     # Seconds between runs of each repository's retention rules (0: never; pywharf retention).
     retention_interval: int = 0
+    # GET /metrics (pywharf_core.http.metrics): served only when asked for; with a token, only
+    # to its bearer.
+    metrics: bool = False
+    metrics_token: str | None = field(default=None, repr=False)
+
+    @property
+    def metrics_enabled(self) -> bool:
+        return self.metrics or self.metrics_token is not None
 
     def __post_init__(self) -> None:
         token = self.initialize_token
         if token is not None and len(token) < MIN_INITIALIZE_TOKEN_LENGTH:
             raise ConfigError(f"--initialize_token must be at least {MIN_INITIALIZE_TOKEN_LENGTH} characters")
+        if self.metrics_token is not None and len(self.metrics_token) < MIN_INITIALIZE_TOKEN_LENGTH:
+            raise ConfigError(f"--metrics_token must be at least {MIN_INITIALIZE_TOKEN_LENGTH} characters")
         if self.auth_failure_limit < 1 or self.auth_failure_window < 1:
             raise ConfigError("--auth_failure_limit and --auth_failure_window must be positive integers")
         if self.initialize_max_failures < 1:

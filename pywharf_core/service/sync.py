@@ -112,6 +112,7 @@ class RepoSyncThread(threading.Thread):
             self.repo.local_index.mark_synced()
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
+            self.repo.sync_failures += 1
             if message != self.repo.last_sync_error:
                 log.error("repo %r: index sync failed, serving the last good index: %s", self.repo.name, message)
             self.repo.last_sync_error = message

@@ -1,5 +1,6 @@
 """The browser UI's pages: ``/login/``, ``/logout/``, the repo home ``/``, ``/project/<name>/``
-and, for a write-secret session, ``/tokens/`` (``token_pages.py``) and ``/audit/`` (``audit_page.py``).
+(also under a repository's own URL, ``/repos/<repo>/project/<name>/``) and, for a
+write-secret session, ``/tokens/`` (``token_pages.py``) and ``/audit/`` (``audit_page.py``).
 
 Logout is a CSRF-protected ``POST`` (a GET could be triggered by any other site) that revokes
 the session server-side; ``GET /logout/`` only shows the button. Every page carries the CSRF
@@ -31,7 +32,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from pywharf_core.http.public_url import repo_index_url
+from pywharf_core.http.answering import project_records
+from pywharf_core.http.public_url import repo_index_url, repo_prefix
 from pywharf_core.http.web.audit_page import AuditPage
 from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard, set_csrf_cookie
 from pywharf_core.http.web.readme import find_description, render_description
@@ -112,6 +114,11 @@ class WebUI:
             Route("/logout/", self.logout, methods=["POST"]),
             Route("/project/{project}/", self.project, methods=["GET", "HEAD"]),
             Route("/project/{project}/{version}/", self.project, methods=["GET", "HEAD"]),
+            # Under a repository's own URL (where the JSON API asked through it links to): the
+            # URL names the repository, as for its index (an API token works, a session opens
+            # only its own repository's).
+            Route("/repos/{repo}/project/{project}/", self.project, methods=["GET", "HEAD"]),
+            Route("/repos/{repo}/project/{project}/{version}/", self.project, methods=["GET", "HEAD"]),
             *TokenPages(self).routes(),
             *AuditPage(self).routes(),
             Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
@@ -268,20 +275,26 @@ class WebUI:
             name = normalize_project(raw)
         except InvalidName:
             return self._not_found(request, repo, "This is not a valid project name.")
+        prefix = repo_prefix(request)
         if name != raw:
-            suffix = f"{quote(version)}/" if version else ""
-            return RedirectResponse(f"/project/{quote(name)}/{suffix}", status_code=301)
-        records = repo.snapshot.projects.get(name)
-        status = repo.snapshot.statuses.get(name)
+            suffix = f"{quote(version, safe='')}/" if version else ""
+            return RedirectResponse(f"{prefix}/project/{quote(name)}/{suffix}", status_code=301)
+        try:
+            source, records = await project_records(repo, name)  # a group's member, a proxy's upstream
+        except HTTPException as exc:
+            if exc.status_code != 404:
+                raise
+            source, records = repo, ()
+        status = source.snapshot.statuses.get(name) if source.mirror is None else None
         if status is not None and not status.offers_files:
             reason = f": {status.reason}" if status.reason else ""
             return self._not_found(request, repo, f"Project {name!r} is quarantined{reason}.")
         if not records:
             return self._not_found(request, repo, f"There is no project {name!r} in repository {repo.name!r}.")
-        view = release_view(name, records, version)
+        view = release_view(name, records, version, prefix)
         if view is None:
             return self._not_found(request, repo, f"Project {name!r} has no version {version!r}.")
-        description = await self._description(repo, view)
+        description = await self._description(source, view)
         context = {
             "repo_name": repo.name,
             "title": f"{name} {view.version}",

@@ -140,6 +140,7 @@ class ReleaseView:
     files: list[FileRow]
     versions: list[VersionRow]  # newest first
     meta: Mapping[str, str | tuple[str, ...]]
+    page_url: str  # the project's page (its latest version)
 
     @property
     def summary(self) -> str:
@@ -184,22 +185,26 @@ class ReleaseView:
         return next((f.record.yanked_reason for f in self.files if f.record.yanked_reason), "")
 
 
-def release_view(project: str, records: Sequence[FileRecord], version: str | None) -> ReleaseView | None:
-    """The page of ``version`` (default: the latest) of ``project``, or None if there is no such version."""
+def release_view(project: str, records: Sequence[FileRecord], version: str | None,
+                 prefix: str = "") -> ReleaseView | None:
+    """The page of ``version`` (default: the latest) of ``project``, or None if there is no such
+    version. ``prefix``: ``/repos/<repo>`` when the page was asked for under a repository's own
+    URL (its links stay there), else ""."""
     versions = sorted_versions(records)
     latest = latest_version(records)
     chosen = latest if version is None else _match_version(versions, version)
     if chosen is None:
         return None
     files = [r for r in records if r.version == chosen]
-    base = f"/simple/{quote(project)}/"
+    base = f"{prefix}/simple/{quote(project)}/"
+    page = f"{prefix}/project/{quote(project)}/"
     rows = []
     for v in reversed(versions):
         of_version = [r for r in records if r.version == v]
         rows.append(
             VersionRow(
                 version=v,
-                url=f"/project/{quote(project)}/{quote(v)}/",
+                url=f"{page}{quote(v, safe='')}/",
                 uploaded=human_time(min((r.upload_time for r in of_version if r.upload_time), default="")),
                 yanked=all(r.yanked for r in of_version),
                 prerelease=_is_pre(v),
@@ -214,6 +219,7 @@ def release_view(project: str, records: Sequence[FileRecord], version: str | Non
         files=[FileRow(r, base + quote(r.filename)) for r in wheel_first],
         versions=rows,
         meta=wheel_first[0].meta,
+        page_url=page,
     )
 
 
