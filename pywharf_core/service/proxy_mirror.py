@@ -114,12 +114,12 @@ class ProxyMirror:
         memory (``records`` None: not offered), else None (ask :meth:`project_records` in a
         worker thread). Serving a cached page this way skips the thread hop, which halved the
         proxy's page rate (benchmarks/README.md, bench_proxy)."""
+        page = self._fresh(project)  # only an offered name ever gets a page: checked first (hot path)
+        if page is not None and page.error is None:
+            return (page.records,)
         if not self.config.offers(project):
             return (None,)
-        page = self._fresh(project)
-        if page is None or page.error is not None:
-            return None
-        return (page.records,)
+        return None
 
     def record(self, project: str, filename: str) -> FileRecord | None:
         """The offered record of ``filename`` (for ETags and HEAD); None when not offered."""
