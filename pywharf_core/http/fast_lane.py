@@ -36,7 +36,7 @@ from typing import Any
 
 from pywharf_core.http.negotiation import choose_content_type
 from pywharf_core.http.page_cache import pages_of
-from pywharf_core.http.page_response import page_variant
+from pywharf_core.http.page_response import page_wire
 from pywharf_core.http.web.secret_check import AUTH_LIMITER, failure_key
 from pywharf_core.model.api_tokens import TOKEN_USERNAME
 from pywharf_core.service.server_state import ServerState
@@ -54,6 +54,8 @@ class FastLane:
     def __init__(self, app_state: Any) -> None:
         self.app_state = app_state  # the Starlette app's ``state`` (its limiter is built there lazily)
         self._credentials: dict[bytes, tuple[str, str] | None] = {}
+        self._server_headers_of: list[tuple[bytes, bytes]] | None = None  # the server's default headers...
+        self._server_headers = b""  # ...as header lines
 
     def answer(self, url: bytes, headers: list[tuple[bytes, bytes]], client: str,
                default_headers: list[tuple[bytes, bytes]]) -> bytes | None:
@@ -133,17 +135,15 @@ class FastLane:
             page = pages_of(answering).project_page(snapshot, project, content_type)
             if page is None:
                 return None
-        body, raw_headers = page_variant(page, content_type, (accept_encoding or b"").decode("latin-1"),
-                                         state.settings.page_max_age)
-        head = [b"HTTP/1.1 200 OK\r\n"]
-        for header_name, value in (*default_headers, *raw_headers):
-            head += (header_name, b": ", value, b"\r\n")
-        head.append(b"\r\n")
-        head.append(body)
+        body, head = page_wire(page, content_type, (accept_encoding or b"").decode("latin-1"),
+                               state.settings.page_max_age)
+        if default_headers is not self._server_headers_of:  # uvicorn renews the list (its Date) each second
+            self._server_headers_of = default_headers
+            self._server_headers = b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
         metrics = self.app_state.metrics
         if metrics is not None:  # /metrics counts it like a page the application answered
             metrics.page_answered(repo.name, time.perf_counter() - started)
-        return b"".join(head)
+        return b"".join((b"HTTP/1.1 200 OK\r\n", self._server_headers, head, b"\r\n", body))
 
     def _basic(self, header: bytes) -> tuple[str, str] | None:
         """``(username, secret)`` of a Basic header (decoded once per distinct header)."""

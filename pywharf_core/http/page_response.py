@@ -52,6 +52,17 @@ def page_variant(page: RenderedPage, content_type: str, accept_encoding: str, ma
     return variant
 
 
+def page_wire(page: RenderedPage, content_type: str, accept_encoding: str, max_age: int) -> tuple[bytes, bytes]:
+    """:func:`page_variant` as HTTP/1.1 header lines (``name: value\\r\\n`` each, no status
+    line, no blank line) and the body: what the protocol's fast lane writes, made once per variant."""
+    key = (content_type, uses_gzip(page, accept_encoding), max_age)
+    head = page.wire_heads.get(key)
+    body, raw_headers = page_variant(page, content_type, accept_encoding, max_age)
+    if head is None:
+        head = page.wire_heads[key] = b"".join(name + b": " + value + b"\r\n" for name, value in raw_headers)
+    return body, head
+
+
 def page_headers(etag: str, max_age: int) -> dict[str, str]:
     return {"ETag": etag, "Vary": "Accept, Accept-Encoding", "Cache-Control": f"private, max-age={max_age}"}
 
