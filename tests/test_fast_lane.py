@@ -272,3 +272,22 @@ def test_a_group_answers_its_hosted_members_page_and_a_proxy_its_fresh_page(tmp_
             assert lane_response(raw) == expected
     finally:
         upstream.stop()
+
+
+def test_an_idle_connection_after_a_fast_answer_is_closed_by_the_watchdog(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "root", config(), "--extra_index_url=", "--header_timeout=1")
+    try:
+        dist = make_wheel(tmp_path, "fastlib", "1.0")
+        body, content_type = encode_multipart(upload_fields(dist, None), dist.filename, dist.data)
+        assert requests.post(f"{server.base}/repos/team/simple/", data=body, auth=("x", WRITE),
+                             headers={"Content-Type": content_type}, timeout=30).status_code == 200
+        fast = f"GET /simple/fastlib/ HTTP/1.1\r\nHost: x\r\nAuthorization: {basic('team', READ).decode()}\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(fast.encode())
+            sock.sendall(fast.encode())  # answered by the fast lane (the first one cached the verdict)
+            assert [status for status, _ in _read_responses(sock, 2)] == [200, 200]
+            started = time.monotonic()
+            assert sock.recv(1) == b""  # closed by the server while idle...
+            assert 0.5 < time.monotonic() - started < 5  # ...after about --header_timeout
+    finally:
+        server.stop()

@@ -52,7 +52,9 @@ class FastLane:
     """See the module docstring; one per application."""
 
     def __init__(self, app_state: Any) -> None:
-        self.app_state = app_state  # the Starlette app's ``state`` (its limiter is built there lazily)
+        # The Starlette app's ``state`` as its dict: its attribute lookup raises (and formats a
+        # message) for a missing key, e.g. the failure limiter before the first failure.
+        self.app_state: dict[str, Any] = app_state._state
         self._credentials: dict[bytes, tuple[str, str] | None] = {}
         self._server_headers_of: list[tuple[bytes, bytes]] | None = None  # the server's default headers...
         self._server_headers = b""  # ...as header lines
@@ -87,7 +89,7 @@ class FastLane:
         if credentials is None:
             return None
         username, secret = credentials
-        state: ServerState = self.app_state.pywharf
+        state: ServerState = self.app_state["pywharf"]
         if state.peers is not None and state.peers.changed():
             return None
         try:
@@ -99,7 +101,7 @@ class FastLane:
         repo = state.repos.get(name)
         if repo is None or not secret:
             return None
-        limiter = getattr(self.app_state, AUTH_LIMITER, None)  # built at the first failure
+        limiter = self.app_state.get(AUTH_LIMITER)  # built at the first failure
         if limiter is not None and limiter.retry_after(failure_key(client, name)) > 0:
             return None
         grant = repo.cached_grant(secret)
@@ -140,7 +142,7 @@ class FastLane:
         if default_headers is not self._server_headers_of:  # uvicorn renews the list (its Date) each second
             self._server_headers_of = default_headers
             self._server_headers = b"".join(name + b": " + value + b"\r\n" for name, value in default_headers)
-        metrics = self.app_state.metrics
+        metrics = self.app_state.get("metrics")
         if metrics is not None:  # /metrics counts it like a page the application answered
             metrics.page_answered(repo.name, time.perf_counter() - started)
         return b"".join((b"HTTP/1.1 200 OK\r\n", self._server_headers, head, b"\r\n", body))

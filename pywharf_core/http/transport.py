@@ -170,12 +170,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         _parent.on_body(self, body)
 
     def on_message_complete(self) -> None:
-        if self._fast_answered:  # answered already: idle until the next head, keep-alive armed
+        if self._fast_answered:  # answered already: idle until the next head
+            # uvicorn's on_response_complete would arm (and the next request cancel) a keep-alive
+            # timer per request; the watchdog closes an idle connection anyway (header_timeout).
             self._fast_answered = False
             self._in_head = True
             self._head_bytes = 0
             self._idle_ticks = 0
-            _parent.on_response_complete(self)
+            self.server_state.total_requests += 1
             return
         _parent.on_message_complete(self)
         if self.cycle.response_complete and not self._in_head and not self.pipeline:
