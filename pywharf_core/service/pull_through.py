@@ -39,10 +39,12 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import fcntl
 import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -258,6 +260,14 @@ class PullThrough:
     # -- the flight's thread -----------------------------------------------------------------------
 
     def _run(self, flight: _Flight, fd: int) -> None:
+        """The flight's thread. Another process of this server (``--workers``) fetching the same
+        file holds its peer lock until the blob is stored: this flight waits for it (its readers
+        up to ``answer_timeout``), then finds the blob and copies it (``_download``), so
+        concurrent first requests make one upstream fetch per server, not one per worker."""
+        with _PeerLock(self.storage.staging_dir(), flight.key, self.answer_timeout):
+            self._run_alone(flight, fd)
+
+    def _run_alone(self, flight: _Flight, fd: int) -> None:
         try:
             try:
                 digest, size = self._download(flight, fd)
@@ -353,3 +363,43 @@ class _StorageBody:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
+
+
+class _PeerLock:
+    """An exclusive ``flock`` on a per-file lock in the staging folder, shared by the processes
+    of one server (``--workers``): the holder fetches, the others wait. Waiting stops after
+    ``timeout`` seconds (the fetch then goes ahead: at worst a second upstream fetch, never a
+    wrong file, since blobs are stored create-only and verified). The holder removes the lock
+    file when done; a process that opened it just before may then lock the removed file while
+    a third locks a new one: again at worst a second fetch."""
+
+    def __init__(self, folder: Path, key: str, timeout: float) -> None:
+        self.path = folder / f".pull-{hashlib.sha256(key.encode()).hexdigest()[:40]}.lock"
+        self.timeout = timeout
+        self._fd = -1
+
+    def __enter__(self) -> _PeerLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # no lock, no harm: at worst a second fetch (the flight must run)
+            log.warning("pull-through: no peer lock at %s: %s", self.path, exc)
+            return self
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.warning("pull-through: waited %gs for another worker's fetch of the same file: "
+                                "fetching it too", self.timeout)
+                    return self
+                time.sleep(0.05)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._fd < 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        os.close(self._fd)  # releases the lock
