@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 import tomli_w
+from conftest import Server as ProcessServer
 from conftest import start_server
 from test_security_data import Server
 from test_upload_rules import encode_multipart, make_wheel, upload_fields
@@ -160,6 +161,14 @@ def test_credentials_the_cache_has_not_approved_are_never_answered(server: Serve
     assert answer(lane, path, {"Authorization": basic("team", READ).decode()}) is None
 
 
+def upload_fastlib(server: ProcessServer, tmp_path: Path) -> None:
+    """fastlib 1.0 into [team] of a real server."""
+    dist = make_wheel(tmp_path, "fastlib", "1.0")
+    body, content_type = encode_multipart(upload_fields(dist, None), dist.filename, dist.data)
+    assert requests.post(f"{server.base}/repos/team/simple/", data=body, auth=("x", WRITE),
+                         headers={"Content-Type": content_type}, timeout=30).status_code == 200
+
+
 class _Changed:
     def changed(self) -> bool:
         return True
@@ -168,10 +177,7 @@ class _Changed:
 def test_a_client_over_its_failure_budget_is_refused_even_with_the_right_secret(tmp_path: Path) -> None:
     server = start_server(tmp_path / "root", config(), "--extra_index_url=", "--auth_failure_limit=3")
     try:
-        dist = make_wheel(tmp_path, "fastlib", "1.0")
-        body, content_type = encode_multipart(upload_fields(dist, None), dist.filename, dist.data)
-        assert requests.post(f"{server.base}/repos/team/simple/", data=body, auth=("x", WRITE),
-                             headers={"Content-Type": content_type}, timeout=30).status_code == 200
+        upload_fastlib(server, tmp_path)
         url = f"{server.base}/simple/fastlib/"
         assert requests.get(url, auth=("team", READ), timeout=10).status_code == 200  # cached from now on
         assert requests.get(url, auth=("team", READ), timeout=10).status_code == 200
@@ -185,10 +191,7 @@ def test_a_client_over_its_failure_budget_is_refused_even_with_the_right_secret(
 def test_keep_alive_and_pipelining_mix_both_paths_in_order(tmp_path: Path) -> None:
     server = start_server(tmp_path / "root", config(), "--extra_index_url=")
     try:
-        dist = make_wheel(tmp_path, "fastlib", "1.0")
-        body, content_type = encode_multipart(upload_fields(dist, None), dist.filename, dist.data)
-        assert requests.post(f"{server.base}/repos/team/simple/", data=body, auth=("x", WRITE),
-                             headers={"Content-Type": content_type}, timeout=30).status_code == 200
+        upload_fastlib(server, tmp_path)
         auth = basic("team", READ).decode()
         fast = f"GET /simple/fastlib/ HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n"
         slow = f"GET /simple/fastlib/?x=1 HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n"
@@ -277,10 +280,7 @@ def test_a_group_answers_its_hosted_members_page_and_a_proxy_its_fresh_page(tmp_
 def test_an_idle_connection_after_a_fast_answer_is_closed_by_the_watchdog(tmp_path: Path) -> None:
     server = start_server(tmp_path / "root", config(), "--extra_index_url=", "--header_timeout=1")
     try:
-        dist = make_wheel(tmp_path, "fastlib", "1.0")
-        body, content_type = encode_multipart(upload_fields(dist, None), dist.filename, dist.data)
-        assert requests.post(f"{server.base}/repos/team/simple/", data=body, auth=("x", WRITE),
-                             headers={"Content-Type": content_type}, timeout=30).status_code == 200
+        upload_fastlib(server, tmp_path)
         fast = f"GET /simple/fastlib/ HTTP/1.1\r\nHost: x\r\nAuthorization: {basic('team', READ).decode()}\r\n\r\n"
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
             sock.sendall(fast.encode())
