@@ -40,7 +40,6 @@ async def project_records(repo: PkgRepo, project: str) -> tuple[PkgRepo, tuple[F
     repo = await answering(repo, project)
     if repo.mirror is not None:
         return repo, await mirror_records(repo.mirror, project) or ()
-    status = repo.snapshot.statuses.get(project)
-    if status is not None and not status.offers_files:
+    if not repo.snapshot.offers_files(project):
         return repo, ()  # quarantined (PEP 792): no file is offered
     return repo, repo.snapshot.projects.get(project, ())

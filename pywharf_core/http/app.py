@@ -81,8 +81,6 @@ def _negotiate(request: Request) -> str:
     return content_type
 
 
-
-
 async def simple_root(request: Request) -> Response:
     repo = await authorize(request, Permission.READ)
     content_type = _negotiate(request)
@@ -149,8 +147,7 @@ async def download(request: Request) -> Response:
     if repo.mirror is not None:
         return await _proxied_download(request, repo.mirror, normalized, filename, want_metadata)
     snapshot = repo.snapshot
-    status = snapshot.statuses.get(normalized)
-    if (status is not None and not status.offers_files) or filename in snapshot.deleted:
+    if not snapshot.offers_files(normalized) or filename in snapshot.deleted:
         raise HTTPException(404, "Not Found")  # PEP 792 quarantine, or deleted (bytes may be going)
     record = snapshot.files.get(filename)
     if want_metadata and record is not None and not record.metadata_sha256:

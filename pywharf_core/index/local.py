@@ -195,7 +195,8 @@ class LocalIndexStore:
             return True
 
     def append_many(self, records: Iterable[IndexChange], log_position: int | None = None) -> None:
-        """Journal changes read from the remote log and the log position they reach (one write)."""
+        """Journal a batch of changes (read from the remote log, or a deletion's tombstones) and
+        the log position they reach, if any, in one write."""
         with self.lock:
             self._catch_up()
             latest = {change_key(r): r for r in records}  # a yank then an unyank: the unyank counts

@@ -67,6 +67,11 @@ class IndexSnapshot:
     def status_of(self, project: str) -> ProjectStatus | None:
         return self.statuses.get(project)
 
+    def offers_files(self, project: str) -> bool:
+        """Whether ``project``'s files may be offered (PEP 792: not while it is quarantined)."""
+        status = self.statuses.get(project)
+        return status is None or status.offers_files
+
     @classmethod
     def build(cls, records: Iterable[IndexChange]) -> IndexSnapshot:
         """A snapshot of a base: records, then statuses and tombstones (a tombstone wins)."""

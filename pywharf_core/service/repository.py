@@ -212,8 +212,7 @@ class PkgRepo:
             return []
         tombstones = self._lifecycle_store().delete_files(chosen, utc_timestamp())
         with self._write_lock:
-            for tombstone in tombstones:
-                self.local_index.append_journal(tombstone)
+            self.local_index.append_many(tombstones)  # one journal write (and fsync) for the batch
             self.snapshot = self.snapshot.with_records(tombstones)
         return [t.filename for t in tombstones]
 

@@ -285,8 +285,8 @@ class WebUI:
             if exc.status_code != 404:
                 raise
             source, records = repo, ()
-        status = source.snapshot.statuses.get(name) if source.mirror is None else None
-        if status is not None and not status.offers_files:
+        if source.mirror is None and not source.snapshot.offers_files(name):
+            status = source.snapshot.statuses[name]
             reason = f": {status.reason}" if status.reason else ""
             return self._not_found(request, repo, f"Project {name!r} is quarantined{reason}.")
         if not records:
