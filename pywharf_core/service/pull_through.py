@@ -39,15 +39,15 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import fcntl
 import hashlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
+
+from filelock import FileLock, Timeout
 
 from pywharf_core.model.errors import PywharfError
 from pywharf_core.service.upstream_index import UpstreamNotFound
@@ -366,40 +366,29 @@ class _StorageBody:
 
 
 class _PeerLock:
-    """An exclusive ``flock`` on a per-file lock in the staging folder, shared by the processes
-    of one server (``--workers``): the holder fetches, the others wait. Waiting stops after
-    ``timeout`` seconds (the fetch then goes ahead: at worst a second upstream fetch, never a
-    wrong file, since blobs are stored create-only and verified). The holder removes the lock
-    file when done; a process that opened it just before may then lock the removed file while
-    a third locks a new one: again at worst a second fetch."""
+    """An exclusive file lock per file in the staging folder, shared by the processes of one
+    server (``--workers``): the holder fetches, the others wait. Waiting stops after ``timeout``
+    seconds, and a lock that cannot be made is skipped: the fetch then goes ahead (at worst a
+    second upstream fetch, never a wrong file, since blobs are stored create-only and verified).
+    filelock removes the lock file on release, so the folder does not fill with them."""
 
     def __init__(self, folder: Path, key: str, timeout: float) -> None:
         self.path = folder / f".pull-{hashlib.sha256(key.encode()).hexdigest()[:40]}.lock"
-        self.timeout = timeout
-        self._fd = -1
+        self._lock = FileLock(str(self.path), timeout=timeout, thread_local=False)
+        self._held = False
 
     def __enter__(self) -> _PeerLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:  # no lock, no harm: at worst a second fetch (the flight must run)
+            self._lock.acquire()
+            self._held = True
+        except Timeout:
+            log.warning("pull-through: waited %gs for another worker's fetch of the same file: fetching it too",
+                        self._lock.timeout)
+        except OSError as exc:  # no lock, no harm (the flight must run)
             log.warning("pull-through: no peer lock at %s: %s", self.path, exc)
-            return self
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return self
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    log.warning("pull-through: waited %gs for another worker's fetch of the same file: "
-                                "fetching it too", self.timeout)
-                    return self
-                time.sleep(0.05)
+        return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._fd < 0:
-            return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
-        os.close(self._fd)  # releases the lock
+        if self._held:
+            self._lock.release()

@@ -15,13 +15,14 @@ any case.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from pywharf_core.model.audit import AuditEvent
 from pywharf_core.service.repository import PkgRepo
@@ -38,20 +39,18 @@ class SyncLeadership:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd: int | None = None
-        self._lock = threading.Lock()
+        # Not thread-local: the repositories' sync threads share this process's leadership.
+        self._lock = FileLock(str(path), timeout=0, thread_local=False)
+        self._guard = threading.Lock()
 
     def held(self) -> bool:
-        with self._lock:
-            if self._fd is not None:
+        with self._guard:
+            if self._lock.is_locked:
                 return True
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+                self._lock.acquire()
+            except Timeout:
                 return False
-            self._fd = fd
             log.info("this worker (pid %d) syncs the indexes", os.getpid())
             return True
 
