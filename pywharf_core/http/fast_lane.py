@@ -71,7 +71,7 @@ class FastLane:
             in_url, project_bytes = parts[2], parts[4]
         else:
             return None
-        if b"?" in project_bytes or b"%" in url or b"?" in url:
+        if b"%" in url or b"?" in url:
             return None
         authorization = accept = accept_encoding = None
         for name, value in headers:

@@ -56,11 +56,11 @@ def page_wire(page: RenderedPage, content_type: str, accept_encoding: str, max_a
     """:func:`page_variant` as HTTP/1.1 header lines (``name: value\\r\\n`` each, no status
     line, no blank line) and the body: what the protocol's fast lane writes, made once per variant."""
     key = (content_type, uses_gzip(page, accept_encoding), max_age)
-    head = page.wire_heads.get(key)
-    body, raw_headers = page_variant(page, content_type, accept_encoding, max_age)
-    if head is None:
-        head = page.wire_heads[key] = b"".join(name + b": " + value + b"\r\n" for name, value in raw_headers)
-    return body, head
+    wire = page.wire.get(key)
+    if wire is None:
+        body, raw_headers = page_variant(page, content_type, accept_encoding, max_age)
+        wire = page.wire[key] = (body, b"".join(name + b": " + value + b"\r\n" for name, value in raw_headers))
+    return wire
 
 
 def page_headers(etag: str, max_age: int) -> dict[str, str]:

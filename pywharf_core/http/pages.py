@@ -59,8 +59,8 @@ class RenderedPage:
     variants: dict[tuple[str, bool, int], tuple[bytes, list[tuple[bytes, bytes]]]] = field(
         default_factory=dict, repr=False
     )
-    # The same variants as HTTP/1.1 header lines (the fast lane's), filled on first use.
-    wire_heads: dict[tuple[str, bool, int], bytes] = field(default_factory=dict, repr=False)
+    # The same variants as (body, HTTP/1.1 header lines): the fast lane's, filled on first use.
+    wire: dict[tuple[str, bool, int], tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.etag = '"' + hashlib.sha256(self.body).hexdigest()[:40] + '"'
