@@ -24,7 +24,7 @@ from test_github_backend import NAME, OWNER, READER, REPO_NAME, STRANGER, WRITER
 
 from pywharf_core.http.app import create_app
 from pywharf_core.http.web.csrf import CSRF_FIELD
-from pywharf_core.model.api_tokens import parse_token
+from pywharf_core.model.api_tokens import SECRET_CHARS, parse_token
 from pywharf_core.service.server_state import ServerSettings, ServerState, build_repos, load_setup
 
 READ, WRITE = "read-secret-00", "write-secret"
@@ -120,7 +120,7 @@ def test_writes_through_one_server_are_audited_and_read_through_another(
     assert token_id in events[3]["detail"] and "release job" in events[3]["detail"]
     assert "already exists" in events[6]["detail"]
     everything = json.dumps(events)
-    for secret in (WRITE, READ, "wrong-secret-123", token.rsplit("-", 1)[1]):
+    for secret in (WRITE, READ, "wrong-secret-123", token[-SECRET_CHARS:]):
         assert secret not in everything
     stored = b"".join(p.read_bytes() for p in (tmp_path / "shared-storage" / ".pywharf" / "audit").rglob("*.json"))
     assert WRITE.encode() not in stored and token.encode() not in stored
