@@ -41,7 +41,7 @@ def start(root: Path, config: Path, *extra: str) -> tuple[subprocess.Popen[bytes
     port = free_port()
     pywharf = shutil.which("pywharf", path=str(Path(sys.executable).parent)) or "pywharf"
     proc = subprocess.Popen([pywharf, "server", str(root), "--config", str(config), "--host", "127.0.0.1",
-                             "--port", str(port), "--extra_index_url=", *extra],
+                             "--port", str(port), "--extra_index_url=", "--workers=1", *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     wait_http(f"{base}/healthz")

@@ -223,7 +223,8 @@ def main() -> None:
         pywharf = shutil.which("pywharf", path=str(Path(sys.executable).parent)) or "pywharf"
         proc = subprocess.Popen(
             [pywharf, "server", str(root), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-             "--extra_index_url=", *args.pywharf_args.split()], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--extra_index_url=", "--workers=1", *args.pywharf_args.split()],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:
             wait_http(f"{base}/healthz")

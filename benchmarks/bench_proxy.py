@@ -92,7 +92,7 @@ def start_pywharf(pywharf: str, root: Path, config: dict[str, object], admin: di
     config_path.write_text(tomli_w.dumps(config))
     port = free_port()
     cmd = [pywharf, "server", str(root), "--config", str(config_path), "--host", "127.0.0.1",
-           "--port", str(port), "--extra_index_url=", *extra]
+           "--port", str(port), "--extra_index_url=", "--workers=1", *extra]
     if admin is not None:
         admin_path = root.parent / f"{root.name}-admin.toml"
         admin_path.write_text(tomli_w.dumps(admin))

@@ -40,7 +40,7 @@ def start(root: Path, config: Path, server: str) -> tuple[subprocess.Popen[bytes
     started = time.perf_counter()
     proc = subprocess.Popen(
         [pywharf, "server", str(root), "--config", str(config), "--host", "127.0.0.1",
-         "--port", str(port), "--server", server, "--extra_index_url="],
+         "--port", str(port), "--server", server, "--extra_index_url=", "--workers=1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     while True:

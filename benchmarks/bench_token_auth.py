@@ -48,7 +48,7 @@ def main() -> None:
         port = free_port()
         pywharf = str(Path(sys.executable).parent / "pywharf")
         proc = subprocess.Popen([pywharf, "server", str(root), "--config", str(config), "--host", "127.0.0.1",
-                                 "--port", str(port), "--extra_index_url="],
+                                 "--port", str(port), "--extra_index_url=", "--workers=1"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:

@@ -211,7 +211,7 @@ def start_pywharf(root: Path, config: Path, port: int) -> subprocess.Popen[bytes
     pywharf = shutil.which("pywharf", path=str(Path(sys.executable).parent)) or "pywharf"
     return subprocess.Popen(
         [pywharf, "server", str(root), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-         "--extra_index_url="], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--extra_index_url=", "--workers=1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def listed_projects(base: str) -> int:

@@ -52,7 +52,8 @@ def start_server(root: Path, config: str, admin: str | None = None) -> tuple[sub
     (root / "config.toml").write_text(config)
     port = free_port()
     cmd = [shutil.which("pywharf", path=str(Path(sys.executable).parent)) or "pywharf", "server", str(root),
-           "--config", str(root / "config.toml"), "--host", "127.0.0.1", "--port", str(port), "--extra_index_url="]
+           "--config", str(root / "config.toml"), "--host", "127.0.0.1", "--port", str(port), "--extra_index_url=",
+           "--workers=1"]
     if admin:
         (root / "admin.toml").write_text(admin)
         cmd += ["--admin_secret", str(root / "admin.toml")]

@@ -119,4 +119,4 @@ class MemoryBackend(Storage):
             return version
 
 
-BACKEND = BackendSpec(type="memory", config_class=MemoryConfig, backend_class=MemoryBackend)
+BACKEND = BackendSpec(type="memory", config_class=MemoryConfig, backend_class=MemoryBackend, process_local=True)

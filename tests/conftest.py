@@ -123,8 +123,10 @@ def wait_for(probe: Callable[[], T], timeout: float, describe: Callable[[], str]
 
 def start_server(root: Path, config_text: str | None = None, *extra: str, admin_text: str | None = None,
                  wait: bool = True, env: dict[str, str] | None = None, tls: Mapping[str, Path] | None = None,
-                 ) -> Server:
-    """``tls``: serve https with ``tls["cert"]`` / ``tls["key"]``, trusting ``tls["ca"]``."""
+                 workers: int | None = 1) -> Server:
+    """``tls``: serve https with ``tls["cert"]`` / ``tls["key"]``, trusting ``tls["ca"]``.
+
+    ``workers``: ``--workers`` unless ``extra`` gives it; None leaves the server's default."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = [tool("pywharf"), "server", str(root), "--host", "127.0.0.1", "--port", str(port)]
@@ -135,6 +137,10 @@ def start_server(root: Path, config_text: str | None = None, *extra: str, admin_
         (root.parent / f"{root.name}-admin.toml").write_text(admin_text)
         cmd += ["--admin_secret", str(root.parent / f"{root.name}-admin.toml")]
     cmd += list(extra)
+    if workers is not None and not any(arg.startswith("--workers") for arg in extra):
+        # One process unless the test asks for workers (the default is one per CPU): tests count
+        # per-process things (failure budgets, log lines) and start many servers at once.
+        cmd += ["--workers", str(workers)]
     if tls is not None:
         cmd += ["--ssl_certfile", str(tls["cert"]), "--ssl_keyfile", str(tls["key"])]
     log_path = root.parent / f"{root.name}-server.log"

@@ -22,6 +22,8 @@ import requests
 from conftest import Server, client_env, fs_config, run, start_server, tool, wait_for
 from test_upload_rules import make_wheel
 
+from pywharf_core.http.workers import _cgroup_cpu_quota, usable_cpus
+
 REPO, READ, WRITE = "local", "read-secret-123", "write-secret-123"
 _LINE = re.compile(r"\[(\d+)\] INFO pywharf\.access: .*?\"(?:GET|HEAD|POST|DELETE) (\S+)")
 
@@ -146,13 +148,16 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_all(tmp_path: Path) -> None
     assert subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True).returncode == 1
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--server", "waitress"], "--workers needs --server uvicorn"),
-    (["--workers", "0"], "--workers must be between 1 and 256"),
+@pytest.mark.parametrize(("flags", "message", "config_text"), [
+    (["--workers", "0"], "--workers must be between 1 and 256", fs_config(REPO, READ, WRITE)),
+    (["--workers", "many"], "--workers must be a whole number", fs_config(REPO, READ, WRITE)),
+    (["--workers", "2"], "repository 'scratch' keeps its store in this process's memory",
+     fs_config(REPO, READ, WRITE) + '[scratch]\ntype = "memory"\nread_secret = "read-secret-123"\n'
+                                    'write_secret = "write-secret-123"\n'),
 ])
-def test_bad_worker_flags_stop_with_one_line(tmp_path: Path, flags: list[str], message: str) -> None:
+def test_bad_worker_flags_stop_with_one_line(tmp_path: Path, flags: list[str], message: str, config_text: str) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(fs_config(REPO, READ, WRITE))
+    config.write_text(config_text)
     args = ["--workers", "2", *flags] if "--workers" not in flags else flags
     result = subprocess.run([tool("pywharf"), "server", str(tmp_path / "root"), "--config", str(config), *args],
                             capture_output=True, text=True, timeout=60)
@@ -183,3 +188,46 @@ def test_the_failure_budget_holds_across_workers(tmp_path: Path) -> None:
         assert {r.status_code for r in right} == {429}
     finally:
         assert server.stop() == 0
+
+
+def test_waitress_serves_with_workers_too(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "root", fs_config(REPO, READ, WRITE), "--extra_index_url=", "--access_log",
+                          "--workers=2", "--server=waitress")
+    try:
+        assert len(worker_pids(server)) == 2
+        dist = make_wheel(tmp_path, "waitresslib", "1.0")
+        twine_upload(server, dist.path, tmp_path)
+        pages = spread(server, "GET", f"/repos/{REPO}/simple/waitresslib/", auth=(REPO, READ))
+        assert all(r.status_code == 200 and dist.filename in r.text for r in pages)
+        assert "Traceback" not in server.log()
+    finally:
+        assert server.stop() == 0
+    assert subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True).returncode == 1
+
+
+def test_the_default_is_a_worker_per_usable_cpu_with_a_config_and_one_process_without(tmp_path: Path) -> None:
+    expected = usable_cpus()
+    configured = start_server(tmp_path / "root", fs_config(REPO, READ, WRITE), workers=None)
+    try:
+        if expected > 1:
+            assert len(worker_pids(configured)) == expected
+        else:
+            assert "worker processes" not in configured.log()
+    finally:
+        assert configured.stop() == 0
+    unconfigured = start_server(tmp_path / "bare", None, workers=None)
+    try:
+        assert "worker processes" not in unconfigured.log()
+        assert subprocess.run(["pgrep", "-P", str(unconfigured.proc.pid)], capture_output=True).returncode == 1
+    finally:
+        unconfigured.stop()
+
+
+def test_usable_cpus_follow_the_affinity_mask_and_a_cgroup_quota(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    assert _cgroup_cpu_quota(tmp_path / "absent") is None
+    for text, whole in (("max 100000\n", None), ("200000 100000\n", 2), ("150000 100000\n", 2),
+                        ("50000 100000\n", 1), ("garbage", None)):
+        cpu_max.write_text(text)
+        assert _cgroup_cpu_quota(cpu_max) == whole, text
+    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))

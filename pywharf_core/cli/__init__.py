@@ -83,7 +83,7 @@ def server(
     oidc_audience: str = DEFAULT_OIDC_AUDIENCE,
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     retention_interval: int = 0,
     metrics: bool = False,
     metrics_token: str | None = None,
@@ -144,9 +144,11 @@ def server(
             Publishing clients (uv, gh-action-pypi-publish) call https://HOST/_/oidc/... whatever
             the upload URL says: serve TLS here or through a reverse proxy.
         ssl_keyfile: The certificate's private key (PEM), with --ssl_certfile.
-        workers: Worker processes serving one port (uvicorn, with --config): each uses a core;
-            an upload through one is visible through all at once; one of them syncs the indexes;
-            a worker that dies is replaced. 1 (the default) serves from this process.
+        workers: Worker processes serving one port, each on its own core: an upload through one
+            is visible through all at once, one of them syncs the indexes, one that dies is
+            replaced. Default: the CPUs this process may use, when started with --config (else
+            1: a configuration sent to POST /initialize/ would reach one worker only). 1 serves
+            from this process.
         retention_interval: Seconds between runs of each repository's retention rules
             (retention_* keys of its config; 0: never). Enable it on one server of those
             sharing a storage.
@@ -201,14 +203,8 @@ def server(
         raise PywharfError("--session_secret (or PYWHARF_SESSION_SECRET) must be at least 16 characters")
     if waitress_options and server != "waitress":
         raise PywharfError(f"unknown flags for --server {server}: {', '.join(sorted(waitress_options))}")
-    workers = int(workers)
-    if workers < 1 or workers > 256:
-        raise PywharfError("--workers must be between 1 and 256")
-    if workers > 1 and server != "uvicorn":
-        raise PywharfError("--workers needs --server uvicorn (waitress serves with threads in one process)")
-    if workers > 1 and (config is None or _opt_str(initialize_token)):
-        raise PywharfError("--workers needs --config and no --initialize_token: a configuration sent to "
-                           "POST /initialize/ would reach one worker only")
+    workers = _worker_count(workers, configured=config is not None,
+                            initialize_token=bool(_opt_str(initialize_token)), process_local=setup.process_local())
     configure_logging(root_path, bool(debug), workers)
     state = ServerState(settings)
     repos = build_repos(setup, settings)
@@ -228,6 +224,29 @@ def server(
         return
     state.install(repos, configured=config is not None)
     run(app, state, **options)
+
+
+def _worker_count(given: int | None, *, configured: bool, initialize_token: bool, process_local: list[str]) -> int:
+    """``--workers``, or its default: every CPU this process may use where workers can serve."""
+    if given is None:
+        if not configured or initialize_token or process_local:
+            return 1
+        from pywharf_core.http.workers import usable_cpus
+
+        return usable_cpus()
+    try:
+        count = int(given)
+    except (TypeError, ValueError):
+        raise PywharfError(f"--workers must be a whole number, got {given!r}") from None
+    if count < 1 or count > 256:
+        raise PywharfError("--workers must be between 1 and 256")
+    if count > 1 and (not configured or initialize_token):
+        raise PywharfError("--workers needs --config and no --initialize_token: a configuration sent to "
+                           "POST /initialize/ would reach one worker only")
+    if count > 1 and process_local:
+        raise PywharfError(f"--workers {count}: repository {process_local[0]!r} keeps its store in this process's "
+                           "memory, which other worker processes cannot see: use --workers 1")
+    return count
 
 
 def update_index(

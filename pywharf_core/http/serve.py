@@ -63,7 +63,8 @@ def run(
     with waitress, the header size and timeouts become its own options unless given explicitly
     (waitress caps connections itself: ``--connection_limit``, default 100). ``tls``: a
     certificate chain and key file (PEM) to serve https (uvicorn only). ``sock``: a socket
-    already listening (a worker process of ``--workers``; ``host`` and ``port`` are then unused).
+    already listening (a worker process of ``--workers``, with either server; ``host`` and
+    ``port`` are then unused).
     """
     limits = limits or TransportLimits()
 
@@ -113,8 +114,9 @@ def run(
                 "channel_timeout": max(limits.header_timeout, limits.stall_timeout),
                 **(waitress_options or {}),
             }
+            where = {"sockets": [sock]} if sock is not None else {"host": host, "port": port}
             try:
-                waitress.serve(ASGIMiddleware(app), host=host, port=port, **options)
+                waitress.serve(ASGIMiddleware(app), **where, **options)
             except (KeyboardInterrupt, SystemExit):
                 log.info("shutting down")
         else:

@@ -133,6 +133,12 @@ class RepoSetup:
     configs: Mapping[str, PkgRepoConfig]
     admin_secrets: Mapping[str, str]
 
+    def process_local(self) -> list[str]:
+        """The repositories whose store lives in this process's memory: worker processes would
+        each hold their own copy (so ``--workers`` must stay 1)."""
+        backends = repository_types()
+        return [name for name, config in self.configs.items() if backends[config.type].process_local]
+
 
 def load_setup(
     config: str | None, admin_secret: str | None, *, is_text: bool, limits: ConfigLimits = FULL_POWER

@@ -37,6 +37,9 @@ class BackendSpec:
     commands: Mapping[str, Callable[..., object]] = field(default_factory=dict)
     # Whether index sync needs an admin secret (e.g. a GitHub token); file_system does not.
     admin_secret_required: bool = False
+    # Whether the store lives in the server process's own memory (``memory``): another process
+    # (a second worker of ``--workers N``, an ``update_index`` run) cannot see what it holds.
+    process_local: bool = False
 
 
 @functools.cache

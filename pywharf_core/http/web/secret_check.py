@@ -72,17 +72,20 @@ def auth_limiter(conn: HTTPConnection) -> FailureLimiter:
     Each worker process of ``--workers N`` counts its own failures, so each allows its share of
     ``--auth_failure_limit`` (rounded up): a guesser spread over every worker still gets about
     the limit per window, not N times it."""
-    peers = conn.app.state.pywharf.peers
-    workers = peers.count if peers is not None else 1
     return app_singleton(conn, AUTH_LIMITER, lambda settings: FailureLimiter(
-        limit=math.ceil(settings.auth_failure_limit / workers), window=float(settings.auth_failure_window)))
+        limit=_worker_share(conn, settings.auth_failure_limit), window=float(settings.auth_failure_window)))
 
 
 def initialize_limiter(conn: HTTPConnection) -> FailureLimiter:
     """The app's limiter of wrong ``--initialize_token`` guesses (``/initialize/``, ``/readyz``),
-    keyed by client address."""
+    keyed by client address; a worker's share of the limit, like :func:`auth_limiter`."""
     return app_singleton(conn, "initialize_limiter", lambda settings: FailureLimiter(
-        limit=settings.initialize_max_failures, window=INITIALIZE_FAILURE_WINDOW_SECONDS))
+        limit=_worker_share(conn, settings.initialize_max_failures), window=INITIALIZE_FAILURE_WINDOW_SECONDS))
+
+
+def _worker_share(conn: HTTPConnection, limit: int) -> int:
+    peers = conn.app.state.pywharf.peers
+    return math.ceil(limit / (peers.count if peers is not None else 1))
 
 
 def limiter_key(conn: HTTPConnection, name: str) -> str:
