@@ -33,6 +33,7 @@ from typing import Any
 
 from starlette.types import ASGIApp
 
+from pywharf_core.http.metric_tally import clear_tally_files
 from pywharf_core.http.serve import run
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import ServerState
@@ -50,6 +51,7 @@ def run_workers(count: int, app: ASGIApp, state: ServerState, repos: Mapping[str
                 port: int, **options: Any) -> int:
     """Serve ``app`` from ``count`` supervised worker processes; returns the exit code."""
     peers = WorkerPeers(count)
+    clear_tally_files(state.settings.root)  # /metrics sums the workers' files: none of an earlier run
     sock = listening_socket(host, port)
     # Whatever the supervisor loaded (the indexes) is shared with the workers until written: keep
     # the collector from walking it in each of them (which writes to every object it visits).

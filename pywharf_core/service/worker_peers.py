@@ -44,6 +44,11 @@ class WorkerPeers:
         self._slot = slot
         self._seen = self._map[:]
 
+    @property
+    def slot(self) -> int:
+        """This process's slot; -1 in the supervisor (before :meth:`as_worker`)."""
+        return self._slot
+
     def _bump(self, offset: int) -> None:
         if self._slot < 0:
             return  # the supervisor writes nothing
