@@ -188,7 +188,8 @@ def settled(server: Server, expected: int) -> Samples:
     return scrapes[-1]
 
 
-def test_a_scrape_shows_every_worker_and_never_goes_down(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server_kind", ["uvicorn", "waitress"])
+def test_a_scrape_shows_every_worker_and_never_goes_down(tmp_path: Path, server_kind: str) -> None:
     root = tmp_path / "root"
     stale = TallyFiles(root, 2)
     stale.folder.mkdir(parents=True)
@@ -196,7 +197,8 @@ def test_a_scrape_shows_every_worker_and_never_goes_down(tmp_path: Path) -> None
     earlier.requests[("page", "local", 200)] = 10**6
     for slot in (0, 1):
         stale.write(slot, earlier)  # left by an earlier run of the server: never summed
-    server = start_server(root, fs_config(), "--extra_index_url=", "--workers", "2", "--metrics")
+    server = start_server(root, fs_config(), "--extra_index_url=", "--workers", "2", "--metrics",
+                          f"--server={server_kind}")
     try:
         dist = make_wheel(tmp_path, "sumlib", "1.0")
         run([tool("twine"), "upload", "--repository-url", f"{server.base}/repos/local/simple/",
@@ -204,7 +206,7 @@ def test_a_scrape_shows_every_worker_and_never_goes_down(tmp_path: Path) -> None
             {**client_env(tmp_path), "TWINE_USERNAME": "local", "TWINE_PASSWORD": WRITE}, timeout=120)
         made = 0
         for _ in range(8):  # fresh connections, until both workers have counted pages
-            for path in ("/simple/", "/simple/sumlib/"):  # the app's page; one the fast lane answers
+            for path in ("/simple/", "/simple/sumlib/"):  # the app's page; one uvicorn's fast lane answers
                 for _ in range(25):
                     assert requests.get(f"{server.base}{path}", auth=("local", READ), timeout=10).status_code == 200
                     made += 1
