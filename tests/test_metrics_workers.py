@@ -74,9 +74,9 @@ def fast_timer(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_two_workers_sum_counts_buckets_and_bytes(tmp_path: Path) -> None:
     async def scenario() -> None:
         first, second = worker(tmp_path, 0), worker(tmp_path, 1)
-        record(first, FLUSH_EVERY + 44, seconds=0.0003)  # a full batch: written at once
+        record(first, FLUSH_EVERY + 44, seconds=0.0003)  # a full batch folded, more pending
         record(first, 2, route="file", sent=1000)  # downloads of 1,000 bytes
-        record(second, 5, seconds=2.0)  # under a batch: written by the timer only
+        record(second, 5, seconds=2.0)  # written by its timer only
         record(second, 1, route="file", sent=7)
         second.uploaded("alpha", 123)
         early = scrape(first)
