@@ -152,6 +152,25 @@ def test_a_damaged_or_missing_file_is_left_out_with_a_warning(tmp_path: Path,
     assert Tally.decode((folder / "1.json").read_bytes()).requests[("page", "alpha", 200)] == 2  # repaired
 
 
+def test_a_worker_that_cannot_write_warns_once_and_still_answers(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "metrics").write_text("a file where the folder should be")
+
+    async def scenario() -> None:
+        answering = worker(tmp_path, 0)
+        record(answering, 3)
+        await asyncio.sleep(0.2)  # the timer tries
+        record(answering, 2)
+        await asyncio.sleep(0.2)  # and again
+        assert scrape(answering)[PAGE] == 5  # and the scrape: 200, its own counts
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    failures = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
+    assert len(failures) == 1 and "worker 0's counters" in failures[0], failures
+
+
 def test_a_single_process_writes_nothing(tmp_path: Path) -> None:
     async def scenario() -> None:
         single = Metrics(ServerState(ServerSettings(root=tmp_path, metrics=True)))

@@ -107,6 +107,7 @@ class Metrics(Collector):
         self._files: TallyFiles | None = None  # a worker's tally files; None in a single process
         self._timer: asyncio.TimerHandle | None = None
         self._unwritten = 0  # folds and uploads since the worker last wrote its tally
+        self._write_failing = False
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self.registry.register(RepositoryCollector(state))
@@ -200,8 +201,14 @@ class Metrics(Collector):
         try:
             files.write(self._peers.slot, self.tally)
         except (OSError, ValueError) as exc:
-            log.warning("/metrics: cannot write worker %d's counters to %s: %s", self._peers.slot, files.folder, exc)
+            if not self._write_failing:  # once, not every second: the timer tries again
+                log.warning("/metrics: cannot write worker %d's counters to %s (other workers' scrapes "
+                            "show its last written ones): %s", self._peers.slot, files.folder, exc)
+            self._write_failing = True
             return
+        if self._write_failing:
+            log.info("/metrics: worker %d's counters are written again", self._peers.slot)
+        self._write_failing = False
         self._unwritten = 0
 
     def server_tally(self) -> Tally:
