@@ -250,6 +250,22 @@ def test_a_stored_file_with_a_tombstone_is_not_rebuilt(store: PackageStore, tmp_
     assert store.rebuild_index() == 0
 
 
+def test_the_same_bytes_after_an_interrupted_deletion_are_announced(store: PackageStore, tmp_path: Path) -> None:
+    """The deletion's log entry is written, its bytes are not removed: the same bytes uploaded
+    back (IDENTICAL) must be announced after that entry, whatever the uploading server knew."""
+    _, rec = put(store, tmp_path, "demo-1.0.tar.gz", b"bytes")
+    real_delete = store.storage.delete
+    store.storage.delete = lambda key: None  # type: ignore[method-assign]
+    store.delete_files([rec], "2026-03-01T00:00:00.000000Z")
+    store.storage.delete = real_delete  # type: ignore[method-assign]
+    end = store.log.end()
+    staged = stage(tmp_path, b"bytes")
+    assert store.store(rec, staged, {"name": "demo", "version": "1.0"}, None) is StoreOutcome.IDENTICAL
+    assert [c.filename for _, c in store.read_log(end) if isinstance(c, FileRecord)] == ["demo-1.0.tar.gz"]
+    assert store.rebuild_index() == 1
+    assert "demo-1.0.tar.gz" in base_snapshot(store).files
+
+
 def test_archived_and_quarantined_refuse_at_the_store(store: PackageStore, tmp_path: Path) -> None:
     """Checked against storage too: another server may have archived the project a moment ago."""
     store.set_project_status(ProjectStatus("demo", "archived", "moved to demo2"))

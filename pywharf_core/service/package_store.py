@@ -190,6 +190,11 @@ class PackageStore(Backend):
             self.storage.delete(tombstone_key(record.filename))
             if record.filename in lifecycle.deleted:
                 self._change_lifecycle(lambda doc: doc.deleted.pop(record.filename, None) is not None)
+            if not created:
+                # A deletion stopped between its log entry and removing the bytes: a server that
+                # has not applied that entry yet would answer IDENTICAL without announcing, and
+                # the tombstone in the log would hide the file it acknowledged. Announce it here.
+                self.announce(self.stored_record(record.filename) or record)
         return StoreOutcome.CREATED if created else StoreOutcome.IDENTICAL
 
     def _tombstone_of(self, filename: str, legacy: Mapping[str, Tombstone]) -> Tombstone | None:
