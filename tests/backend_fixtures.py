@@ -154,6 +154,13 @@ class App:
     def _repo(self) -> Any:
         return self.state.repos[REPO]
 
+    @property
+    def storage(self) -> Any:
+        """The repository's storage adapter (``pywharf_core.storage.api.Storage``), for the few
+        tests about the layout the core keeps in it (tombstone documents, a legacy document) or
+        about a step that fails there (an interrupted deletion)."""
+        return self._repo.backend.storage
+
     def sync(self) -> None:
         """One index sync, as the server's sync thread does every ``sync_index_interval``."""
         self._repo.sync_once()
@@ -161,6 +168,10 @@ class App:
     def record(self, filename: str) -> FileRecord | None:
         """What this server's index says about ``filename``."""
         return self._repo.snapshot.files.get(filename)
+
+    def deleted(self) -> list[str]:
+        """The filenames this server's index holds tombstones of (deleted files), sorted."""
+        return sorted(self._repo.snapshot.deleted)
 
     def upload(self, dist: Dist, filename: str | None = None,
                fields: Mapping[str, str | Sequence[str] | None] | None = None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import threading
 import zipfile
@@ -27,6 +28,9 @@ import pytest
 from backend_fixtures import SETUPS, App, BackendUnderTest, Engines, make_backend, record_fields, sha256
 from distbuilder import DistSpec, build_sdist, build_wheel
 from test_upload_rules import Dist
+
+from pywharf_core.index.lifecycle_document import LIFECYCLE_KEY, parse_tombstone
+from pywharf_core.service.package_store import tombstone_key
 
 MIB = 1 << 20
 
@@ -417,3 +421,69 @@ def test_status_and_deletion_reach_another_server_and_survive_update_index(backe
     assert final.client.get(f"/simple/gone/{kept.filename}", auth=backend.read).status_code == 404
     app.sync()
     assert app.files("gone") == {}  # its journalled uploads do not bring the files back
+
+
+def test_each_deleted_file_has_its_tombstone_document_and_update_index_keeps_them(
+        backend: BackendUnderTest, tmp_path: Path) -> None:
+    """One tombstone document per deleted file (a deletion costs the same however many came
+    before); update_index carries tombstones forward without listing them, and a file whose
+    deletion stopped before its bytes were removed stays deleted."""
+    app = backend.app()
+    one, two, stuck, kept = (wheel(tmp_path, "tomb", v) for v in ("1.0", "2.0", "3.0", "4.0"))
+    for dist in (one, two, stuck, kept):
+        ok(app.upload(dist))
+    ok(app.client.post(f"/delete/tomb/{one.filename}", auth=backend.write))
+    ok(app.client.post(f"/delete/tomb/{two.filename}", auth=backend.write))
+    storage = app.storage
+    for dist in (one, two):
+        document = storage.read_document(tombstone_key(dist.filename))
+        assert document is not None and parse_tombstone(dist.filename, document.data).sha256 == dist.sha256
+    lifecycle = storage.read_document(LIFECYCLE_KEY)
+    assert lifecycle is None or "deleted" not in json.loads(lifecycle.data)
+    assert app.upload(wheel(tmp_path, "tomb", "1.0", tag="other bytes")).status_code == 409
+    backend.update_index()  # the first base: tombstones from the log
+
+    real_delete = storage.delete
+    storage.delete = lambda key: None if stuck.filename in key else real_delete(key)  # interrupted
+    try:
+        ok(app.client.post(f"/delete/tomb/{stuck.filename}", auth=backend.write))
+    finally:
+        storage.delete = real_delete
+    assert storage.has_blob(stuck.filename)
+    backend.update_index()  # the next: from the previous base and the log after it
+    rebuilt = backend.app("rebuilt")
+    assert list(rebuilt.files("tomb")) == [kept.filename]
+    assert rebuilt.deleted() == sorted([one.filename, two.filename, stuck.filename])
+    assert rebuilt.client.get(f"/simple/tomb/{stuck.filename}", auth=backend.read).status_code == 404
+    assert rebuilt.upload(wheel(tmp_path, "tomb", "2.0", tag="other bytes")).status_code == 409
+    ok(rebuilt.upload(two))  # the same bytes come back
+    assert storage.read_document(tombstone_key(two.filename)) is None
+    backend.update_index()
+    assert sorted(backend.app("final").files("tomb")) == sorted([two.filename, kept.filename])
+
+
+def test_a_legacy_lifecycle_document_with_tombstones_is_honoured(backend: BackendUnderTest, tmp_path: Path) -> None:
+    """Stores written before one document per tombstone kept every tombstone in lifecycle.json."""
+    app = backend.app()
+    kept, stuck = wheel(tmp_path, "legacy", "1.0"), wheel(tmp_path, "legacy", "2.0")
+    never = wheel(tmp_path, "legacy", "3.0")  # deleted (by the old code) and never stored since
+    ok(app.upload(kept))
+    ok(app.upload(stuck))  # its old deletion stopped before the bytes were removed
+
+    def table(dist: Dist) -> dict[str, str]:
+        return {"distrib": "legacy", "version": dist.spec.version, "sha256": dist.sha256,
+                "deleted_time": "2026-11-01T00:00:00.000000Z"}
+    legacy = {"format": 1, "status": {}, "deleted": {stuck.filename: table(stuck), never.filename: table(never)}}
+    storage = app.storage
+    storage.write_document(LIFECYCLE_KEY, json.dumps(legacy).encode(), storage.document_version(LIFECYCLE_KEY))
+
+    refused = app.upload(wheel(tmp_path, "legacy", "3.0", tag="other bytes"))
+    assert refused.status_code == 409 and "was deleted" in refused.text
+    backend.update_index()
+    rebuilt = backend.app("rebuilt")
+    assert list(rebuilt.files("legacy")) == [kept.filename]
+    assert rebuilt.deleted() == sorted([stuck.filename, never.filename])
+    ok(rebuilt.upload(never))  # the same bytes may come back
+    ok(rebuilt.upload(stuck))
+    backend.update_index()
+    assert sorted(backend.app("final").files("legacy")) == sorted([kept.filename, stuck.filename, never.filename])

@@ -6,8 +6,11 @@ base document, lifecycle document) with their round trips, and older formats sti
 from __future__ import annotations
 
 import json
+import logging
 import re
+from collections import Counter
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -21,6 +24,7 @@ from pywharf_core.index.formats import (
     parse_index_changes,
     parse_index_json,
 )
+from pywharf_core.index.lifecycle_document import LIFECYCLE_KEY, Lifecycle, parse_tombstone
 from pywharf_core.index.local import LocalIndexStore, journal_line, parse_journal_line
 from pywharf_core.index.remote_log import RemoteLog, log_key
 from pywharf_core.index.snapshot import IndexSnapshot
@@ -28,7 +32,8 @@ from pywharf_core.model.errors import FileConflict, UploadRejected
 from pywharf_core.model.lifecycle import ProjectStatus, Tombstone
 from pywharf_core.model.names import parse_dist_filename
 from pywharf_core.model.records import FileRecord
-from pywharf_core.service.package_store import PackageStore
+from pywharf_core.service.package_store import INDEX_KEY, PackageStore, tombstone_key
+from pywharf_core.storage.api import Storage
 from pywharf_core.storage.backend import BackendContext, StagedFile, StoreOutcome
 from pywharf_core.storage.config import ConfigSource, build_config
 
@@ -230,7 +235,7 @@ def test_delete_removes_the_bytes_keeps_the_claim_and_rebuild_keeps_it_deleted(
     with pytest.raises(FileConflict, match=re.escape("was stored, and deleted, as 'demo-1.0.tar.gz'")):
         put(store, tmp_path, "Demo-1.0.0.tar.gz", b"new bytes")  # another spelling: the identity stays
     assert put(store, tmp_path, "demo-1.0.tar.gz", b"first bytes")[0] is StoreOutcome.CREATED  # same bytes: back
-    assert "demo-1.0.tar.gz" not in store.read_lifecycle().deleted
+    assert store.storage.read_document(tombstone_key("demo-1.0.tar.gz")) is None  # the tombstone went first
     store.rebuild_index()
     rebuilt = IndexSnapshot.build(parse_index_changes(store.fetch_remote_index(None).data or b""))
     assert "demo-1.0.tar.gz" in rebuilt.files
@@ -243,6 +248,22 @@ def test_a_stored_file_with_a_tombstone_is_not_rebuilt(store: PackageStore, tmp_
     store.delete_files([rec], "2026-03-01T00:00:00.000000Z")
     assert store.storage.has_blob("demo-1.0.tar.gz")
     assert store.rebuild_index() == 0
+
+
+def test_the_same_bytes_after_an_interrupted_deletion_are_announced(store: PackageStore, tmp_path: Path) -> None:
+    """The deletion's log entry is written, its bytes are not removed: the same bytes uploaded
+    back (IDENTICAL) must be announced after that entry, whatever the uploading server knew."""
+    _, rec = put(store, tmp_path, "demo-1.0.tar.gz", b"bytes")
+    real_delete = store.storage.delete
+    store.storage.delete = lambda key: None  # type: ignore[method-assign]
+    store.delete_files([rec], "2026-03-01T00:00:00.000000Z")
+    store.storage.delete = real_delete  # type: ignore[method-assign]
+    end = store.log.end()
+    staged = stage(tmp_path, b"bytes")
+    assert store.store(rec, staged, {"name": "demo", "version": "1.0"}, None) is StoreOutcome.IDENTICAL
+    assert [c.filename for _, c in store.read_log(end) if isinstance(c, FileRecord)] == ["demo-1.0.tar.gz"]
+    assert store.rebuild_index() == 1
+    assert "demo-1.0.tar.gz" in base_snapshot(store).files
 
 
 def test_archived_and_quarantined_refuse_at_the_store(store: PackageStore, tmp_path: Path) -> None:
@@ -278,3 +299,166 @@ def test_static_pages_read_no_deleted_or_quarantined_file(store: PackageStore, t
     assert [r.filename for r in read_remote_index(store.storage)] == ["demo-2.0.tar.gz"]
     store.rebuild_index()
     assert [r.filename for r in read_remote_index(store.storage)] == ["demo-2.0.tar.gz"]
+
+
+# -- one document per tombstone (a deletion's cost does not grow with the deletions before it) ----
+
+
+def base_snapshot(store: PackageStore) -> IndexSnapshot:
+    """What the base document alone says (no log entries after it)."""
+    return IndexSnapshot.build(parse_index_changes(store.fetch_remote_index(None).data or b""))
+
+
+def test_each_deletion_writes_its_own_tombstone_document(store: PackageStore, tmp_path: Path) -> None:
+    _, one = put(store, tmp_path, "demo-1.0.tar.gz", b"one")
+    _, two = put(store, tmp_path, "demo-2.0.tar.gz", b"two")
+    store.set_project_status(ProjectStatus("demo", "deprecated"))
+    store.delete_files([one, two], "2026-03-01T00:00:00.000000Z")
+    for rec in (one, two):
+        document = store.storage.read_document(tombstone_key(rec.filename))
+        assert document is not None
+        assert parse_tombstone(rec.filename, document.data) == Tombstone.of(rec, "2026-03-01T00:00:00.000000Z")
+    lifecycle = json.loads(store.storage.read_document(LIFECYCLE_KEY).data)  # type: ignore[union-attr]
+    assert "deleted" not in lifecycle and lifecycle["status"] == {"demo": {"status": "deprecated"}}
+    # announced before the bytes went: the deletion's entries are the last two of the log
+    assert [c for _, c in store.read_log(store.log.end() - 2)] == [
+        Tombstone.of(one, "2026-03-01T00:00:00.000000Z"), Tombstone.of(two, "2026-03-01T00:00:00.000000Z")]
+
+
+def test_rebuild_carries_tombstones_forward_from_the_base_and_the_log(store: PackageStore, tmp_path: Path) -> None:
+    """No tombstone document is listed: the first rebuild takes them from the log, the next ones
+    from the previous base plus the log after it; a record after a tombstone brings the file back."""
+    _, first = put(store, tmp_path, "demo-1.0.tar.gz", b"first")
+    _, second = put(store, tmp_path, "demo-2.0.tar.gz", b"second")
+    put(store, tmp_path, "demo-3.0.tar.gz", b"third")
+    store.delete_files([first], "2026-03-01T00:00:00.000000Z")
+    assert store.rebuild_index() == 2
+    assert sorted(base_snapshot(store).deleted) == ["demo-1.0.tar.gz"]
+    store.delete_files([second], "2026-03-02T00:00:00.000000Z")
+    assert store.rebuild_index() == 1
+    assert sorted(base_snapshot(store).deleted) == ["demo-1.0.tar.gz", "demo-2.0.tar.gz"]
+    assert store.rebuild_index() == 1  # nothing new in the log: still both, from the base alone
+    assert sorted(base_snapshot(store).deleted) == ["demo-1.0.tar.gz", "demo-2.0.tar.gz"]
+    put(store, tmp_path, "demo-1.0.tar.gz", b"first")  # back, same bytes
+    assert store.rebuild_index() == 2
+    rebuilt = base_snapshot(store)
+    assert sorted(rebuilt.deleted) == ["demo-2.0.tar.gz"] and "demo-1.0.tar.gz" in rebuilt.files
+
+
+def test_a_damaged_base_falls_back_to_each_listed_files_tombstone(
+        store: PackageStore, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _, gone = put(store, tmp_path, "demo-1.0.tar.gz", b"gone")
+    _, stuck = put(store, tmp_path, "demo-2.0.tar.gz", b"stuck")
+    put(store, tmp_path, "demo-3.0.tar.gz", b"kept")
+    store.delete_files([gone], "2026-03-01T00:00:00.000000Z")
+    real_delete = store.storage.delete
+    store.storage.delete = lambda key: None  # type: ignore[method-assign]  # an interrupted deletion
+    store.delete_files([stuck], "2026-03-01T00:00:00.000000Z")
+    store.storage.delete = real_delete  # type: ignore[method-assign]
+    store.rebuild_index()
+    store.storage.write_document(INDEX_KEY, b"[files\nthis is not toml", store.storage.document_version(INDEX_KEY))
+    with caplog.at_level(logging.WARNING):
+        assert store.rebuild_index() == 1  # not failed; the stored file with a tombstone stays out
+    assert "unreadable" in caplog.text and "not carried" in caplog.text
+    rebuilt = base_snapshot(store)
+    assert sorted(rebuilt.files) == ["demo-3.0.tar.gz"]
+    assert sorted(rebuilt.deleted) == ["demo-2.0.tar.gz"]  # the fully deleted file's is lost, as warned
+
+
+def test_an_unreadable_log_entry_falls_back_to_each_listed_files_tombstone(
+        store: PackageStore, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _, stuck = put(store, tmp_path, "demo-1.0.tar.gz", b"stuck")
+    put(store, tmp_path, "demo-2.0.tar.gz", b"kept")
+    store.storage.delete = lambda key: None  # type: ignore[method-assign]  # an interrupted deletion
+    store.delete_files([stuck], "2026-03-01T00:00:00.000000Z")
+    end = store.log.end()
+    store.storage.write_document(log_key(end), b"{damaged", store.storage.document_version(log_key(end)))
+    with caplog.at_level(logging.WARNING):
+        assert store.rebuild_index() == 1
+    assert "could not be read" in caplog.text
+    assert sorted(base_snapshot(store).deleted) == ["demo-1.0.tar.gz"]
+
+
+def test_a_legacy_deleted_map_still_counts_and_is_never_added_to(store: PackageStore, tmp_path: Path) -> None:
+    """Stores written before one document per tombstone kept them in lifecycle.json."""
+    _, kept = put(store, tmp_path, "demo-1.0.tar.gz", b"one")  # its old deletion was interrupted
+    _, other = put(store, tmp_path, "demo-2.0.tar.gz", b"two")
+    legacy = Lifecycle({"demo": ProjectStatus("demo", "deprecated")},
+                       {"demo-1.0.tar.gz": Tombstone.of(kept, "2026-01-01T00:00:00.000000Z"),
+                        "demo-0.5.tar.gz": tomb("demo-0.5.tar.gz", SHA_B)})
+    store.storage.write_document(LIFECYCLE_KEY, legacy.dump(), None)
+    assert store.rebuild_index() == 1
+    rebuilt = base_snapshot(store)
+    assert sorted(rebuilt.files) == ["demo-2.0.tar.gz"]
+    assert sorted(rebuilt.deleted) == ["demo-0.5.tar.gz", "demo-1.0.tar.gz"]
+    with pytest.raises(FileConflict, match="was deleted"):
+        put(store, tmp_path, "demo-0.5.tar.gz", b"not the deleted bytes")
+    with pytest.raises(FileConflict, match="was deleted"):
+        put(store, tmp_path, "demo-1.0.tar.gz", b"other")
+    store.delete_files([other], "2026-03-01T00:00:00.000000Z")  # a new deletion: its own document
+    assert set(store.read_lifecycle().deleted) == {"demo-0.5.tar.gz", "demo-1.0.tar.gz"}
+    store.set_project_status(ProjectStatus("demo", "archived"))  # rewrites the document, map as it was
+    assert set(store.read_lifecycle().deleted) == {"demo-0.5.tar.gz", "demo-1.0.tar.gz"}
+    store.set_project_status(ProjectStatus("demo", "active"))
+    assert put(store, tmp_path, "demo-1.0.tar.gz", b"one")[0] is StoreOutcome.IDENTICAL  # back: leaves the map
+    assert set(store.read_lifecycle().deleted) == {"demo-0.5.tar.gz"}
+    assert store.rebuild_index() == 1
+    rebuilt = base_snapshot(store)
+    assert sorted(rebuilt.files) == ["demo-1.0.tar.gz"]
+    assert sorted(rebuilt.deleted) == ["demo-0.5.tar.gz", "demo-2.0.tar.gz"]
+
+
+class CountingStorage:
+    """A Storage seen through a proxy that counts calls, and document bytes read and written."""
+
+    def __init__(self, inner: Storage) -> None:
+        self._inner = inner
+        self.calls: Counter[str] = Counter()
+        self.bytes_read = 0
+        self.bytes_written = 0
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.bytes_read = self.bytes_written = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr):
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            result = attr(*args, **kwargs)
+            if name == "read_document" and result is not None:
+                self.bytes_read += len(result.data)
+            elif name == "write_document":
+                self.bytes_written += len(args[1])
+            return result
+        return counted
+
+
+def deletion_and_upload_cost(tmp_path: Path, tombstones: int) -> dict[str, Any]:
+    """Storage calls and bytes of one deletion and one upload in a store with that many tombstones."""
+    table = {"type": "memory", "read_secret": "read-secret-00", "write_secret": "write-secret-0",
+             "store_id": f"cost-{tombstones}"}
+    config = build_config(MemoryConfig, "local", table, ConfigSource("test"))
+    counting = CountingStorage(MemoryBackend(config, BackendContext(root=tmp_path)))
+    store = PackageStore(cast(Storage, counting))
+    store.set_project_status(ProjectStatus("other", "deprecated"))
+    store.delete_files([record(f"old-{n}.0.tar.gz") for n in range(tombstones)], "2026-03-01T00:00:00.000000Z")
+    _, victim = put(store, tmp_path, "demo-1.0.tar.gz", b"bytes")
+    cost: dict[str, Any] = {}
+    counting.reset()
+    store.delete_files([victim], "2026-03-02T00:00:00.000000Z")
+    cost["delete"] = (dict(counting.calls), counting.bytes_read, counting.bytes_written)
+    counting.reset()
+    put(store, tmp_path, "demo-2.0.tar.gz", b"other bytes")
+    cost["upload"] = (dict(counting.calls), counting.bytes_read, counting.bytes_written)
+    return cost
+
+
+def test_a_deletion_and_an_upload_cost_the_same_after_5000_deletions(tmp_path: Path) -> None:
+    reset_stores()
+    few, many = deletion_and_upload_cost(tmp_path, 10), deletion_and_upload_cost(tmp_path, 5000)
+    assert many == few
+    assert few["delete"][0]["write_document"] == 2  # the tombstone document and the log entry

@@ -56,6 +56,20 @@ class RemoteLog:
         """Write ``record`` (any index change) as the next entry; returns its sequence number."""
         return self._entries.append(journal_line(record))
 
+    def entry(self, seq: int) -> IndexChange | None:
+        """Entry ``seq`` alone; None when its slot is free, empty (being written) or unreadable.
+
+        For ``update_index``, which reads a known range (possibly in parallel) and must learn
+        of a slot it could not read rather than stop there as :meth:`read_after` does."""
+        document = self.storage.read_document(log_key(seq))
+        if document is None or not document.data.strip():
+            return None
+        try:
+            return parse_journal_line(document.data)
+        except (ValueError, TypeError, KeyError, InvalidName) as exc:
+            log.error("index log entry %s is unreadable, skipped: %s", log_key(seq), exc)
+            return None
+
     def read_after(self, position: int, limit: int = READ_BATCH) -> Iterator[tuple[int, IndexChange | None]]:
         """Entries after ``position``, in order, until the first free slot (or ``limit``).
 

@@ -17,10 +17,11 @@ for all of them:
 - **the remote index**: a base document plus the append-only log (``pywharf_core.index.remote_log``);
   an upload is acknowledged only once its log entry is written (a stored file is never deleted
   again by an upload: see :meth:`PackageStore.store`);
-- **lifecycle** (issue 16): PEP 792 project statuses and deletions, kept in the lifecycle
-  document (``pywharf_core.index.lifecycle_document``) and announced in the log; an upload to an
-  archived or quarantined project is refused (403), and a deleted filename comes back only with
-  the same bytes (409 otherwise) unless ``allow_reupload_of_deleted``.
+- **lifecycle** (issue 16): PEP 792 project statuses (the lifecycle document) and deleted files
+  (one tombstone document each: ``pywharf_core.index.lifecycle_document``), announced in the
+  log; an upload to an archived or quarantined project is refused (403), and a deleted filename
+  comes back only with the same bytes (409 otherwise) unless ``allow_reupload_of_deleted``. A
+  deletion and an upload's check cost the same however many files were deleted before.
 
 Layout in the store (the file_system and s3 layout of pywharf 0.3, so existing stores keep
 working)::
@@ -32,7 +33,9 @@ working)::
     .pywharf/log/<seq>.json             the index log
     .pywharf/identity/<hash>.txt        identity claims: the filename that holds the identity
                                         (kept when the file is deleted)
-    .pywharf/lifecycle.json             project statuses and tombstones of deleted files
+    .pywharf/lifecycle.json             project statuses (and, written by pywharf before 2026-12,
+                                        tombstones: still read, never added to)
+    .pywharf/deleted/<filename>.json    the tombstone of each deleted file
 """
 
 from __future__ import annotations
@@ -49,9 +52,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pywharf_core.index.formats import dump_index
-from pywharf_core.index.lifecycle_document import LIFECYCLE_KEY, Lifecycle, LifecycleFormatError
-from pywharf_core.index.remote_log import RemoteLog
+from pywharf_core.index.formats import IndexFormatError, dump_index, index_log_position, parse_index_changes
+from pywharf_core.index.lifecycle_document import (
+    LIFECYCLE_KEY,
+    Lifecycle,
+    LifecycleFormatError,
+    dump_tombstone,
+    parse_tombstone,
+)
+from pywharf_core.index.remote_log import READ_BATCH, RemoteLog
 from pywharf_core.model.errors import BackendUnavailable, FileConflict, InvalidName, UploadRejected
 from pywharf_core.model.lifecycle import IndexChange, ProjectStatus, Tombstone, upload_refusal
 from pywharf_core.model.metadata import (
@@ -100,6 +109,11 @@ def metadata_key(filename: str) -> str:
     return f"{COMPANIONS}{filename}.metadata"
 
 
+def tombstone_key(filename: str) -> str:
+    """The tombstone document of a deleted file (``filename`` a validated distribution filename)."""
+    return f"{COMPANIONS}deleted/{filename}.json"
+
+
 def identity_key(dist: DistFilename) -> str:
     return f"{COMPANIONS}identity/{hashlib.sha256(dist.identity.encode()).hexdigest()[:40]}.txt"
 
@@ -144,7 +158,7 @@ class PackageStore(Backend):
         status = lifecycle.statuses.get(dist.project)
         if status is not None and status.refuses_uploads:
             raise UploadRejected(403, upload_refusal(status))
-        tombstone = lifecycle.deleted.get(record.filename)
+        tombstone = self._tombstone_of(record.filename, lifecycle.deleted)
         if (tombstone is not None and tombstone.sha256 != staged.sha256
                 and not getattr(self.config, "allow_reupload_of_deleted", False)):
             raise FileConflict(
@@ -173,10 +187,41 @@ class PackageStore(Backend):
             with contextlib.suppress(VersionConflict):
                 self.storage.write_document(sidecar_key(record.filename), dump_sidecar(fields), None)
         if tombstone is not None:  # the file is back: its tombstone goes before it is announced
-            self._change_lifecycle(lambda doc: doc.deleted.pop(record.filename, None) is not None)
+            self.storage.delete(tombstone_key(record.filename))
+            if record.filename in lifecycle.deleted:
+                self._change_lifecycle(lambda doc: doc.deleted.pop(record.filename, None) is not None)
+            if not created:
+                # A deletion stopped between its log entry and removing the bytes: a server that
+                # has not applied that entry yet would answer IDENTICAL without announcing, and
+                # the tombstone in the log would hide the file it acknowledged. Announce it here.
+                self.announce(self.stored_record(record.filename) or record)
         return StoreOutcome.CREATED if created else StoreOutcome.IDENTICAL
 
-    def _claim_identity(self, dist: DistFilename, deleted: Mapping[str, Tombstone] | None = None) -> None:
+    def _tombstone_of(self, filename: str, legacy: Mapping[str, Tombstone]) -> Tombstone | None:
+        """The tombstone of ``filename`` (a validated distribution filename): its document, else
+        the legacy map of the lifecycle document. One ``document_version`` when it has none.
+
+        Raises BackendUnavailable when the document is unreadable (not read as "not deleted")."""
+        key = tombstone_key(filename)
+        if self.storage.document_version(key) is not None:
+            document = self.storage.read_document(key)
+            if document is not None:
+                try:
+                    return parse_tombstone(filename, document.data)
+                except LifecycleFormatError as exc:
+                    raise BackendUnavailable(f"{self.storage.describe(key)}: {exc}") from exc
+        return legacy.get(filename)
+
+    def _was_deleted(self, filename: str, legacy: Mapping[str, Tombstone]) -> bool:
+        if filename in legacy:
+            return True
+        try:
+            parse_dist_filename(filename)  # read from storage: only a valid name becomes a key
+        except InvalidName:
+            return False
+        return self.storage.document_version(tombstone_key(filename)) is not None
+
+    def _claim_identity(self, dist: DistFilename, legacy: Mapping[str, Tombstone] | None = None) -> None:
         """Take the distribution's identity for this spelling, or 409 naming the spelling that has it.
 
         Claims are never taken over or deleted: a claim whose file is not stored yet may belong
@@ -196,7 +241,7 @@ class PackageStore(Backend):
             if holder == dist.filename:
                 return
             if holder:
-                if deleted is not None and holder in deleted:
+                if self._was_deleted(holder, legacy or {}):
                     stored = " was stored, and deleted, as"  # the deleted spelling keeps the identity
                 elif self.storage.has_blob(holder):
                     stored = " is"
@@ -223,15 +268,18 @@ class PackageStore(Backend):
 
     def _write_sidecar(self, filename: str, fields: Mapping[str, Any]) -> None:
         """Write (or replace) a sidecar, whatever version is there (this writer owns the file)."""
-        data = dump_sidecar(fields)
+        self._replace_document(sidecar_key(filename), dump_sidecar(fields), f"the sidecar of {filename!r}")
+
+    def _replace_document(self, key: str, data: bytes, what: str) -> None:
+        """Write (or replace) a document, whatever version is there."""
         current: str | None = None  # usually there is none yet: one conditional write, no read
         for _ in range(PUBLISH_ATTEMPTS):
             try:
-                self.storage.write_document(sidecar_key(filename), data, current)
+                self.storage.write_document(key, data, current)
                 return
             except VersionConflict:
-                current = self.storage.document_version(sidecar_key(filename))
-        raise VersionConflict(f"the sidecar of {filename!r} keeps changing")
+                current = self.storage.document_version(key)
+        raise VersionConflict(f"{what} keeps changing")
 
     def stored_record(self, filename: str) -> FileRecord | None:
         try:
@@ -304,20 +352,20 @@ class PackageStore(Backend):
         self.announce(status)
 
     def delete_files(self, records: list[FileRecord], deleted_time: str) -> list[Tombstone]:
-        """Delete stored files: tombstones first (so a rebuild or an upload on any server sees
-        the deletion before the bytes go), then the file, its PEP 658 file and its sidecar, then
-        one log entry per file. The identity claim stays: the distribution keeps its spelling."""
-        tombstones = [Tombstone.of(record, deleted_time) for record in records]
+        """Delete stored files, each in three steps: its tombstone document (an upload on any
+        server sees the deletion from then on), its log entry (every server and ``update_index``
+        from then on), then the file, its PEP 658 file and its sidecar. The tombstone is written
+        before the bytes go, so a rebuild that lists the bytes still knows the file was deleted
+        (see :meth:`rebuild_index`). The identity claim stays: the distribution keeps its spelling.
 
-        def change(doc: Lifecycle) -> bool:
-            for tombstone in tombstones:
-                doc.deleted[tombstone.filename] = tombstone
-            return bool(tombstones)
-        self._change_lifecycle(change)
+        Per file: one document write, one log entry, three deletes, whatever was deleted before."""
+        tombstones = [Tombstone.of(record, deleted_time) for record in records]
         for tombstone in tombstones:
+            self._replace_document(tombstone_key(tombstone.filename), dump_tombstone(tombstone),
+                                   f"the tombstone of {tombstone.filename!r}")
+            self.announce(tombstone)
             for key in (tombstone.filename, metadata_key(tombstone.filename), sidecar_key(tombstone.filename)):
                 self.storage.delete(key)
-            self.announce(tombstone)
         return tombstones
 
     # -- downloads -------------------------------------------------------------------------------
@@ -397,16 +445,69 @@ class PackageStore(Backend):
         The log's end is read *before* listing, so every entry up to it belongs to a file the
         listing sees (a file is stored before its entry is written); later entries stay in the
         log for readers. Nothing acknowledged can be dropped: a file leaves the index only when
-        storage no longer holds it, or the lifecycle document has its tombstone (a deletion,
-        possibly still removing the bytes). Statuses and tombstones come from that document,
-        read before listing for the same reason as the log's end.
+        storage no longer holds it, or its tombstone is known (a deletion, possibly still
+        removing the bytes). Statuses come from the lifecycle document, read before listing.
+
+        Tombstone documents cannot be listed, so tombstones are carried forward: those of the
+        previous base, then the log entries after its position up to the end read before
+        listing (O(new entries), not O(every deletion ever)), plus the lifecycle document's
+        legacy map. A deletion writes its tombstone document, then its log entry, then removes
+        the bytes: one whose entry is up to that end is carried here (and its bytes, if still
+        listed, excluded); a later one is applied by readers on top of this base. When the
+        previous base or a log entry cannot be read, each listed file's tombstone document is
+        checked instead (O(files) checks, on that recovery path only).
         """
+        previous = self.storage.read_document(INDEX_KEY)  # before the end: its position <= the end
         position = self.log.end()
         lifecycle = self.read_lifecycle()
-        records = [record for record in self.list_files() if record.filename not in lifecycle.deleted]
-        changes: list[IndexChange] = [*records, *lifecycle.statuses.values(), *lifecycle.deleted.values()]
+        carried, complete = self._carried_tombstones(previous.data if previous is not None else None, position)
+        tombstones = {**lifecycle.deleted, **carried}
+        listed = list(self.list_files())
+        if not complete:
+            tombstones.update(self._tombstones_of_listed(
+                [record.filename for record in listed if record.filename not in tombstones]))
+        records = [record for record in listed if record.filename not in tombstones]
+        changes: list[IndexChange] = [*records, *lifecycle.statuses.values(), *tombstones.values()]
         self.publish_remote_index(dump_index(changes, log_position=position))
         return len(records)
+
+    def _carried_tombstones(self, base: bytes | None, end: int) -> tuple[dict[str, Tombstone], bool]:
+        """The tombstones of the base document ``base`` (None: there is none yet) with the log
+        entries after its position up to ``end`` applied (a record after a tombstone is the file
+        uploaded back), and whether every one of them could be read."""
+        tombstones: dict[str, Tombstone] = {}
+        after = 0
+        if base is not None:
+            try:
+                changes = parse_index_changes(base)
+            except IndexFormatError as exc:
+                log.warning("repo %r: the previous %s is unreadable (%s): each stored file's tombstone is "
+                            "checked instead; tombstones of files no longer stored are not carried into "
+                            "the new index this time", self.config.name, self.describe_remote_index(), exc)
+                return {}, False
+            tombstones = {change.filename: change for change in changes if isinstance(change, Tombstone)}
+            after = index_log_position(base)
+        unreadable = 0
+        with ThreadPoolExecutor(max_workers=REBUILD_THREADS, thread_name_prefix="pywharf-rebuild") as pool:
+            for start in range(after + 1, end + 1, READ_BATCH):
+                for change in pool.map(self.log.entry, range(start, min(start + READ_BATCH, end + 1))):
+                    if isinstance(change, Tombstone):
+                        tombstones[change.filename] = change
+                    elif isinstance(change, FileRecord):
+                        tombstones.pop(change.filename, None)
+                    elif change is None:
+                        unreadable += 1
+        if unreadable:
+            log.warning("repo %r: %d index log entries up to %d could not be read: each stored file's "
+                        "tombstone is checked instead; tombstones they may hold of files no longer stored "
+                        "are not carried into the new index this time", self.config.name, unreadable, end)
+        return tombstones, not unreadable
+
+    def _tombstones_of_listed(self, filenames: list[str]) -> dict[str, Tombstone]:
+        """The tombstone documents of these stored files (one check each: the recovery path)."""
+        with ThreadPoolExecutor(max_workers=REBUILD_THREADS, thread_name_prefix="pywharf-rebuild") as pool:
+            found = pool.map(lambda filename: self._tombstone_of(filename, {}), filenames)
+            return {tombstone.filename: tombstone for tombstone in found if tombstone is not None}
 
     def count_files(self) -> int:
         return sum(1 for blob in self.storage.list_blobs() if _dist_or_none(blob.key) is not None)

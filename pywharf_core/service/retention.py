@@ -9,7 +9,7 @@ Two rules, each off unless configured on the repository (``pywharf_core.storage.
 
 The plan is a pure function of the snapshot and the clock, so ``pywharf retention --dry_run``
 prints exactly what a run at that moment deletes; a run deletes through the same path as
-``pywharf delete`` (tombstones, storage, index log). It walks every file: it runs off the
+``pywharf delete`` (tombstone documents, index log, storage). It walks every file: it runs off the
 request path (the CLI's request, or the sync thread every ``--retention_interval``).
 """
 
