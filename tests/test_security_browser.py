@@ -26,6 +26,7 @@ import re
 import secrets
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -511,7 +512,10 @@ def test_github_refused_tokens_are_cached(gh: Any, tmp_path: Path, monkeypatch: 
     assert gh.request_count("GET", AUTH_CHECK) == 5
     # Briefly: after the TTL GitHub is asked again (the token may have been granted access).
     now = time.monotonic()
-    monkeypatch.setattr(storage.time, "monotonic", lambda: now + 31)
+    # Only the backend's clock: freezing time.monotonic itself would stall the stand-in's event loop.
+    later = types.SimpleNamespace(**{name: getattr(time, name) for name in dir(time) if not name.startswith("_")})
+    later.monotonic = lambda: now + 31
+    monkeypatch.setattr(storage, "time", later)
     assert backend.authenticate(random_token) is Permission.NONE
     assert gh.request_count("GET", AUTH_CHECK) == 6
 
