@@ -138,6 +138,30 @@ def test_write_session_creates_lists_and_revokes(client: TestClient, state: Serv
     assert client.get("/simple/", auth=("__token__", token)).status_code == 401
 
 
+def test_a_reloaded_create_page_does_not_create_a_second_token(client: TestClient, state: ServerState) -> None:
+    """A browser reload of the "New API token" page sends the same POST again: the form's id,
+    remembered in a cookie once it created a token, stops the second one (409, the list shows
+    the first); a fresh form (a new id) creates another."""
+    login(client, WRITE)
+    page = client.get("/tokens/")
+    csrf = re.search(rf'name="{CSRF_FIELD}" value="([^"]+)"', page.text).group(1)
+    form_id = re.search(r'name="form_id" value="([^"]+)"', page.text).group(1)
+    data = {"scope": "upload", "projects": "", "expires_days": "90", "description": "reload", CSRF_FIELD: csrf,
+            "form_id": form_id}
+    first = client.post("/tokens/", data=data)
+    token_id = parse_token(created_token(first)).token_id
+    again = client.post("/tokens/", data=data)
+    assert again.status_code == 409
+    assert "already sent" in again.text and not TOKEN_TEXT.search(again.text)
+    assert list(listed(client)) == [token_id] and live_token_ids(state) == [token_id]
+    fresh = client.get("/tokens/")
+    fresh_id = re.search(r'name="form_id" value="([^"]+)"', fresh.text).group(1)
+    assert fresh_id != form_id
+    second = client.post("/tokens/", data={**data, "form_id": fresh_id})
+    assert parse_token(created_token(second)).token_id != token_id
+    assert len(live_token_ids(state)) == 2
+
+
 def test_read_token_has_no_projects_and_defaults(client: TestClient) -> None:
     login(client, WRITE)
     response = create(client, scope="read", expires_days="")

@@ -28,12 +28,11 @@ access log is on (every request must be logged there).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import time
 from typing import Any
 
+from pywharf_core.http.auth import MalformedAuthorization, parse_basic
 from pywharf_core.http.negotiation import choose_content_type
 from pywharf_core.http.page_cache import pages_of
 from pywharf_core.http.page_response import page_wire
@@ -153,15 +152,10 @@ class FastLane:
             return None
         if header in self._credentials:
             return self._credentials[header]
-        scheme, _, encoded = header.partition(b" ")
-        found: tuple[str, str] | None = None
-        if scheme.lower() == b"basic" and encoded:
-            try:
-                decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                decoded = ""
-            username, sep, password = decoded.partition(":")
-            found = (username, password) if sep else None
+        try:
+            found = parse_basic(header)
+        except MalformedAuthorization:
+            found = None  # the application answers it (400)
         if len(self._credentials) >= _MAX_CREDENTIALS:
             self._credentials.clear()
         self._credentials[header] = found

@@ -108,7 +108,8 @@ class RepoSyncThread(threading.Thread):
         try:
             if self.repo.sync_once():
                 log.info("repo %r: synced %d files", self.repo.name, len(self.repo.snapshot))
-            self.repo.local_index.mark_synced()
+            if self.leadership is not None:  # workers that do not sync read when this one did
+                self.repo.local_index.mark_synced()
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             self.repo.sync_failures += 1

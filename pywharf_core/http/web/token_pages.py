@@ -18,6 +18,7 @@ asks the browser to post again, which would make another token; it never shows t
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -52,7 +53,12 @@ log = logging.getLogger(__name__)
 DEFAULT_DAYS = DEFAULT_EXPIRES_IN // 86400
 MAX_DAYS = MAX_EXPIRES_IN // 86400
 _LOGIN = "/login/?next=%2Ftokens%2F"
-_FORM_FIELDS = ("scope", "projects", "expires_days", "description", CSRF_FIELD)
+_FORM_FIELDS = ("scope", "projects", "expires_days", "description", "form_id", CSRF_FIELD)
+# A reload of the "New API token" page sends its POST again: the create form carries a fresh id,
+# and a created token leaves that id in this cookie, so the same form is not turned into a second
+# token. Stateless (any worker or server with the session key sees the browser's cookie).
+SUBMITTED_COOKIE = "pywharf_token_form"
+_MAX_FORM_ID_CHARS = 64
 _MAX_FORM_BYTES = 16 * 1024
 FORBIDDEN_MESSAGE = (
     "Managing API tokens takes the repository's write secret: you are logged in with {what}. "
@@ -149,7 +155,7 @@ class TokenPages:
         context = {
             "repo_name": repo.name, "title": f"API tokens of {repo.name}", "tokens": [token_row(r) for r in records],
             "error": error, "notice": notice, "form": values, "scopes": SCOPES, "max_days": MAX_DAYS,
-            "max_description": MAX_DESCRIPTION_CHARS,
+            "max_description": MAX_DESCRIPTION_CHARS, "form_id": secrets.token_urlsafe(16),
         }
         return self.ui._page(request, "tokens.html", context, status=status)
 
@@ -169,6 +175,12 @@ class TokenPages:
         if isinstance(manager, Response):
             return manager
         repo, store = manager
+        form_id = fields["form_id"][:_MAX_FORM_ID_CHARS]
+        if form_id and request.cookies.get(SUBMITTED_COOKIE) == form_id:  # an id, not a secret
+            return await self._list_page(
+                request, repo, store, status=409,
+                error="This form was already sent (the page was reloaded?): the token it created is in the list "
+                      "below, and its secret was shown once. Fill in the form again to create another.")
         scope = fields["scope"] or "upload"
         description = fields["description"].strip()
         try:
@@ -197,7 +209,11 @@ class TokenPages:
         row = token_row(created)
         context = {"repo_name": repo.name, "title": "New API token", "token": new.token, "row": row,
                    "lines": usage_lines(repo_index_url(request, repo.name), new.token, created.scope)}
-        return self.ui._page(request, "token_created.html", context)
+        response = self.ui._page(request, "token_created.html", context)
+        if form_id:
+            response.set_cookie(SUBMITTED_COOKIE, form_id, path="/tokens/", httponly=True, samesite="strict",
+                                secure=request.url.scheme == "https")
+        return response
 
     async def revoke(self, request: Request) -> Response:
         fields = await self._form(request)
