@@ -231,3 +231,33 @@ def test_usable_cpus_follow_the_affinity_mask_and_a_cgroup_quota(tmp_path: Path)
         cpu_max.write_text(text)
         assert _cgroup_cpu_quota(cpu_max) == whole, text
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+def test_uv_publish_check_url_sees_an_upload_through_the_other_worker(tmp_path: Path) -> None:
+    """``uv publish --check-url`` (issue 17's example): uv asks the index before uploading and
+    skips a file it already holds. Each round uploads a new version, then publishes it again
+    with ``--check-url``: the check must find it, whichever worker answers; rounds go on until
+    one check was answered by another worker than the upload's (the access log names both)."""
+    server = start(tmp_path)
+    env = client_env(tmp_path)
+    check_url = f"http://{REPO}:{READ}@127.0.0.1:{server.port}/repos/{REPO}/simple/"
+    try:
+        for round_number in range(1, 21):
+            dist = make_wheel(tmp_path / f"round-{round_number}", "uvcheck", f"1.{round_number}")
+            publish = [tool("uv"), "publish", "--publish-url", f"{server.base}/repos/{REPO}/simple/", "-u", REPO,
+                       "-p", WRITE, str(dist.path)]
+            assert "Uploading" in run(publish, env, timeout=120).stderr
+            checks_before = answered_by(server, "/simple/uvcheck/")
+            again = run([*publish, "--check-url", check_url], env, timeout=120)
+            assert f"File {dist.filename} already exists, skipping" in again.stderr, again.stderr
+            uploader = re.findall(rf"\[(\d+)\] INFO pywharf_core\.http\.app: repo '{REPO}': created "
+                                  rf"{re.escape(dist.filename)}", server.log())
+            checkers = set(answered_by(server, "/simple/uvcheck/") - checks_before)
+            assert len(uploader) == 1 and checkers, (uploader, checkers)
+            if checkers - {int(uploader[0])}:
+                break  # the check reached the worker that did not take the upload, and saw it
+        else:
+            raise AssertionError("20 rounds: every check was answered by the uploading worker")
+        assert server.log().count("POST /repos/local/simple/") == round_number  # every re-publish skipped
+    finally:
+        assert server.stop() == 0
