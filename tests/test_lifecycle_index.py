@@ -184,13 +184,7 @@ def store(tmp_path: Path) -> PackageStore:
 
 
 def stage(tmp_path: Path, data: bytes) -> StagedFile:
-    import hashlib
-
-    path = tmp_path / "staged"
-    path.write_bytes(data)
-    return StagedFile(path, len(data), hashlib.sha256(data).hexdigest(),
-                      hashlib.md5(data, usedforsecurity=False).hexdigest(),
-                      hashlib.blake2b(data, digest_size=32).hexdigest())
+    return StagedFile.write(tmp_path / "staged", data)
 
 
 def put(store: PackageStore, tmp_path: Path, filename: str, data: bytes) -> tuple[StoreOutcome, FileRecord]:

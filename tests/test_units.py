@@ -724,11 +724,7 @@ def fs_backend(tmp_path: Path) -> PackageStore:
 
 
 def stage(backend: PackageStore, data: bytes, tag: str) -> StagedFile:
-    path = backend.staging_dir() / f".upload-{tag}.part"
-    path.write_bytes(data)
-    return StagedFile(path, len(data), hashlib.sha256(data).hexdigest(),
-                      hashlib.md5(data, usedforsecurity=False).hexdigest(),
-                      hashlib.blake2b(data, digest_size=32).hexdigest())
+    return StagedFile.write(backend.staging_dir() / f".upload-{tag}.part", data)
 
 
 def store(backend: PackageStore, filename: str, data: bytes, tag: str):

@@ -63,15 +63,21 @@ def twine_upload(server: Server, dist_path: Path, tmp_path: Path) -> None:
         {**client_env(tmp_path), "TWINE_USERNAME": REPO, "TWINE_PASSWORD": WRITE}, timeout=120)
 
 
+def upload_seen_by_every_worker(server: Server, tmp_path: Path, project: str):  # type: ignore[no-untyped-def]
+    """twine uploads ``project`` 1.0 through one worker; with no wait, every read of its page,
+    whichever of the two workers takes it, shows the file. Returns the uploaded wheel."""
+    assert len(worker_pids(server)) == 2
+    dist = make_wheel(tmp_path, project, "1.0")
+    twine_upload(server, dist.path, tmp_path)
+    pages = spread(server, "GET", f"/repos/{REPO}/simple/{project}/", auth=(REPO, READ))
+    assert all(r.status_code == 200 and dist.filename in r.text for r in pages)
+    return dist
+
+
 def test_an_upload_yank_and_revocation_through_one_worker_are_seen_by_the_other_at_once(tmp_path: Path) -> None:
     server = start(tmp_path)
     try:
-        assert len(worker_pids(server)) == 2
-        dist = make_wheel(tmp_path, "rywlib", "1.0")
-        twine_upload(server, dist.path, tmp_path)
-        # No wait: every read, whichever worker takes it, shows the file.
-        pages = spread(server, "GET", f"/repos/{REPO}/simple/rywlib/", auth=(REPO, READ))
-        assert all(r.status_code == 200 and dist.filename in r.text for r in pages)
+        dist = upload_seen_by_every_worker(server, tmp_path, "rywlib")
         files = spread(server, "GET", f"/repos/{REPO}/simple/rywlib/{dist.filename}", auth=(REPO, READ))
         assert all(r.status_code == 200 and r.content == dist.data for r in files)
         run([tool("pywharf"), "yank", "rywlib", "1.0", "--reason", "broken", "--url", server.base,
@@ -194,11 +200,7 @@ def test_waitress_serves_with_workers_too(tmp_path: Path) -> None:
     server = start_server(tmp_path / "root", fs_config(REPO, READ, WRITE), "--extra_index_url=", "--access_log",
                           "--workers=2", "--server=waitress")
     try:
-        assert len(worker_pids(server)) == 2
-        dist = make_wheel(tmp_path, "waitresslib", "1.0")
-        twine_upload(server, dist.path, tmp_path)
-        pages = spread(server, "GET", f"/repos/{REPO}/simple/waitresslib/", auth=(REPO, READ))
-        assert all(r.status_code == 200 and dist.filename in r.text for r in pages)
+        upload_seen_by_every_worker(server, tmp_path, "waitresslib")
         assert "Traceback" not in server.log()
     finally:
         assert server.stop() == 0
