@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_upload_rules import make_wheel
 
 from pywharf_core.http import metrics as metrics_module
-from pywharf_core.http.metric_tally import Tally, TallyFiles
+from pywharf_core.http.metric_tally import Tally, TallyFiles, clear_tally_files, tally_folder
 from pywharf_core.http.metrics import FLUSH_EVERY, Metrics
 from pywharf_core.service.server_state import ServerSettings, ServerState
 from pywharf_core.service.worker_peers import WorkerPeers
@@ -97,7 +98,7 @@ def test_two_workers_sum_counts_buckets_and_bytes(tmp_path: Path) -> None:
             assert value(samples, "pywharf_uploads_total", repository="alpha") == 1
             assert value(samples, "pywharf_upload_bytes_total", repository="alpha") == 123
         # Idle: the timer stops, and the files are not rewritten.
-        files = sorted((tmp_path / "cache" / "metrics").iterdir())
+        files = sorted(tally_folder(tmp_path, os.getpid()).iterdir())
         assert [f.name for f in files] == ["0.json", "1.json"]
         written = [f.stat().st_mtime_ns for f in files]
         await asyncio.sleep(0.3)
@@ -128,7 +129,7 @@ def test_a_replacement_worker_continues_from_its_file(tmp_path: Path) -> None:
 
 def test_a_damaged_or_missing_file_is_left_out_with_a_warning(tmp_path: Path,
                                                              caplog: pytest.LogCaptureFixture) -> None:
-    folder = tmp_path / "cache" / "metrics"
+    folder = tally_folder(tmp_path, os.getpid())
     folder.mkdir(parents=True)
     (folder / "1.json").write_bytes(b'{"format": 1, "requests": [["page", "alpha", 200, 5')  # cut short
     (folder / "2.json").write_text('{"format": 1, "requests": [["page", "alpha", 200, -5]], "latency": {}, '
@@ -155,7 +156,8 @@ def test_a_damaged_or_missing_file_is_left_out_with_a_warning(tmp_path: Path,
 def test_a_worker_that_cannot_write_warns_once_and_still_answers(tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / "metrics").write_text("a file where the folder should be")
+    tally_folder(tmp_path, os.getpid()).parent.mkdir(parents=True)
+    tally_folder(tmp_path, os.getpid()).write_text("a file where the folder should be")
 
     async def scenario() -> None:
         answering = worker(tmp_path, 0)
@@ -195,7 +197,7 @@ def scrape_server(server: Server) -> Samples:
 
 
 def slot_pages(server: Server, slot: int) -> int:
-    tally = TallyFiles(server.root, 2).read(slot)
+    tally = TallyFiles(server.root, 2, server.proc.pid).read(slot)
     return tally.requests.get(("page", "local", 200), 0) if tally else 0
 
 
@@ -210,7 +212,9 @@ def settled(server: Server, expected: int) -> Samples:
 @pytest.mark.parametrize("server_kind", ["uvicorn", "waitress"])
 def test_a_scrape_shows_every_worker_and_never_goes_down(tmp_path: Path, server_kind: str) -> None:
     root = tmp_path / "root"
-    stale = TallyFiles(root, 2)
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a server that ran on this ROOT and is gone
+    stale = TallyFiles(root, 2, ended.pid)
     stale.folder.mkdir(parents=True)
     earlier = Tally()
     earlier.requests[("page", "local", 200)] = 10**6
@@ -219,6 +223,7 @@ def test_a_scrape_shows_every_worker_and_never_goes_down(tmp_path: Path, server_
     server = start_server(root, fs_config(), "--extra_index_url=", "--workers", "2", "--metrics",
                           f"--server={server_kind}")
     try:
+        assert not stale.folder.exists()  # an ended server's tallies: removed at start
         dist = make_wheel(tmp_path, "sumlib", "1.0")
         run([tool("twine"), "upload", "--repository-url", f"{server.base}/repos/local/simple/",
              "--disable-progress-bar", "--non-interactive", str(dist.path)],
@@ -256,3 +261,24 @@ def test_a_scrape_shows_every_worker_and_never_goes_down(tmp_path: Path, server_
         assert "Traceback" not in server.log()
     finally:
         server.stop()
+
+
+def test_a_starting_server_clears_its_own_and_ended_servers_tallies_only(tmp_path: Path) -> None:
+    """Two servers may share a ROOT: each sums its own workers' folder, and a starting one
+    removes only the folders of servers no longer running (and any under its own pid)."""
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    live = subprocess.Popen(["sleep", "30"])  # another server still running on this ROOT
+    try:
+        tally = Tally()
+        tally.requests[("page", "local", 200)] = 5
+        for server in (ended.pid, live.pid, os.getpid()):
+            TallyFiles(tmp_path, 2, server).write(0, tally)
+        clear_tally_files(tmp_path, os.getpid())
+        assert TallyFiles(tmp_path, 2, ended.pid).read(0) is None
+        assert TallyFiles(tmp_path, 2, os.getpid()).read(0) is None
+        kept = TallyFiles(tmp_path, 2, live.pid).read(0)
+        assert kept is not None and kept.requests == tally.requests
+    finally:
+        live.kill()
+        live.wait()

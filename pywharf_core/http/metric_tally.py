@@ -3,8 +3,8 @@ and a scrape sums over every worker of the server (``pywharf server --workers N`
 
 Each worker counts its own requests (``pywharf_core.http.metrics``); a scrape reaches one of
 them. So each worker also keeps a :class:`Tally` of its folded counters in
-``ROOT/cache/metrics/<slot>.json`` (:class:`TallyFiles`), and the worker that answers a scrape
-adds up every slot's file. Why files and not ``prometheus_client``'s multiprocess mode: that
+``ROOT/cache/metrics/<server>/<slot>.json`` (:class:`TallyFiles`), and the worker that answers
+a scrape adds up every slot's file. Why files and not ``prometheus_client``'s multiprocess mode: that
 mode needs ``PROMETHEUS_MULTIPROC_DIR`` set before the library is imported and its own
 ``Counter`` objects, each update a lock and an mmap write, while the request path here stays
 one list append (see :class:`pywharf_core.http.metrics.Metrics`).
@@ -16,8 +16,9 @@ one list append (see :class:`pywharf_core.http.metrics.Metrics`).
   slot and starts from its file, so the server's sums never go down).
 - The files are bounded: their series are (route classes x configured repositories x statuses
   the code answers), and a file over :data:`MAX_FILE_BYTES` is neither written nor read.
-- The supervisor removes the folder before it forks the workers (:func:`clear_tally_files`):
-  counts of an earlier run of the server are never summed.
+- The folder is the server's own (``ROOT/cache/metrics/<supervisor pid>/``: two servers may
+  share a ROOT), and the supervisor removes it, and those of servers no longer running, before
+  it forks the workers (:func:`clear_tally_files`): counts of an earlier run are never summed.
 """
 
 from __future__ import annotations
@@ -150,21 +151,40 @@ def _count(value: Any) -> int:
     return value
 
 
-def tally_folder(root: Path) -> Path:
-    """Where the workers of the server serving ``root`` keep their tallies."""
-    return root / "cache" / "metrics"
+def tally_folder(root: Path, server: int) -> Path:
+    """Where the workers of the server whose supervisor is process ``server`` keep their tallies
+    (per server, not per ROOT: two servers may share a ROOT)."""
+    return root / "cache" / "metrics" / str(server)
 
 
-def clear_tally_files(root: Path) -> None:
-    """Forget the tallies of an earlier run (the supervisor, before it forks the workers)."""
-    shutil.rmtree(tally_folder(root), ignore_errors=True)
+def clear_tally_files(root: Path, server: int) -> None:
+    """The supervisor ``server``, before it forks the workers: forget any tallies under its own
+    name (a reused pid) and those of servers no longer running (earlier runs)."""
+    shutil.rmtree(tally_folder(root, server), ignore_errors=True)
+    try:
+        folders = list(tally_folder(root, server).parent.iterdir())
+    except OSError:
+        return
+    for folder in folders:
+        if folder.name.isdigit() and not _running(int(folder.name)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process, or not a pid: leave its folder alone
+    return True
 
 
 class TallyFiles:
     """The tally files of a server's ``count`` workers, one per slot."""
 
-    def __init__(self, root: Path, count: int) -> None:
-        self.folder = tally_folder(root)
+    def __init__(self, root: Path, count: int, server: int) -> None:
+        self.folder = tally_folder(root, server)
         self.count = count
 
     def path(self, slot: int) -> Path:

@@ -163,7 +163,7 @@ class Metrics(Collector):
             self._peers = peers
             self._files = None
             if peers is not None and peers.slot >= 0:
-                files = TallyFiles(self.state.settings.root, peers.count)
+                files = TallyFiles(self.state.settings.root, peers.count, peers.server)
                 try:
                     earlier = files.read(peers.slot)
                 except (OSError, ValueError) as exc:

@@ -51,7 +51,7 @@ def run_workers(count: int, app: ASGIApp, state: ServerState, repos: Mapping[str
                 port: int, **options: Any) -> int:
     """Serve ``app`` from ``count`` supervised worker processes; returns the exit code."""
     peers = WorkerPeers(count)
-    clear_tally_files(state.settings.root)  # /metrics sums the workers' files: none of an earlier run
+    clear_tally_files(state.settings.root, peers.server)  # /metrics sums this run's workers' files only
     sock = listening_socket(host, port)
     # Whatever the supervisor loaded (the indexes) is shared with the workers until written: keep
     # the collector from walking it in each of them (which writes to every object it visits).

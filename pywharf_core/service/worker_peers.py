@@ -19,6 +19,7 @@ In a single process (``--workers 1``) none of this exists: nothing is shared.
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 import threading
 
@@ -32,6 +33,7 @@ class WorkerPeers:
         if count < 1:
             raise ValueError("count must be at least 1")
         self.count = count
+        self.server = os.getpid()  # made by the supervisor: the server's identity for its workers
         self._map = mmap.mmap(-1, 2 * count * _SLOT.size)  # MAP_SHARED | MAP_ANONYMOUS: survives fork
         self._slot = -1
         self._lock = threading.Lock()  # this process's threads share its slots
