@@ -260,6 +260,46 @@ def test_the_same_bytes_after_an_interrupted_deletion_are_announced(store: Packa
     assert "demo-1.0.tar.gz" in base_snapshot(store).files
 
 
+def test_a_retried_reupload_of_a_deleted_file_stays_listed(store: PackageStore, tmp_path: Path) -> None:
+    """Uploaded back through server A, whose announce then fails (503, retry); the retry reaches
+    server B, whose snapshot still lists the file (it has not applied the deletion): IDENTICAL,
+    and B announces nothing. The store itself announced the file before removing its tombstone
+    document, so the file's last log entry is the record, and update_index keeps it."""
+    _, rec = put(store, tmp_path, "demo-1.0.tar.gz", b"bytes")
+    store.delete_files([rec], "2026-03-01T00:00:00.000000Z")
+    metadata = {"name": "demo", "version": "1.0"}
+    assert store.store(rec, stage(tmp_path, b"bytes"), metadata, None) is StoreOutcome.CREATED  # A, no announce
+    assert store.store(rec, stage(tmp_path, b"bytes"), metadata, None) is StoreOutcome.IDENTICAL  # B, no announce
+    last = [change for _, change in store.read_log(0) if change.filename == "demo-1.0.tar.gz"][-1]
+    assert isinstance(last, FileRecord)
+    assert store.rebuild_index() == 1 and "demo-1.0.tar.gz" in base_snapshot(store).files
+
+
+def test_a_deletion_racing_the_same_bytes_uploaded_back_ends_deleted(store: PackageStore, tmp_path: Path) -> None:
+    """The same bytes uploaded back while a deletion removes them (IDENTICAL: still stored) take
+    the tombstone document away and announce the file; the deletion then removes the bytes. It
+    sees its tombstone gone and writes and announces it again: the index never lists a file
+    whose bytes are gone."""
+    _, rec = put(store, tmp_path, "demo-1.0.tar.gz", b"bytes")
+    real_delete = store.storage.delete
+    raced: list[StoreOutcome] = []
+
+    def delete(key: str) -> None:
+        if key == rec.filename and not raced:
+            raced.append(store.store(rec, stage(tmp_path, b"bytes"), {"name": "demo", "version": "1.0"}, None))
+        real_delete(key)
+
+    store.storage.delete = delete  # type: ignore[method-assign]
+    store.delete_files([rec], "2026-03-01T00:00:00.000000Z")
+    store.storage.delete = real_delete  # type: ignore[method-assign]
+    assert raced == [StoreOutcome.IDENTICAL]
+    changes = [change for _, change in store.read_log(0) if change.filename == rec.filename]
+    assert [type(change).__name__ for change in changes] == ["FileRecord", "Tombstone", "FileRecord", "Tombstone"]
+    assert not store.storage.has_blob(rec.filename)
+    assert store.storage.document_version(tombstone_key(rec.filename)) is not None
+    assert store.rebuild_index() == 0 and rec.filename in base_snapshot(store).deleted
+
+
 def test_archived_and_quarantined_refuse_at_the_store(store: PackageStore, tmp_path: Path) -> None:
     """Checked against storage too: another server may have archived the project a moment ago."""
     store.set_project_status(ProjectStatus("demo", "archived", "moved to demo2"))

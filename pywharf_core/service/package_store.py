@@ -118,6 +118,10 @@ def identity_key(dist: DistFilename) -> str:
     return f"{COMPANIONS}identity/{hashlib.sha256(dist.identity.encode()).hexdigest()[:40]}.txt"
 
 
+# Rounds of a deletion racing the same bytes uploaded back (each round: tombstone, log, bytes).
+DELETE_ATTEMPTS = 3
+
+
 class PackageStore(Backend):
     """The core's :class:`Backend`, built on a storage adapter."""
 
@@ -186,15 +190,17 @@ class PackageStore(Backend):
         else:  # same bytes: finish what an interrupted earlier upload may have left undone
             with contextlib.suppress(VersionConflict):
                 self.storage.write_document(sidecar_key(record.filename), dump_sidecar(fields), None)
-        if tombstone is not None:  # the file is back: its tombstone goes before it is announced
+        if tombstone is not None:
+            # The file is back. Its entry goes to the log before its tombstone document goes: a
+            # retry that reaches a server whose snapshot predates the deletion (IDENTICAL, the
+            # file "already listed") would otherwise announce nothing, and the tombstone, the
+            # file's last log entry, would hide an acknowledged upload for good. Same when a
+            # deletion stopped between its log entry and removing the bytes. (The caller may
+            # announce a CREATED file once more: a repeated entry changes nothing.)
+            self.announce(record if created else (self.stored_record(record.filename) or record))
             self.storage.delete(tombstone_key(record.filename))
             if record.filename in lifecycle.deleted:
                 self._change_lifecycle(lambda doc: doc.deleted.pop(record.filename, None) is not None)
-            if not created:
-                # A deletion stopped between its log entry and removing the bytes: a server that
-                # has not applied that entry yet would answer IDENTICAL without announcing, and
-                # the tombstone in the log would hide the file it acknowledged. Announce it here.
-                self.announce(self.stored_record(record.filename) or record)
         return StoreOutcome.CREATED if created else StoreOutcome.IDENTICAL
 
     def _tombstone_of(self, filename: str, legacy: Mapping[str, Tombstone]) -> Tombstone | None:
@@ -361,11 +367,17 @@ class PackageStore(Backend):
         Per file: one document write, one log entry, three deletes, whatever was deleted before."""
         tombstones = [Tombstone.of(record, deleted_time) for record in records]
         for tombstone in tombstones:
-            self._replace_document(tombstone_key(tombstone.filename), dump_tombstone(tombstone),
-                                   f"the tombstone of {tombstone.filename!r}")
-            self.announce(tombstone)
-            for key in (tombstone.filename, metadata_key(tombstone.filename), sidecar_key(tombstone.filename)):
-                self.storage.delete(key)
+            for _ in range(DELETE_ATTEMPTS):
+                self._replace_document(tombstone_key(tombstone.filename), dump_tombstone(tombstone),
+                                       f"the tombstone of {tombstone.filename!r}")
+                self.announce(tombstone)
+                for key in (tombstone.filename, metadata_key(tombstone.filename), sidecar_key(tombstone.filename)):
+                    self.storage.delete(key)
+                # The same bytes uploaded back meanwhile (IDENTICAL while they were still stored)
+                # took the tombstone document away and announced the file, whose bytes are now
+                # gone: this deletion comes last, so its tombstone is written and announced again.
+                if self.storage.document_version(tombstone_key(tombstone.filename)) is not None:
+                    break
         return tombstones
 
     # -- downloads -------------------------------------------------------------------------------
