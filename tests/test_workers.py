@@ -22,6 +22,7 @@ import requests
 from conftest import Server, client_env, fs_config, run, start_server, tool, wait_for
 from test_upload_rules import make_wheel
 
+from pywharf_core.http.web.secret_check import worker_share
 from pywharf_core.http.workers import _cgroup_cpu_quota, usable_cpus
 
 REPO, READ, WRITE = "local", "read-secret-123", "write-secret-123"
@@ -184,11 +185,11 @@ def test_workers_need_a_config_file_and_no_initialize_token(tmp_path: Path) -> N
 
 def test_the_failure_budget_holds_across_workers(tmp_path: Path) -> None:
     server = start_server(tmp_path / "root", fs_config(REPO, READ, WRITE), "--extra_index_url=", "--access_log",
-                          "--workers=2", "--auth_failure_limit=4")
+                          "--workers=2", "--auth_failure_limit=6")
     try:
         answers = spread(server, "GET", f"/repos/{REPO}/simple/", until_each=4, auth=(REPO, "wrong-secret-000"))
         statuses = [r.status_code for r in answers]
-        assert statuses.count(401) <= 4 and set(statuses) == {401, 429}, statuses
+        assert statuses.count(401) <= 6 and set(statuses) == {401, 429}, statuses
         # Spent on every worker: the right secret is refused too, whichever worker answers.
         right = spread(server, "GET", f"/repos/{REPO}/simple/?again", until_each=2, auth=(REPO, READ))
         assert {r.status_code for r in right} == {429}
@@ -263,3 +264,11 @@ def test_uv_publish_check_url_sees_an_upload_through_the_other_worker(tmp_path: 
         assert server.log().count("POST /repos/local/simple/") == round_number  # every re-publish skipped
     finally:
         assert server.stop() == 0
+
+
+def test_a_workers_share_of_a_failure_limit_is_never_below_three() -> None:
+    """A worker per CPU: 16 workers sharing --auth_failure_limit 10 each allow 3 (not 1: one typo
+    would lock a client out of that worker), 2 workers 5 each, and a limit under 3 stays whole."""
+    assert worker_share(10, 1) == 10 and worker_share(10, 2) == 5 and worker_share(10, 4) == 3
+    assert worker_share(10, 16) == 3 and worker_share(100, 16) == 7
+    assert worker_share(2, 16) == 2 and worker_share(1, 2) == 1

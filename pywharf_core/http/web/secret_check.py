@@ -64,14 +64,15 @@ class TooManyFailures(HTTPException):
 
 
 AUTH_LIMITER = "pywharf_auth_limiter"  # the app.state attribute holding it
+MIN_WORKER_SHARE = 3  # failures each worker process allows at least (see worker_share)
 
 
 def auth_limiter(conn: HTTPConnection) -> FailureLimiter:
     """The app's failure limiter, built on first use from the server settings.
 
     Each worker process of ``--workers N`` counts its own failures, so each allows its share of
-    ``--auth_failure_limit`` (rounded up): a guesser spread over every worker still gets about
-    the limit per window, not N times it."""
+    ``--auth_failure_limit`` (:func:`worker_share`): a guesser spread over every worker gets about
+    the limit per window (at most 3 per worker), not N times it."""
     return app_singleton(conn, AUTH_LIMITER, lambda settings: FailureLimiter(
         limit=_worker_share(conn, settings.auth_failure_limit), window=float(settings.auth_failure_window)))
 
@@ -85,7 +86,16 @@ def initialize_limiter(conn: HTTPConnection) -> FailureLimiter:
 
 def _worker_share(conn: HTTPConnection, limit: int) -> int:
     peers = conn.app.state.pywharf.peers
-    return math.ceil(limit / (peers.count if peers is not None else 1))
+    return worker_share(limit, peers.count if peers is not None else 1)
+
+
+def worker_share(limit: int, workers: int) -> int:
+    """What one of ``workers`` processes allows of a failure ``limit``: its share rounded up, but
+    at least :data:`MIN_WORKER_SHARE` (or the whole limit when smaller). With a worker per CPU
+    the share alone would be 1 on a big machine: one mistyped secret would lock a client (or
+    everyone behind one proxy address) out of that worker. A guesser then gets at most
+    ``workers * MIN_WORKER_SHARE`` tries per window: nothing against a 12+ character secret."""
+    return max(math.ceil(limit / workers), min(limit, MIN_WORKER_SHARE))
 
 
 def limiter_key(conn: HTTPConnection, name: str) -> str:
