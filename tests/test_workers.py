@@ -22,8 +22,8 @@ import requests
 from conftest import Server, client_env, fs_config, run, start_server, tool, wait_for
 from test_upload_rules import make_wheel
 
+from pywharf_core.http.cpu_budget import cgroup_cpu_limit, usable_cpus
 from pywharf_core.http.web.secret_check import worker_share
-from pywharf_core.http.workers import _cgroup_cpu_quota, usable_cpus
 
 REPO, READ, WRITE = "local", "read-secret-123", "write-secret-123"
 _LINE = re.compile(r"\[(\d+)\] INFO pywharf\.access: .*?\"(?:GET|HEAD|POST|DELETE) (\S+)")
@@ -226,14 +226,49 @@ def test_the_default_is_a_worker_per_usable_cpu_with_a_config_and_one_process_wi
         unconfigured.stop()
 
 
-def test_usable_cpus_follow_the_affinity_mask_and_a_cgroup_quota(tmp_path: Path) -> None:
-    cpu_max = tmp_path / "cpu.max"
-    assert _cgroup_cpu_quota(tmp_path / "absent") is None
-    for text, whole in (("max 100000\n", None), ("200000 100000\n", 2), ("150000 100000\n", 2),
-                        ("50000 100000\n", 1), ("garbage", None)):
-        cpu_max.write_text(text)
-        assert _cgroup_cpu_quota(cpu_max) == whole, text
+def fake_proc(tmp_path: Path, cgroup: str, mountinfo: str) -> Path:
+    proc = tmp_path / "proc"
+    proc.mkdir(exist_ok=True)
+    (proc / "cgroup").write_text(cgroup)
+    (proc / "mountinfo").write_text(mountinfo)
+    return proc
+
+
+def write_files(folder: Path, **files: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name.replace("_dot_", ".")).write_text(text)
+
+
+def test_usable_cpus_follow_the_affinity_mask_and_the_tightest_cgroup_quota(tmp_path: Path) -> None:
+    """The JVM's and Go's reading of a CPU limit: the process's own cgroup (from /proc/self/cgroup),
+    where its hierarchy is mounted (mountinfo), and every cgroup above it."""
+    v2 = tmp_path / "v2"
+    # cgroup v2 without a namespace (systemd CPUQuota= on a slice): the quota is on a parent.
+    write_files(v2, cpu_dot_max="max 100000\n")
+    write_files(v2 / "system.slice", cpu_dot_max="250000 100000\n")
+    write_files(v2 / "system.slice" / "pywharf.service", cpu_dot_max="max 100000\n")
+    proc = fake_proc(tmp_path, "0::/system.slice/pywharf.service\n",
+                     f"30 1 0:26 / {v2} rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n")
+    assert cgroup_cpu_limit(proc) == 3
+    # A container with its own cgroup namespace: its cgroup is the mount's root.
+    write_files(v2, cpu_dot_max="150000 100000\n")
+    proc = fake_proc(tmp_path, "0::/\n", f"30 1 0:26 /kubepods/pod1 {v2} rw - cgroup2 cgroup2 rw\n")
+    assert cgroup_cpu_limit(proc) == 2
+    # cgroup v1 (docker --cpus=2 on an older host), a hybrid layout like this machine's.
+    v1 = tmp_path / "v1"
+    write_files(v1 / "docker" / "abc", cpu_dot_cfs_quota_us="200000\n", cpu_dot_cfs_period_us="100000\n")
+    write_files(v1, cpu_dot_cfs_quota_us="-1\n", cpu_dot_cfs_period_us="100000\n")
+    proc = fake_proc(tmp_path, "4:memory:/docker/abc\n2:cpu,cpuacct:/docker/abc\n0::/docker/abc\n",
+                     f"40 1 0:33 / {v1} rw - cgroup cgroup rw,cpu,cpuacct\n"
+                     f"41 1 0:34 / {tmp_path / 'unified'} rw - cgroup2 cgroup2 rw\n")
+    assert cgroup_cpu_limit(proc) == 2
+    # No quota anywhere, or nothing readable: no limit (the affinity mask stands).
+    write_files(v1 / "docker" / "abc", cpu_dot_cfs_quota_us="-1\n")
+    assert cgroup_cpu_limit(proc) is None
+    assert cgroup_cpu_limit(tmp_path / "absent") is None
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
+    assert usable_cpus(proc) == min(len(os.sched_getaffinity(0)), 256)
 
 
 def test_uv_publish_check_url_sees_an_upload_through_the_other_worker(tmp_path: Path) -> None:

@@ -231,7 +231,7 @@ def _worker_count(given: int | None, *, configured: bool, initialize_token: bool
     if given is None:
         if not configured or initialize_token or process_local:
             return 1
-        from pywharf_core.http.workers import usable_cpus
+        from pywharf_core.http.cpu_budget import usable_cpus
 
         return usable_cpus()
     try:

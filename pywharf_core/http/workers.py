@@ -22,13 +22,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import math
 import os
 import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from starlette.types import ASGIApp
@@ -67,29 +65,6 @@ def run_workers(count: int, app: ASGIApp, state: ServerState, repos: Mapping[str
         return supervise(count, serve)
     finally:
         sock.close()
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask), capped by a cgroup v2 CPU quota
-    (``docker run --cpus=2`` leaves the mask at every host CPU but grants two CPUs' time)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    quota = _cgroup_cpu_quota(Path("/sys/fs/cgroup/cpu.max"))
-    if quota is not None:
-        cpus = min(cpus, quota)
-    return max(1, cpus)
-
-
-def _cgroup_cpu_quota(path: Path) -> int | None:
-    """Whole CPUs a cgroup v2 ``cpu.max`` ("<quota> <period>" or "max <period>") grants, rounded
-    up; None without a quota or a readable file."""
-    try:
-        quota, period = path.read_text().split()[:2]
-        return max(1, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError, ZeroDivisionError):
-        return None
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
