@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_upload_rules import make_wheel
 
 from pywharf_core.http import metrics as metrics_module
-from pywharf_core.http.metric_tally import Tally, TallyFiles, clear_tally_files, tally_folder
+from pywharf_core.http.metric_tally import Tally, TallyClaim, TallyFiles, tally_folder
 from pywharf_core.http.metrics import FLUSH_EVERY, Metrics
 from pywharf_core.service.server_state import ServerSettings, ServerState
 from pywharf_core.service.worker_peers import WorkerPeers
@@ -47,10 +46,13 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+RUN = "0123456789abcdef"  # the run id of the in-process workers below
+
+
 def worker(root: Path, slot: int, count: int = 2) -> Metrics:
     """A Metrics object in worker ``slot`` of a ``count``-worker server on ``root``."""
     state = ServerState(ServerSettings(root=root, metrics=True))
-    state.join_workers(WorkerPeers(count), slot)
+    state.join_workers(WorkerPeers(count, RUN), slot)
     return Metrics(state)
 
 
@@ -98,7 +100,7 @@ def test_two_workers_sum_counts_buckets_and_bytes(tmp_path: Path) -> None:
             assert value(samples, "pywharf_uploads_total", repository="alpha") == 1
             assert value(samples, "pywharf_upload_bytes_total", repository="alpha") == 123
         # Idle: the timer stops, and the files are not rewritten.
-        files = sorted(tally_folder(tmp_path, os.getpid()).iterdir())
+        files = sorted(tally_folder(tmp_path, RUN).iterdir())
         assert [f.name for f in files] == ["0.json", "1.json"]
         written = [f.stat().st_mtime_ns for f in files]
         await asyncio.sleep(0.3)
@@ -129,7 +131,7 @@ def test_a_replacement_worker_continues_from_its_file(tmp_path: Path) -> None:
 
 def test_a_damaged_or_missing_file_is_left_out_with_a_warning(tmp_path: Path,
                                                              caplog: pytest.LogCaptureFixture) -> None:
-    folder = tally_folder(tmp_path, os.getpid())
+    folder = tally_folder(tmp_path, RUN)
     folder.mkdir(parents=True)
     (folder / "1.json").write_bytes(b'{"format": 1, "requests": [["page", "alpha", 200, 5')  # cut short
     (folder / "2.json").write_text('{"format": 1, "requests": [["page", "alpha", 200, -5]], "latency": {}, '
@@ -156,8 +158,8 @@ def test_a_damaged_or_missing_file_is_left_out_with_a_warning(tmp_path: Path,
 def test_a_worker_that_cannot_write_warns_once_and_still_answers(tmp_path: Path,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "cache").mkdir()
-    tally_folder(tmp_path, os.getpid()).parent.mkdir(parents=True)
-    tally_folder(tmp_path, os.getpid()).write_text("a file where the folder should be")
+    tally_folder(tmp_path, RUN).parent.mkdir(parents=True)
+    tally_folder(tmp_path, RUN).write_text("a file where the folder should be")
 
     async def scenario() -> None:
         answering = worker(tmp_path, 0)
@@ -196,8 +198,14 @@ def scrape_server(server: Server) -> Samples:
     return samples_of(response.text)
 
 
+def run_of(server: Server) -> str:
+    """The server run's id: the name of the one lock file its supervisor holds."""
+    (lock,) = (server.root / "cache" / "metrics").glob("*.lock")
+    return lock.stem
+
+
 def slot_pages(server: Server, slot: int) -> int:
-    tally = TallyFiles(server.root, 2, server.proc.pid).read(slot)
+    tally = TallyFiles(server.root, 2, run_of(server)).read(slot)
     return tally.requests.get(("page", "local", 200), 0) if tally else 0
 
 
@@ -212,10 +220,10 @@ def settled(server: Server, expected: int) -> Samples:
 @pytest.mark.parametrize("server_kind", ["uvicorn", "waitress"])
 def test_a_scrape_shows_every_worker_and_never_goes_down(tmp_path: Path, server_kind: str) -> None:
     root = tmp_path / "root"
-    ended = subprocess.Popen(["true"])
-    ended.wait()  # a server that ran on this ROOT and is gone
-    stale = TallyFiles(root, 2, ended.pid)
+    TallyClaim(root, "ended").release()  # a server that ran on this ROOT and is gone...
+    stale = TallyFiles(root, 2, "ended")
     stale.folder.mkdir(parents=True)
+    (stale.folder.parent / "ended.lock").touch()  # ...leaving its folder and lock file (killed)
     earlier = Tally()
     earlier.requests[("page", "local", 200)] = 10**6
     for slot in (0, 1):
@@ -263,22 +271,26 @@ def test_a_scrape_shows_every_worker_and_never_goes_down(tmp_path: Path, server_
         server.stop()
 
 
-def test_a_starting_server_clears_its_own_and_ended_servers_tallies_only(tmp_path: Path) -> None:
-    """Two servers may share a ROOT: each sums its own workers' folder, and a starting one
-    removes only the folders of servers no longer running (and any under its own pid)."""
-    ended = subprocess.Popen(["true"])
-    ended.wait()
-    live = subprocess.Popen(["sleep", "30"])  # another server still running on this ROOT
+def test_a_starting_server_clears_the_tallies_of_ended_runs_only(tmp_path: Path) -> None:
+    """Several servers may share a ROOT (containers whose supervisors are all pid 1, too): each
+    run has a random id and holds a lock on its folder; a starting one removes only the folders
+    whose lock nobody holds, and its own when it stops."""
+    tally = Tally()
+    tally.requests[("page", "local", 200)] = 5
+    live = TallyClaim(tmp_path, "live")  # another server still running on this ROOT
+    TallyFiles(tmp_path, 2, "live").write(0, tally)
+    ended = TallyFiles(tmp_path, 2, "ended")
+    ended.write(0, tally)
+    (ended.folder.parent / "ended.lock").touch()  # its server was killed: the lock file stayed, unheld
+    TallyFiles(tmp_path, 2, "12345").write(0, tally)  # no lock file at all (an older pywharf)
+    starting = TallyClaim(tmp_path, "starting")
     try:
-        tally = Tally()
-        tally.requests[("page", "local", 200)] = 5
-        for server in (ended.pid, live.pid, os.getpid()):
-            TallyFiles(tmp_path, 2, server).write(0, tally)
-        clear_tally_files(tmp_path, os.getpid())
-        assert TallyFiles(tmp_path, 2, ended.pid).read(0) is None
-        assert TallyFiles(tmp_path, 2, os.getpid()).read(0) is None
-        kept = TallyFiles(tmp_path, 2, live.pid).read(0)
+        assert TallyFiles(tmp_path, 2, "ended").read(0) is None and not (tmp_path / "cache/metrics/ended.lock").exists()
+        assert TallyFiles(tmp_path, 2, "12345").read(0) is None
+        kept = TallyFiles(tmp_path, 2, "live").read(0)
         assert kept is not None and kept.requests == tally.requests
+        TallyFiles(tmp_path, 2, "starting").write(1, tally)
     finally:
-        live.kill()
-        live.wait()
+        starting.release()
+        live.release()
+    assert sorted(p.name for p in (tmp_path / "cache" / "metrics").iterdir()) == []

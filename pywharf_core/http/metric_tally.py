@@ -3,7 +3,7 @@ and a scrape sums over every worker of the server (``pywharf server --workers N`
 
 Each worker counts its own requests (``pywharf_core.http.metrics``); a scrape reaches one of
 them. So each worker also keeps a :class:`Tally` of its folded counters in
-``ROOT/cache/metrics/<server>/<slot>.json`` (:class:`TallyFiles`), and the worker that answers
+``ROOT/cache/metrics/<run id>/<slot>.json`` (:class:`TallyFiles`), and the worker that answers
 a scrape adds up every slot's file. Why files and not ``prometheus_client``'s multiprocess mode: that
 mode needs ``PROMETHEUS_MULTIPROC_DIR`` set before the library is imported and its own
 ``Counter`` objects, each update a lock and an mmap write, while the request path here stays
@@ -16,13 +16,15 @@ one list append (see :class:`pywharf_core.http.metrics.Metrics`).
   slot and starts from its file, so the server's sums never go down).
 - The files are bounded: their series are (route classes x configured repositories x statuses
   the code answers), and a file over :data:`MAX_FILE_BYTES` is neither written nor read.
-- The folder is the server's own (``ROOT/cache/metrics/<supervisor pid>/``: two servers may
-  share a ROOT), and the supervisor removes it, and those of servers no longer running, before
-  it forks the workers (:func:`clear_tally_files`): counts of an earlier run are never summed.
+- The folder is the run's own (``ROOT/cache/metrics/<run id>/``: several servers may share a
+  ROOT), held with a lock by its supervisor (:class:`TallyClaim`), which removes the folders of
+  runs no longer holding theirs before it forks the workers, and its own when it stops: counts
+  of an earlier run are never summed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -151,39 +153,55 @@ def _count(value: Any) -> int:
     return value
 
 
-def tally_folder(root: Path, server: int) -> Path:
-    """Where the workers of the server whose supervisor is process ``server`` keep their tallies
-    (per server, not per ROOT: two servers may share a ROOT)."""
-    return root / "cache" / "metrics" / str(server)
+def tally_folder(root: Path, server: str) -> Path:
+    """Where the workers of the server run ``server`` (:attr:`WorkerPeers.server`) keep their
+    tallies (per run, not per ROOT: several servers may share a ROOT)."""
+    return root / "cache" / "metrics" / server
 
 
-def clear_tally_files(root: Path, server: int) -> None:
-    """The supervisor ``server``, before it forks the workers: forget any tallies under its own
-    name (a reused pid) and those of servers no longer running (earlier runs)."""
-    shutil.rmtree(tally_folder(root, server), ignore_errors=True)
+class TallyClaim:
+    """The supervisor's hold on its run's tally folder: an exclusive ``flock`` on
+    ``<folder>.lock``, held (by the supervisor and, inherited, its workers) until the server
+    stops. A starting supervisor removes the folders whose lock it can take: their server is
+    gone (the kernel, or the NFS server, released its lock), whichever host or container it
+    ran in; a pid could not tell that (pids repeat across containers).
+    """
+
+    def __init__(self, root: Path, server: str) -> None:
+        self.folder = tally_folder(root, server)
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.folder.with_suffix(".lock"), "a+b")  # noqa: SIM115 (held open on purpose)
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        for lock in self.folder.parent.glob("*.lock"):
+            if lock.stem != server:
+                _remove_if_ended(lock)
+        for folder in self.folder.parent.iterdir():  # folders without a lock: none of a live run
+            if folder.is_dir() and folder != self.folder and not folder.with_suffix(".lock").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def release(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.with_suffix(".lock").unlink(missing_ok=True)
+        self._file.close()
+
+
+def _remove_if_ended(lock: Path) -> None:
     try:
-        folders = list(tally_folder(root, server).parent.iterdir())
+        with open(lock, "a+b") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a running server's
+            shutil.rmtree(lock.with_suffix(""), ignore_errors=True)
+            lock.unlink(missing_ok=True)
     except OSError:
         return
-    for folder in folders:
-        if folder.name.isdigit() and not _running(int(folder.name)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # someone else's process, or not a pid: leave its folder alone
-    return True
 
 
 class TallyFiles:
     """The tally files of a server's ``count`` workers, one per slot."""
 
-    def __init__(self, root: Path, count: int, server: int) -> None:
+    def __init__(self, root: Path, count: int, server: str) -> None:
         self.folder = tally_folder(root, server)
         self.count = count
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from starlette.types import ASGIApp
 
-from pywharf_core.http.metric_tally import clear_tally_files
+from pywharf_core.http.metric_tally import TallyClaim
 from pywharf_core.http.serve import run
 from pywharf_core.service.repository import PkgRepo
 from pywharf_core.service.server_state import ServerState
@@ -49,8 +49,8 @@ def run_workers(count: int, app: ASGIApp, state: ServerState, repos: Mapping[str
                 port: int, **options: Any) -> int:
     """Serve ``app`` from ``count`` supervised worker processes; returns the exit code."""
     peers = WorkerPeers(count)
-    clear_tally_files(state.settings.root, peers.server)  # /metrics sums this run's workers' files only
     sock = listening_socket(host, port)
+    tallies = TallyClaim(state.settings.root, peers.server)  # /metrics sums this run's workers' files only
     # Whatever the supervisor loaded (the indexes) is shared with the workers until written: keep
     # the collector from walking it in each of them (which writes to every object it visits).
     gc.collect()
@@ -65,6 +65,7 @@ def run_workers(count: int, app: ASGIApp, state: ServerState, repos: Mapping[str
         return supervise(count, serve)
     finally:
         sock.close()
+        tallies.release()
 
 
 def listening_socket(host: str, port: int) -> socket.socket:

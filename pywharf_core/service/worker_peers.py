@@ -19,7 +19,7 @@ In a single process (``--workers 1``) none of this exists: nothing is shared.
 from __future__ import annotations
 
 import mmap
-import os
+import secrets
 import struct
 import threading
 
@@ -29,11 +29,13 @@ _SLOT = struct.Struct("<Q")
 class WorkerPeers:
     """The shared change vectors of ``count`` workers; :meth:`as_worker` picks this process's slot."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, server: str | None = None) -> None:
         if count < 1:
             raise ValueError("count must be at least 1")
         self.count = count
-        self.server = os.getpid()  # made by the supervisor: the server's identity for its workers
+        # This run of the server, for its workers (made by the supervisor): random, since pids
+        # repeat across containers sharing one ROOT (every container's supervisor is pid 1).
+        self.server = server or secrets.token_hex(8)
         self._map = mmap.mmap(-1, 2 * count * _SLOT.size)  # MAP_SHARED | MAP_ANONYMOUS: survives fork
         self._slot = -1
         self._lock = threading.Lock()  # this process's threads share its slots
