@@ -43,6 +43,7 @@ from pywharf_core.cli import update_index
 from pywharf_core.http.app import create_app
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.server_state import ServerSettings, ServerState, build_repos, load_setup
+from pywharf_core.storage.backend import StagedFile
 
 REPO = "contract"  # the package repository's name in every config
 READ_SECRET, WRITE_SECRET = "contract-read-secret", "contract-write-secret"
@@ -286,3 +287,11 @@ def make_backend(name: str, engines: Engines, folder: Path) -> BackendUnderTest:
     """The factory: a configured backend named ``name`` over fresh storage."""
     return SETUPS[name](engines, folder)
 
+
+
+def staged_file(path: Path, data: bytes) -> StagedFile:
+    """``data`` written to ``path`` and digested, as the upload route stages a file it streamed."""
+    path.write_bytes(data)
+    return StagedFile(path, len(data), hashlib.sha256(data).hexdigest(),
+                      hashlib.md5(data, usedforsecurity=False).hexdigest(),
+                      hashlib.blake2b(data, digest_size=32).hexdigest())

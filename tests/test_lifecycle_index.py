@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from backend_fixtures import staged_file
 
 from pywharf_backends.memory import MemoryBackend, MemoryConfig, reset_stores
 from pywharf_core.index.formats import (
@@ -184,7 +185,7 @@ def store(tmp_path: Path) -> PackageStore:
 
 
 def stage(tmp_path: Path, data: bytes) -> StagedFile:
-    return StagedFile.write(tmp_path / "staged", data)
+    return staged_file(tmp_path / "staged", data)
 
 
 def put(store: PackageStore, tmp_path: Path, filename: str, data: bytes) -> tuple[StoreOutcome, FileRecord]:

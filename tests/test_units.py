@@ -16,6 +16,7 @@ from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import pytest
+from backend_fixtures import staged_file
 
 from pywharf_backends.file_system import FileSystemBackend, FileSystemConfig
 from pywharf_core.index.formats import IndexFormatError, dump_index, dump_index_json, parse_index, parse_index_json
@@ -724,7 +725,7 @@ def fs_backend(tmp_path: Path) -> PackageStore:
 
 
 def stage(backend: PackageStore, data: bytes, tag: str) -> StagedFile:
-    return StagedFile.write(backend.staging_dir() / f".upload-{tag}.part", data)
+    return staged_file(backend.staging_dir() / f".upload-{tag}.part", data)
 
 
 def store(backend: PackageStore, filename: str, data: bytes, tag: str):

@@ -154,12 +154,15 @@ def test_a_reloaded_create_page_does_not_create_a_second_token(client: TestClien
     assert again.status_code == 409
     assert "already sent" in again.text and not TOKEN_TEXT.search(again.text)
     assert list(listed(client)) == [token_id] and live_token_ids(state) == [token_id]
-    fresh = client.get("/tokens/")
-    fresh_id = re.search(r'name="form_id" value="([^"]+)"', fresh.text).group(1)
-    assert fresh_id != form_id
-    second = client.post("/tokens/", data={**data, "form_id": fresh_id})
+    # Two tabs: forms opened side by side, sent one after the other, then the first reloaded.
+    tab_a = re.search(r'name="form_id" value="([^"]+)"', client.get("/tokens/").text).group(1)
+    tab_b = re.search(r'name="form_id" value="([^"]+)"', client.get("/tokens/").text).group(1)
+    assert len({form_id, tab_a, tab_b}) == 3
+    second = client.post("/tokens/", data={**data, "form_id": tab_a})
     assert parse_token(created_token(second)).token_id != token_id
-    assert len(live_token_ids(state)) == 2
+    created_token(client.post("/tokens/", data={**data, "form_id": tab_b}))
+    assert client.post("/tokens/", data={**data, "form_id": tab_a}).status_code == 409
+    assert len(live_token_ids(state)) == 3
 
 
 def test_read_token_has_no_projects_and_defaults(client: TestClient) -> None:

@@ -16,7 +16,6 @@ threads, never on the event loop.
 from __future__ import annotations
 
 import enum
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,15 +44,6 @@ class StagedFile:
     sha256: str
     md5: str
     blake2_256: str
-
-    @classmethod
-    def write(cls, path: Path, data: bytes) -> StagedFile:
-        """``data`` written to ``path`` and digested: a file staged from memory (the upload route
-        streams and digests as it receives instead; tests and benchmarks stage small files)."""
-        path.write_bytes(data)
-        return cls(path, len(data), hashlib.sha256(data).hexdigest(),
-                   hashlib.md5(data, usedforsecurity=False).hexdigest(),
-                   hashlib.blake2b(data, digest_size=32).hexdigest())
 
 
 class StoreOutcome(enum.Enum):

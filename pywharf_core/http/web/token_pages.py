@@ -18,6 +18,7 @@ asks the browser to post again, which would make another token; it never shows t
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -55,10 +56,11 @@ MAX_DAYS = MAX_EXPIRES_IN // 86400
 _LOGIN = "/login/?next=%2Ftokens%2F"
 _FORM_FIELDS = ("scope", "projects", "expires_days", "description", "form_id", CSRF_FIELD)
 # A reload of the "New API token" page sends its POST again: the create form carries a fresh id,
-# and a created token leaves that id in this cookie, so the same form is not turned into a second
-# token. Stateless (any worker or server with the session key sees the browser's cookie).
+# and a created token adds that id to this cookie (the last few: several tabs), so the same form
+# is not turned into a second token. Stateless (any worker or server with the session key sees the browser's cookie).
 SUBMITTED_COOKIE = "pywharf_token_form"
 _MAX_FORM_ID_CHARS = 64
+_REMEMBERED_FORMS = 8  # the last forms sent (several tabs), in the cookie as "id.id.id"
 _MAX_FORM_BYTES = 16 * 1024
 FORBIDDEN_MESSAGE = (
     "Managing API tokens takes the repository's write secret: you are logged in with {what}. "
@@ -176,7 +178,10 @@ class TokenPages:
             return manager
         repo, store = manager
         form_id = fields["form_id"][:_MAX_FORM_ID_CHARS]
-        if form_id and request.cookies.get(SUBMITTED_COOKIE) == form_id:  # an id, not a secret
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", form_id):
+            form_id = ""  # not one this page made (a script's POST): nothing to remember
+        submitted = request.cookies.get(SUBMITTED_COOKIE, "").split(".")[-_REMEMBERED_FORMS:]
+        if form_id and form_id in submitted:  # ids, not secrets
             return await self._list_page(
                 request, repo, store, status=409,
                 error="This form was already sent (the page was reloaded?): the token it created is in the list "
@@ -211,7 +216,8 @@ class TokenPages:
                    "lines": usage_lines(repo_index_url(request, repo.name), new.token, created.scope)}
         response = self.ui._page(request, "token_created.html", context)
         if form_id:
-            response.set_cookie(SUBMITTED_COOKIE, form_id, path="/tokens/", httponly=True, samesite="strict",
+            remembered = ".".join([*submitted, form_id][-_REMEMBERED_FORMS:])
+            response.set_cookie(SUBMITTED_COOKIE, remembered, path="/tokens/", httponly=True, samesite="strict",
                                 secure=request.url.scheme == "https")
         return response
 
