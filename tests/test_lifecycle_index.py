@@ -34,6 +34,7 @@ from pywharf_core.model.lifecycle import ProjectStatus, Tombstone
 from pywharf_core.model.names import parse_dist_filename
 from pywharf_core.model.records import FileRecord
 from pywharf_core.service.package_store import INDEX_KEY, PackageStore, tombstone_key
+from pywharf_core.service.repository import AuthExpiry, PkgRepo
 from pywharf_core.storage.api import Storage
 from pywharf_core.storage.backend import BackendContext, StagedFile, StoreOutcome
 from pywharf_core.storage.config import ConfigSource, build_config
@@ -298,6 +299,24 @@ def test_a_deletion_racing_the_same_bytes_uploaded_back_ends_deleted(store: Pack
     assert [type(change).__name__ for change in changes] == ["FileRecord", "Tombstone", "FileRecord", "Tombstone"]
     assert not store.storage.has_blob(rec.filename)
     assert store.storage.document_version(tombstone_key(rec.filename)) is not None
+    assert store.rebuild_index() == 0 and rec.filename in base_snapshot(store).deleted
+
+
+def test_a_server_that_missed_a_deletion_cannot_yank_the_file_back(store: PackageStore, tmp_path: Path) -> None:
+    """Server B has not applied the deletion (its snapshot lists the file) and the deletion
+    stopped before removing the bytes: B's yank must not announce the file after its tombstone."""
+    _, rec = put(store, tmp_path, "demo-1.0.tar.gz", b"bytes")
+    stale = PkgRepo(store.config, store, LocalIndexStore(tmp_path / "b", "local"), AuthExpiry())
+    stale.snapshot = stale.snapshot.with_records([rec])
+    real_delete = store.storage.delete
+    store.storage.delete = lambda key: None  # type: ignore[method-assign]
+    store.delete_files([rec], "2026-03-01T00:00:00.000000Z")
+    store.storage.delete = real_delete  # type: ignore[method-assign]
+    end = store.log.end()
+    with pytest.raises(FileNotFoundError):
+        store.set_yanked(rec.filename, True, "late")
+    assert stale.set_yanked("demo", "1.0", True, "late") == []  # the route answers 404
+    assert store.log.end() == end
     assert store.rebuild_index() == 0 and rec.filename in base_snapshot(store).deleted
 
 

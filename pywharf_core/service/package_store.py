@@ -407,8 +407,11 @@ class PackageStore(Backend):
     # -- yank ------------------------------------------------------------------------------------
 
     def set_yanked(self, filename: str, yanked: bool, reason: str) -> None:
+        """FileNotFoundError for a file no longer stored, or deleted (its tombstone written, its
+        bytes maybe not removed yet): a server that has not seen the deletion would otherwise
+        announce the file again after its tombstone, listing a file that is gone."""
         dist = parse_dist_filename(filename)
-        if not self.storage.has_blob(filename):
+        if not self.storage.has_blob(filename) or self.storage.document_version(tombstone_key(filename)) is not None:
             raise FileNotFoundError(filename)
         for _ in range(PUBLISH_ATTEMPTS):
             document = self.storage.read_document(sidecar_key(filename))

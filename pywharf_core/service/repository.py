@@ -171,12 +171,17 @@ class PkgRepo:
         chosen = [r for r in records if r.filename == target]
         if not chosen:
             chosen = [r for r in records if _same_version(r.version, target)]
+        done = []
         for record in chosen:
-            self.backend.set_yanked(record.filename, yanked, reason)
+            try:
+                self.backend.set_yanked(record.filename, yanked, reason)
+            except FileNotFoundError:  # deleted through another server: this one has not synced yet
+                continue
             changed = dataclasses.replace(record, yanked=yanked, yanked_reason=reason if yanked else "")
             self.backend.announce(changed)
             self.record_upload(changed)
-        return [r.filename for r in chosen]
+            done.append(record.filename)
+        return done
 
     def _lifecycle_store(self) -> PackageStore:
         if not isinstance(self.backend, PackageStore):
