@@ -19,17 +19,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from pywharf_core.http.audit_query import DEFAULT_SINCE, page_query, read_page
-from pywharf_core.http.web.secret_check import session_grant
+from pywharf_core.http.web.secret_check import session_grant, write_secret_refusal
 from pywharf_core.model.audit import iso_time
 
 if TYPE_CHECKING:
     from pywharf_core.http.web.routes import WebUI
 
 _LOGIN = "/login/?next=%2Faudit%2F"
-FORBIDDEN_MESSAGE = (
-    "Reading the audit log takes the repository's write secret: you are logged in with {what}. "
-    "Log out, then log in with the write secret."
-)
 
 
 class AuditPage:
@@ -41,21 +37,17 @@ class AuditPage:
     def routes(self) -> list[BaseRoute]:
         return [Route("/audit/", self.show, methods=["GET", "HEAD"])]
 
-    def _error(self, request: Request, repo_name: str, status: int, title: str, message: str) -> Response:
-        return self.ui._page(request, "error.html", {"repo_name": repo_name, "title": title, "message": message},
-                             status=status)
-
     async def show(self, request: Request) -> Response:
         found = await session_grant(request, _LOGIN)
         if isinstance(found, Response):
             return found
         repo, grant = found
-        if not grant.manages_tokens:
-            what = "an API token" if grant.is_token else "the read secret"
-            return self._error(request, repo.name, 403, "Write secret needed", FORBIDDEN_MESSAGE.format(what=what))
+        refusal = write_secret_refusal(grant, "Reading the audit log")
+        if refusal is not None:
+            return self.ui.error_page(request, repo.name, 403, "Write secret needed", refusal)
         if repo.audit is None:
-            return self._error(request, repo.name, 501, "No audit log here",
-                               f"The backend of {repo.name!r} keeps no documents: it keeps no audit log.")
+            return self.ui.error_page(request, repo.name, 501, "No audit log here",
+                                      f"The backend of {repo.name!r} keeps no documents: it keeps no audit log.")
         since_text = request.query_params.get("since", DEFAULT_SINCE)[:40]
         context = {"repo_name": repo.name, "title": f"Audit log of {repo.name}", "since_text": since_text,
                    "events": [], "next_url": "", "error": "", "since_iso": iso_time(time.time() - 86400)}

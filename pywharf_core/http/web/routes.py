@@ -148,6 +148,11 @@ class WebUI:
             set_csrf_cookie(response, new_nonce, secure=_is_https(request))
         return response
 
+    def error_page(self, request: Request, repo_name: str, status: int, title: str, message: str) -> Response:
+        """The error page of the UI's write-session pages (tokens, audit): a title and a message."""
+        return self._page(request, "error.html", {"repo_name": repo_name, "title": title, "message": message},
+                          status=status)
+
     @staticmethod
     def _session_manages_tokens(request: Request, repo_name: str) -> bool:
         """Whether the request's session holds the write secret of ``repo_name``, as its cached

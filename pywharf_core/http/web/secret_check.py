@@ -170,6 +170,16 @@ async def check_secret(
     return repo, grant
 
 
+def write_secret_refusal(grant: Grant, needed_for: str) -> str | None:
+    """Why a session whose secret is not the write secret may not do ``needed_for`` (e.g.
+    "Managing API tokens"), or None when it may: the UI's write-session pages all say it so."""
+    if grant.manages_tokens:
+        return None
+    what = "an API token" if grant.is_token else "the read secret"
+    return (f"{needed_for} takes the repository's write secret: you are logged in with {what}. "
+            "Log out, then log in with the write secret.")
+
+
 async def session_grant(request: Request, login_url: str) -> tuple[PkgRepo, Grant] | Response:
     """The browser session's repository and what its secret grants there, or the redirect to
     ``login_url`` (no session, or a secret no longer valid). The cookie is signed and its secret

@@ -32,7 +32,7 @@ from starlette.routing import BaseRoute, Route
 from pywharf_core.http.audit_trail import WRITE_SECRET, audit_event, record, token_detail
 from pywharf_core.http.public_url import repo_index_url
 from pywharf_core.http.web.csrf import CSRF_FIELD, CsrfGuard
-from pywharf_core.http.web.secret_check import client_address, session_grant
+from pywharf_core.http.web.secret_check import client_address, session_grant, write_secret_refusal
 from pywharf_core.http.web.session import current_session, session_codec
 from pywharf_core.model.api_tokens import (
     MAX_DESCRIPTION_CHARS,
@@ -62,10 +62,6 @@ SUBMITTED_COOKIE = "pywharf_token_form"
 _MAX_FORM_ID_CHARS = 64
 _REMEMBERED_FORMS = 8  # the last forms sent (several tabs), in the cookie as "id.id.id"
 _MAX_FORM_BYTES = 16 * 1024
-FORBIDDEN_MESSAGE = (
-    "Managing API tokens takes the repository's write secret: you are logged in with {what}. "
-    "Log out, then log in with the write secret."
-)
 
 
 def _when(timestamp: int) -> dict[str, str]:
@@ -113,15 +109,14 @@ class TokenPages:
         if isinstance(found, Response):
             return found
         repo, grant = found
-        if not grant.manages_tokens:
-            what = "an API token" if grant.is_token else "the read secret"
-            message = FORBIDDEN_MESSAGE.format(what=what)
+        refusal = write_secret_refusal(grant, "Managing API tokens")
+        if refusal is not None:
             if action is not None:
-                await record(repo, audit_event(request, repo, action, 403, grant=grant, detail=message))
-            return self._error(request, repo.name, 403, "Write secret needed", message)
+                await record(repo, audit_event(request, repo, action, 403, grant=grant, detail=refusal))
+            return self.ui.error_page(request, repo.name, 403, "Write secret needed", refusal)
         if repo.tokens is None:
-            return self._error(request, repo.name, 501, "No API tokens here",
-                               f"The backend of {repo.name!r} keeps no documents: it cannot store API tokens.")
+            return self.ui.error_page(request, repo.name, 501, "No API tokens here",
+                                      f"The backend of {repo.name!r} keeps no documents: it cannot store API tokens.")
         return repo, repo.tokens
 
     def _csrf_ok(self, request: Request, submitted: object) -> bool:
@@ -129,13 +124,9 @@ class TokenPages:
 
     def _csrf_refused(self, request: Request) -> Response:
         session = current_session(request)
-        return self._error(request, session.repo if session is not None else "", 403, "Form expired",
-                           "This form has expired or your browser did not send its cookie: "
-                           "reload the tokens page and try again.")
-
-    def _error(self, request: Request, repo_name: str, status: int, title: str, message: str) -> Response:
-        return self.ui._page(request, "error.html", {"repo_name": repo_name, "title": title, "message": message},
-                             status=status)
+        return self.ui.error_page(request, session.repo if session is not None else "", 403, "Form expired",
+                                  "This form has expired or your browser did not send its cookie: "
+                                  "reload the tokens page and try again.")
 
     @staticmethod
     async def _form(request: Request) -> dict[str, str]:
